@@ -1,0 +1,155 @@
+//! `machines.toml` exactly as serde reads it: loose types, every key known
+//! (`deny_unknown_fields`), and byte spans kept on whatever is validated later so
+//! that an error can name a line and column. Nothing outside `config` sees these
+//! types; the server only ever holds a validated [`super::Snapshot`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    pub defaults: Option<Spanned<Section>>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Spanned<Section>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub http_listen: Option<Spanned<String>>,
+    pub tftp_listen: Option<Spanned<String>>,
+    pub public_url: Option<Spanned<String>>,
+    pub assets_dir: Option<Spanned<String>>,
+    pub templates_dir: Option<Spanned<String>>,
+    pub search_paths: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selectors {
+    pub mac: Option<Spanned<StringList>>,
+    pub product: Option<Spanned<StringList>>,
+    pub serial: Option<Spanned<StringList>>,
+    pub uuid: Option<Spanned<StringList>>,
+    pub manufacturer: Option<Spanned<StringList>>,
+    pub arch: Option<Spanned<StringList>>,
+}
+
+/// One `[[rule]]`, or the `[defaults]` table (which may not have `name`,
+/// `priority` or `match`). A rule's unset boot fields fall back to `[defaults]`.
+/// One struct for both because serde cannot combine `flatten` with
+/// `deny_unknown_fields` or with spans.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    pub name: Option<Spanned<String>>,
+    pub priority: Option<Spanned<i32>>,
+    #[serde(rename = "match")]
+    pub selectors: Option<Spanned<Selectors>>,
+    pub boot: Option<Spanned<String>>,
+    pub template: Option<Spanned<String>>,
+    pub menu_template: Option<Spanned<String>>,
+    pub kernel: Option<Spanned<String>>,
+    pub initrd: Option<Spanned<String>>,
+    pub args: Option<Spanned<String>>,
+    pub console: Option<Spanned<Console>>,
+    pub menu_timeout: Option<Spanned<u32>>,
+    pub vars: Option<BTreeMap<String, toml::Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// `ttyS1`, `1` or `none`.
+    pub port: ConsolePort,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
+#[derive(Debug, Clone)]
+pub enum ConsolePort {
+    Index(i64),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for ConsolePort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ConsolePort;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a serial port: a number (1) or a name (\"ttyS1\", \"none\")")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConsolePort, E> {
+                Ok(ConsolePort::Index(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ConsolePort, E> {
+                Ok(ConsolePort::Name(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A selector value: one string or a list of strings.
+#[derive(Debug, Clone, Default)]
+pub struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StringList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringList, E> {
+                Ok(StringList(vec![v.to_string()]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StringList, E> {
+                Ok(StringList(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<ScalarString>()? {
+                    out.push(item.0);
+                }
+                Ok(StringList(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A list element: a string, or a number written without quotes (arch `7`).
+struct ScalarString(String);
+
+impl<'de> Deserialize<'de> for ScalarString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ScalarString;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

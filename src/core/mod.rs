@@ -1,0 +1,101 @@
+//! The boot decision, with no I/O: who is this machine ([`identity`]), which rule
+//! it gets ([`rules`]), and what it is handed ([`render`]). Every adapter (HTTP,
+//! TFTP, DHCP) calls these functions over one immutable [`Policy`] snapshot.
+
+pub mod identity;
+pub mod render;
+pub mod rules;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use identity::{Arch, ClientString, Identity, Mac, Uuid};
+pub use render::{Base, Rendered, Templates};
+pub use rules::{Rule, RuleSet};
+
+/// A place in an operator's file, for error messages: `machines.toml:12:3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: Arc<str>,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// What a matched rule boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootKind {
+    /// Render an iPXE script (by default: kernel + initrd + boot).
+    Ipxe,
+    /// Chain `lpxelinux.0` and serve a per-machine `menu.c32` config, for menus
+    /// that an operator can edit on a serial console.
+    Pxelinux,
+    /// Boot from the local disk (different for BIOS and UEFI).
+    Local,
+}
+
+impl BootKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BootKind::Ipxe => "ipxe",
+            BootKind::Pxelinux => "pxelinux",
+            BootKind::Local => "local",
+        }
+    }
+}
+
+/// The serial console a machine's menu and kernel messages go to (IPMI SOL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Console {
+    /// 0 for ttyS0 / COM1, 1 for ttyS1 / COM2, …
+    pub index: u8,
+    pub baud: u32,
+}
+
+impl Console {
+    pub fn tty(&self) -> String {
+        format!("ttyS{}", self.index)
+    }
+
+    pub fn kernel_arg(&self) -> String {
+        format!("console={},{}n8", self.tty(), self.baud)
+    }
+}
+
+/// The validated boot part of a rule, with `[defaults]` already applied.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub kind: BootKind,
+    /// The iPXE template this rule renders.
+    pub template: String,
+    /// The pxelinux menu template (used for `boot = "pxelinux"`, and for
+    /// classic pxelinux clients asking over TFTP).
+    pub menu_template: String,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub args: String,
+    pub console: Option<Console>,
+    /// Seconds the pxelinux menu waits before booting the default entry.
+    pub menu_timeout: u32,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Everything the boot decision needs, validated and immutable. A reload builds
+/// a new one; requests in flight keep the one they started with.
+#[derive(Debug)]
+pub struct Policy {
+    pub rules: RuleSet<Boot>,
+    pub templates: Templates,
+}
+
+impl Policy {
+    /// The rule this machine gets, if any.
+    pub fn select(&self, id: &Identity) -> Option<&Rule<Boot>> {
+        self.rules.select(id)
+    }
+}

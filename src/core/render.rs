@@ -1,0 +1,444 @@
+//! What a machine is handed: the bootstrap `boot.ipxe`, its per-machine iPXE
+//! script, its pxelinux menu, or a retry script when something is wrong. All
+//! rendering goes through handlebars with HTML escaping off and strict
+//! variables; client-supplied strings reach templates only in their sanitised
+//! form (see [`super::identity::sanitize`]), so no SMBIOS string can add a line
+//! or a command to a script.
+
+use std::net::SocketAddr;
+
+use handlebars::{Context, Handlebars, Helper, HelperResult, Output, RenderContext};
+use serde_json::{json, Map, Value};
+
+use super::identity::{Arch, Identity};
+use super::{Boot, BootKind, Location, Policy, Rule};
+
+/// The templates every config must provide (the shipped `boot-templates/` has
+/// them all).
+pub const BOOTSTRAP: &str = "boot.ipxe";
+pub const RETRY: &str = "retry.ipxe";
+pub const LINUX: &str = "linux.ipxe";
+pub const PXELINUX_CHAIN: &str = "pxelinux.ipxe";
+pub const MENU: &str = "menu.pxelinux";
+pub const LOCAL_BIOS: &str = "local-bios.ipxe";
+pub const LOCAL_EFI: &str = "local-efi.ipxe";
+pub const REQUIRED: &[&str] = &[
+    BOOTSTRAP,
+    RETRY,
+    LINUX,
+    PXELINUX_CHAIN,
+    MENU,
+    LOCAL_BIOS,
+    LOCAL_EFI,
+];
+
+/// Seconds a machine waits before retrying when it could not be given a script.
+pub const RETRY_SECONDS: u32 = 10;
+
+/// Where the machine reaches pxed, which decides how URLs in a script are
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// `http://host[:port]`, validated: only host characters, so it can sit in a
+    /// script unquoted.
+    Http(String),
+    /// A classic pxelinux client over TFTP: paths relative to the TFTP root.
+    Tftp,
+}
+
+impl Base {
+    /// From an HTTP `Host` header or a configured URL authority. `None` if it
+    /// holds anything but host and port characters.
+    pub fn from_authority(authority: &str) -> Option<Base> {
+        let ok = !authority.is_empty()
+            && authority.len() <= 255
+            && authority
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+        ok.then(|| Base::Http(format!("http://{authority}")))
+    }
+
+    /// From a configured `public_url` such as `http://10.0.0.1:8080` (a path
+    /// prefix is allowed).
+    pub fn from_url(url: &str) -> Option<Base> {
+        let rest = url.strip_prefix("http://")?.trim_end_matches('/');
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let path_ok = path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~/".contains(c));
+        match Base::from_authority(authority) {
+            Some(Base::Http(a)) if path_ok && path.is_empty() => Some(Base::Http(a)),
+            Some(Base::Http(a)) if path_ok => Some(Base::Http(format!("{a}/{path}"))),
+            _ => None,
+        }
+    }
+
+    pub fn from_addr(addr: SocketAddr) -> Base {
+        Base::Http(format!("http://{addr}"))
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Base::Http(u) => u,
+            Base::Tftp => "",
+        }
+    }
+
+    /// The URL (or TFTP path) of a file under the asset roots. Absolute URLs in
+    /// the config are kept as they are.
+    pub fn asset(&self, path: &str) -> String {
+        if path.contains("://") {
+            return path.to_string();
+        }
+        let path = path.trim_start_matches('/');
+        match self {
+            Base::Http(u) => format!("{u}/assets/{path}"),
+            Base::Tftp => path.to_string(),
+        }
+    }
+}
+
+/// A rendered script or config, and the rule that produced it (none for the
+/// bootstrap and retry scripts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub text: String,
+    pub rule: Option<String>,
+}
+
+/// The compiled template set of one config snapshot.
+#[derive(Debug)]
+pub struct Templates {
+    hb: Handlebars<'static>,
+}
+
+/// A template problem, placed in the template file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {reason}")]
+pub struct TemplateError {
+    pub location: Location,
+    pub reason: String,
+}
+
+/// `{{truncate value n}}`: at most n characters of value; nothing for null, so a
+/// template can show a product string a machine may not have reported.
+fn truncate_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let text = h.param(0).and_then(|p| p.value().as_str()).unwrap_or("");
+    let max = h
+        .param(1)
+        .and_then(|p| p.value().as_u64())
+        .unwrap_or(u64::MAX);
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    out.write(&text.chars().take(max).collect::<String>())?;
+    Ok(())
+}
+
+impl Templates {
+    /// Compiles `(name, file path for messages, source)` triples. Every error is
+    /// reported, not only the first.
+    pub fn compile<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Result<Templates, Vec<TemplateError>> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.register_helper("truncate", Box::new(truncate_helper));
+        let mut errors = Vec::new();
+        for (name, path, source) in sources {
+            if let Err(e) = hb.register_template_string(name, source) {
+                let (line, column) = e.pos().unwrap_or((1, 1));
+                errors.push(TemplateError {
+                    location: Location {
+                        file: path.into(),
+                        line,
+                        column,
+                    },
+                    reason: e.reason().to_string(),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(Templates { hb })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.hb.has_template(name)
+    }
+
+    fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+        self.hb.render(name, ctx).map_err(|e| TemplateError {
+            location: Location {
+                file: e
+                    .template_name
+                    .clone()
+                    .unwrap_or_else(|| name.to_string())
+                    .into(),
+                line: e.line_no.unwrap_or(1),
+                column: e.column_no.unwrap_or(1),
+            },
+            reason: e.reason().to_string(),
+        })
+    }
+}
+
+impl Boot {
+    /// The iPXE template a machine with this firmware gets for this rule.
+    pub fn ipxe_template(&self, arch: Option<Arch>) -> &str {
+        match self.kind {
+            BootKind::Local if self.template.is_empty() => {
+                if arch.is_some_and(|a| a.is_efi()) {
+                    LOCAL_EFI
+                } else {
+                    LOCAL_BIOS
+                }
+            }
+            _ => &self.template,
+        }
+    }
+
+    /// The kernel command line: the rule's arguments, plus the serial console
+    /// unless the arguments already name one.
+    pub fn cmdline(&self) -> String {
+        let mut line = self.args.trim().to_string();
+        if let Some(c) = self.console {
+            if !line.split_whitespace().any(|a| a.starts_with("console=")) {
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(&c.kernel_arg());
+            }
+        }
+        line
+    }
+}
+
+fn machine_json(id: &Identity) -> Value {
+    let firmware = match id.arch {
+        Some(a) if a.is_efi() => "efi",
+        _ => "bios",
+    };
+    json!({
+        "mac": id.mac.map(|m| m.to_string()),
+        "mac_hyphen": id.mac.map(|m| m.hyphenated()),
+        "mac_hex": id.mac.map(|m| m.hex()),
+        "product": id.product.as_ref().map(|s| s.safe()),
+        "serial": id.serial.as_ref().map(|s| s.safe()),
+        "manufacturer": id.manufacturer.as_ref().map(|s| s.safe()),
+        "uuid": id.uuid.as_ref().map(|u| u.to_string()),
+        "arch": id.arch.map(|a| a.name()),
+        "firmware": firmware,
+    })
+}
+
+fn server_json(base: &Base) -> Value {
+    json!({
+        "base_url": base.url(),
+        "assets_url": base.asset(""),
+        "pxelinux_prefix": format!("{}/pxelinux/", base.url()),
+    })
+}
+
+/// The template context for a machine and its rule. Every key is always
+/// present (null when unknown) so strict mode only catches real typos.
+fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Option<&str>) -> Value {
+    let (rule_json, boot_json, console_json, vars) = match rule {
+        Some(r) => {
+            let b = &r.boot;
+            let initrd_name = b
+                .initrd
+                .as_deref()
+                .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
+            (
+                json!({ "name": r.name, "priority": r.priority }),
+                json!({
+                    "kind": b.kind.name(),
+                    "kernel": b.kernel,
+                    "initrd": b.initrd,
+                    "kernel_url": b.kernel.as_deref().map(|k| base.asset(k)),
+                    "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
+                    "initrd_name": initrd_name,
+                    "args": b.args,
+                    "cmdline": b.cmdline(),
+                    "menu_timeout": b.menu_timeout,
+                    "menu_timeout_ds": b.menu_timeout.saturating_mul(10),
+                }),
+                b.console.map_or(Value::Null, |c| {
+                    json!({
+                        "index": c.index,
+                        "tty": c.tty(),
+                        "baud": c.baud,
+                        "kernel_arg": c.kernel_arg(),
+                    })
+                }),
+                Value::Object(b.vars.clone()),
+            )
+        }
+        None => (
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Object(Map::new()),
+        ),
+    };
+    let mac_hyphen = id.mac.map(|m| m.hyphenated()).unwrap_or_default();
+    json!({
+        "machine": machine_json(id),
+        "rule": rule_json,
+        "boot": boot_json,
+        "console": console_json,
+        "server": server_json(base),
+        "pxelinux": {
+            "config": format!("pxelinux.cfg/01-{mac_hyphen}?{}", id.to_query()),
+        },
+        "vars": vars,
+        "message": message,
+        "retry_seconds": RETRY_SECONDS,
+    })
+}
+
+/// Last resort when even `retry.ipxe` fails to render: the firmware must never
+/// be left at a dead end.
+fn builtin_retry(base: &Base) -> String {
+    format!(
+        "#!ipxe\necho pxed: internal error rendering the boot script, retrying in {RETRY_SECONDS} seconds\nsleep {RETRY_SECONDS}\nchain {}/boot.ipxe\n",
+        base.url()
+    )
+}
+
+impl Policy {
+    /// The static bootstrap served at `/boot.ipxe`.
+    pub fn bootstrap(&self, base: &Base) -> Rendered {
+        let ctx = context(&Identity::default(), None, base, None);
+        let text = self
+            .templates
+            .render(BOOTSTRAP, &ctx)
+            .unwrap_or_else(|_| builtin_retry(base));
+        Rendered { text, rule: None }
+    }
+
+    /// A script that prints `message` on the console and starts over. `message`
+    /// is sanitised here, so callers may pass client values in it.
+    pub fn retry(&self, id: &Identity, base: &Base, message: &str) -> Rendered {
+        let message = super::identity::sanitize(message);
+        let ctx = context(id, None, base, Some(&message));
+        let text = self
+            .templates
+            .render(RETRY, &ctx)
+            .unwrap_or_else(|_| builtin_retry(base));
+        Rendered { text, rule: None }
+    }
+
+    /// The iPXE script for this machine.
+    pub fn ipxe_script(&self, id: &Identity, base: &Base) -> Rendered {
+        match self.select(id) {
+            Some(rule) => self.render_rule(rule, rule.boot.ipxe_template(id.arch), id, base),
+            None => self.retry(
+                id,
+                base,
+                "no rule matches this machine; add one to machines.toml",
+            ),
+        }
+    }
+
+    /// The pxelinux `menu.c32` config for this machine (over HTTP for
+    /// lpxelinux chained from iPXE, over TFTP for classic pxelinux).
+    pub fn pxelinux_config(&self, id: &Identity, base: &Base) -> Option<Rendered> {
+        let rule = self.select(id)?;
+        Some(self.render_rule(rule, &rule.boot.menu_template, id, base))
+    }
+
+    fn render_rule(
+        &self,
+        rule: &Rule<Boot>,
+        template: &str,
+        id: &Identity,
+        base: &Base,
+    ) -> Rendered {
+        match self.render_rule_checked(rule, template, id, base) {
+            Ok(text) => Rendered {
+                text,
+                rule: Some(rule.name.clone()),
+            },
+            Err(e) => {
+                tracing::error!(rule = %rule.name, error = %e, "template failed to render");
+                self.retry(
+                    id,
+                    base,
+                    "the boot template failed to render; see the pxed log",
+                )
+            }
+        }
+    }
+
+    /// Renders the bootstrap and retry templates, reporting failure instead of
+    /// falling back. Used when loading a config.
+    pub fn check_fixed_templates(&self, base: &Base) -> Result<(), TemplateError> {
+        let id = Identity::default();
+        self.templates
+            .render(BOOTSTRAP, &context(&id, None, base, None))?;
+        self.templates
+            .render(RETRY, &context(&id, None, base, Some("sample message")))?;
+        Ok(())
+    }
+
+    /// Renders `template` for `rule`, reporting failure instead of falling back.
+    /// Used by `pxed check` to render every rule once.
+    pub fn render_rule_checked(
+        &self,
+        rule: &Rule<Boot>,
+        template: &str,
+        id: &Identity,
+        base: &Base,
+    ) -> Result<String, TemplateError> {
+        self.templates
+            .render(template, &context(id, Some(rule), base, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_rejects_anything_but_host_characters() {
+        assert_eq!(
+            Base::from_authority("10.0.0.1:8080"),
+            Some(Base::Http("http://10.0.0.1:8080".into()))
+        );
+        assert_eq!(
+            Base::from_authority("[::1]:80")
+                .map(|b| b.url().to_string())
+                .as_deref(),
+            Some("http://[::1]:80")
+        );
+        for bad in ["", "a b", "x\nchain", "h/p", "h${x}", "h;y"] {
+            assert_eq!(Base::from_authority(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            Base::from_url("http://pxe.example:8080/boot/"),
+            Some(Base::Http("http://pxe.example:8080/boot".into()))
+        );
+        assert_eq!(Base::from_url("https://x"), None);
+        assert_eq!(Base::from_url("http://x/a b"), None);
+    }
+
+    #[test]
+    fn asset_urls() {
+        let b = Base::Http("http://h:1".into());
+        assert_eq!(
+            b.asset("debian/vmlinuz"),
+            "http://h:1/assets/debian/vmlinuz"
+        );
+        assert_eq!(b.asset("http://other/k"), "http://other/k");
+        assert_eq!(Base::Tftp.asset("/debian/vmlinuz"), "debian/vmlinuz");
+    }
+}

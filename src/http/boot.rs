@@ -1,0 +1,126 @@
+//! Boot endpoints: the bootstrap `boot.ipxe`, the per-machine iPXE script
+//! (`/ipxe?…`), and the per-machine pxelinux menu lpxelinux fetches. Each one
+//! reads the identity from the request, asks the core, and writes the answer;
+//! a request that cannot be understood still gets a script that explains itself
+//! on the console and retries.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{extract::Path, Extension};
+
+use super::Conn;
+use crate::config::{Config, Shared};
+use crate::core::{Base, Identity, Mac, Rendered};
+
+/// Where this client reaches us: the configured public URL, else the `Host`
+/// it used (validated to host characters), else the address it connected to.
+fn base(config: &Config, headers: &HeaderMap, conn: &Conn) -> Base {
+    config
+        .server
+        .public_url
+        .clone()
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(Base::from_authority)
+        })
+        .unwrap_or_else(|| Base::from_addr(conn.local))
+}
+
+fn text(rendered: Rendered) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            // Scripts depend on the rules of the moment: never cache them.
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        rendered.text,
+    )
+        .into_response()
+}
+
+pub async fn bootstrap(
+    State(config): State<Shared>,
+    Extension(conn): Extension<Conn>,
+    headers: HeaderMap,
+) -> Response {
+    let config = config.load_full();
+    let base = base(&config, &headers, &conn);
+    tracing::debug!(peer = %conn.peer, "boot.ipxe");
+    text(config.policy.bootstrap(&base))
+}
+
+pub async fn ipxe(
+    State(config): State<Shared>,
+    Extension(conn): Extension<Conn>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let config = config.load_full();
+    let base = base(&config, &headers, &conn);
+    let query = query.unwrap_or_default();
+    let rendered = match Identity::from_query(&query) {
+        Ok(id) => {
+            let span = tracing::info_span!("render", mac = %fmt_mac(id.mac), peer = %conn.peer);
+            let _enter = span.enter();
+            let rendered = config.policy.ipxe_script(&id, &base);
+            match &rendered.rule {
+                Some(rule) => {
+                    tracing::info!(%rule, product = ?id.product.as_ref().map(|p| p.safe()), "ipxe script rendered")
+                }
+                None => {
+                    tracing::warn!(product = ?id.product.as_ref().map(|p| p.safe()), "no rule matches; sent the retry script")
+                }
+            }
+            rendered
+        }
+        Err(e) => {
+            tracing::warn!(peer = %conn.peer, error = %e, "malformed render request; sent the retry script");
+            config.policy.retry(
+                &Identity::default(),
+                &base,
+                &format!("bad request from this machine: {e}"),
+            )
+        }
+    };
+    text(rendered)
+}
+
+/// `/pxelinux/pxelinux.cfg/01-<mac>[?<identity query>]`. Names pxelinux tries
+/// that are not a MAC (UUID, hex IP, `default`) get 404 at once so it moves on.
+pub async fn pxelinux_config(
+    State(config): State<Shared>,
+    Extension(conn): Extension<Conn>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let config = config.load_full();
+    let base = base(&config, &headers, &conn);
+    let Some(mac) = name.strip_prefix("01-").and_then(|m| m.parse::<Mac>().ok()) else {
+        return (StatusCode::NOT_FOUND, "not a per-machine config name\n").into_response();
+    };
+    let mut id = Identity::from_query(&query.unwrap_or_default()).unwrap_or_default();
+    id.mac = Some(mac);
+    let span = tracing::info_span!("pxelinux", mac = %mac, peer = %conn.peer);
+    let _enter = span.enter();
+    match config.policy.pxelinux_config(&id, &base) {
+        Some(rendered) => {
+            tracing::info!(rule = ?rendered.rule, "pxelinux config rendered");
+            text(rendered)
+        }
+        None => {
+            tracing::warn!("no rule matches; no pxelinux config");
+            (StatusCode::NOT_FOUND, "no rule matches this machine\n").into_response()
+        }
+    }
+}
+
+fn fmt_mac(mac: Option<Mac>) -> String {
+    mac.map_or_else(|| "-".to_string(), |m| m.to_string())
+}

@@ -1,0 +1,9 @@
+//! pxed: a network-boot provisioning daemon. The boot decision is a pure core
+//! ([`core`]) over a validated config snapshot ([`config`]); the protocols are
+//! thin adapters around it ([`http`]); [`server`] wires them together.
+
+pub mod assets;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod server;

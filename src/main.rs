@@ -1,0 +1,162 @@
+//! The `pxed` command line: serve, check, render, explain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pxed::config;
+use pxed::core::{Arch, Base, ClientString, Identity, Mac, Uuid};
+
+#[derive(Parser)]
+#[command(
+    name = "pxed",
+    version,
+    about = "Network-boot provisioning daemon: DHCP, TFTP and HTTP with per-machine boot rules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        #[arg(long, default_value = "machines.toml")]
+        config: PathBuf,
+    },
+    /// Validate machines.toml and every template; render every rule once.
+    Check {
+        #[arg(long, default_value = "machines.toml")]
+        config: PathBuf,
+    },
+    /// Print exactly what a machine would be served.
+    Render {
+        #[command(flatten)]
+        machine: MachineArgs,
+        #[arg(long, value_enum, default_value = "ipxe")]
+        format: Format,
+        /// The base URL scripts point at (default: public_url, else http://<http_listen>).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Show which rule a machine gets, which rules did not match, and why.
+    Explain {
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
+}
+
+#[derive(Args)]
+struct MachineArgs {
+    #[arg(long, default_value = "machines.toml")]
+    config: PathBuf,
+    #[arg(long)]
+    mac: Option<String>,
+    /// SMBIOS product name.
+    #[arg(long)]
+    product: Option<String>,
+    #[arg(long)]
+    serial: Option<String>,
+    #[arg(long)]
+    manufacturer: Option<String>,
+    #[arg(long)]
+    uuid: Option<String>,
+    /// bios, efi-ia32, efi-x64, efi-arm32, efi-arm64, http-x64, … or an option 93 number.
+    #[arg(long)]
+    arch: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Ipxe,
+    Pxelinux,
+}
+
+impl MachineArgs {
+    fn identity(&self) -> anyhow::Result<Identity> {
+        Ok(Identity {
+            mac: self.mac.as_deref().map(str::parse::<Mac>).transpose()?,
+            product: self.product.as_deref().and_then(ClientString::new),
+            serial: self.serial.as_deref().and_then(ClientString::new),
+            manufacturer: self.manufacturer.as_deref().and_then(ClientString::new),
+            uuid: self.uuid.as_deref().map(str::parse::<Uuid>).transpose()?,
+            arch: self.arch.as_deref().map(str::parse::<Arch>).transpose()?,
+        })
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<config::Config>> {
+    config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("PXED_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(pxed::server::run(config))
+        }
+        Command::Check { config } => {
+            let c = load(&config)?;
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{}: ok, {} rules, {} files",
+                config.display(),
+                c.policy.rules.len(),
+                c.files.len()
+            );
+            Ok(())
+        }
+        Command::Render {
+            machine,
+            format,
+            base_url,
+        } => {
+            let c = load(&machine.config)?;
+            let id = machine.identity()?;
+            let base = match base_url {
+                Some(u) => Base::from_url(&u)
+                    .ok_or_else(|| anyhow::anyhow!("--base-url {u:?} is not http://host[:port]"))?,
+                None => c
+                    .server
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| Base::from_addr(c.server.http_listen)),
+            };
+            let rendered = match format {
+                Format::Ipxe => c.policy.ipxe_script(&id, &base),
+                Format::Pxelinux => c
+                    .policy
+                    .pxelinux_config(&id, &base)
+                    .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
+            };
+            print!("{}", rendered.text);
+            Ok(())
+        }
+        Command::Explain { machine } => {
+            let c = load(&machine.config)?;
+            let id = machine.identity()?;
+            print!("{}", c.policy.rules.explain(&id));
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pxed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `pxed serve`: load the config, bind every listener (failing with one clear
+//! line when a port cannot be bound), run the adapters, and reload on SIGHUP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, Shared};
+
+/// Turns a bind failure into an error that names the port and the remedy.
+pub fn bind_error(what: &str, addr: SocketAddr, err: std::io::Error) -> anyhow::Error {
+    let remedy = match err.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need root or `setcap cap_net_bind_service=+ep $(command -v pxed)`, or set another port for {what} in machines.toml"
+        ),
+        std::io::ErrorKind::AddrInUse => {
+            format!("another process is using it (`ss -lnptu | grep :{}`), or set another port for {what} in machines.toml", addr.port())
+        }
+        _ => format!("check the {what} address in machines.toml"),
+    };
+    anyhow::anyhow!("cannot listen on {addr} for {what}: {err}; {remedy}")
+}
+
+pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let shared: Shared = Arc::new(ArcSwap::new(config.clone()));
+
+    let http_addr = config.server.http_listen;
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| bind_error("HTTP (http_listen)", http_addr, e))?;
+    let http_local = http.local_addr().context("http listener address")?;
+    tracing::info!(addr = %http_local, "http listening");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::http::serve(http, shared.clone()));
+    tasks.spawn(reload_on_sighup(config_path.clone(), shared.clone()));
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM, stopping"),
+        Some(done) = tasks.join_next() => {
+            if let Err(e) = done {
+                anyhow::bail!("a server task failed: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the config again; the new snapshot replaces the old one only if it is
+/// entirely valid. Requests already running keep the snapshot they hold.
+pub fn reload(path: &Path, shared: &Shared) -> Result<(), config::ConfigErrors> {
+    let config = config::load(path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    shared.store(config);
+    Ok(())
+}
+
+async fn reload_on_sighup(path: PathBuf, shared: Shared) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload by restarting");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match reload(&path, &shared) {
+            Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("reload rejected, the previous config keeps serving: {e}");
+                }
+            }
+        }
+    }
+}
