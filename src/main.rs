@@ -95,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_env("PXED_LOG")
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -1,0 +1,272 @@
+//! Shared test harness: start the real `pxed` binary on a config written for
+//! the test, wait for its listeners, read its log, stop it by PID; and create
+//! network namespaces that are removed when the test ends.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn pxed_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pxed"))
+}
+
+/// A temporary config directory: `machines.toml`, `assets/`, and a copy of the
+/// shipped `boot-templates/` that a test may edit.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// `server` is the `[server]` body (listen addresses); `rest` the rules.
+    pub fn new(server: &str, rest: &str) -> ConfigDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("assets")).unwrap();
+        let templates = dir.path().join("boot-templates");
+        std::fs::create_dir(&templates).unwrap();
+        for entry in std::fs::read_dir(repo().join("boot-templates")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), templates.join(entry.file_name())).unwrap();
+        }
+        let c = ConfigDir { dir };
+        c.write_config(server, rest);
+        c
+    }
+
+    pub fn write_config(&self, server: &str, rest: &str) {
+        let text = format!("[server]\nsearch_paths = []\n{server}\n\n{rest}\n");
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("machines.toml")
+    }
+
+    pub fn asset(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.path().join("assets").join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+/// Appended to the log when pxed closes its stderr (it exited).
+const EXITED: &str = "<pxed exited>\n";
+
+/// A running `pxed serve`. Stopped (by its own PID) when dropped.
+pub struct Pxed {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Pxed {
+    /// Starts `pxed serve --config <config>`, optionally inside a network
+    /// namespace, and waits until it logs that HTTP is listening.
+    pub fn start(config: &Path, netns: Option<&str>) -> Pxed {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(pxed_bin());
+                c
+            }
+            None => Command::new(pxed_bin()),
+        };
+        cmd.arg("serve").arg("--config").arg(config);
+        cmd.env(
+            "PXED_LOG",
+            std::env::var("PXED_LOG").unwrap_or_else(|_| "debug".into()),
+        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn pxed");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("PXED_TEST_ECHO").is_some() {
+                    eprintln!("[pxed] {line}");
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+            sink.lock().unwrap().push_str(EXITED);
+        });
+        let p = Pxed { child, log };
+        p.wait_log("http listening", Duration::from_secs(20));
+        p
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log otherwise.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if log.ends_with(EXITED) || Instant::now() > deadline {
+                panic!("pxed did not log {needle:?} within {timeout:?}; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address a listener logged as `<what> listening addr=<addr>`.
+    pub fn addr(&self, what: &str) -> SocketAddr {
+        let log = self.wait_log(&format!("{what} listening"), Duration::from_secs(10));
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("{what} listening")))
+            .unwrap();
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        addr.parse().unwrap()
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.addr("http")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Pxed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether privileged tests (root, network namespaces, QEMU) can run here. When
+/// they cannot, the test prints `skipped: <reason>` and returns early, unless
+/// `PXED_REQUIRE_PRIVILEGED=1` (set by CI), which turns the skip into a failure.
+pub fn privileged(what: &str) -> bool {
+    let reason = if !is_root() {
+        Some("not running as root".to_string())
+    } else if !Command::new("ip")
+        .args(["netns", "list"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
+        Some("`ip netns` is not available".to_string())
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(r) => {
+            if std::env::var("PXED_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+                panic!("{what}: cannot run ({r}) and PXED_REQUIRE_PRIVILEGED=1");
+            }
+            println!("skipped: {what}: {r}");
+            false
+        }
+    }
+}
+
+/// Whether `program` is on PATH; with PXED_REQUIRE_PRIVILEGED=1 a missing tool fails.
+pub fn have_tool(program: &str, what: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("PXED_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{what}: `{program}` is not installed and PXED_REQUIRE_PRIVILEGED=1");
+        }
+        println!("skipped: {what}: `{program}` is not installed");
+    }
+    found
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+/// A network namespace named after the test, deleted when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = format!("pxed-{prefix}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Netns { name }
+    }
+
+    /// Runs a shell command inside the namespace; panics if it fails.
+    pub fn sh(&self, cmd: &str) -> String {
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', r"'\''")
+        ))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs a shell command; panics with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
