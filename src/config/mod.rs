@@ -4,7 +4,10 @@
 //! found, each with file, line, column and reason. The server swaps configs
 //! whole, so a broken edit never replaces a working one.
 
+mod dhcp;
 mod wire;
+
+pub use dhcp::{DhcpConfig, DhcpMode, Reservation, Subnet};
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -99,6 +102,8 @@ pub struct Config {
     pub loaded_at: SystemTime,
     /// Things worth telling the operator that do not stop the config loading.
     pub warnings: Vec<String>,
+    /// `[dhcp]` and the rules' reservations (see `config/dhcp.rs`).
+    pub dhcp: DhcpConfig,
 }
 
 /// Loads and fully validates the config at `path`.
@@ -167,6 +172,12 @@ impl Loader<'_> {
         };
         let server = self.server(&wire.server, base_dir);
         let defaults = self.defaults(wire.defaults.as_ref());
+        let dhcp = self.dhcp(
+            wire.dhcp.as_ref(),
+            &wire.rules,
+            wire.defaults.as_ref(),
+            base_dir,
+        );
         let (templates, template_files) = self.templates(&server.templates_dir);
         let mut rules = Vec::new();
         let mut names = HashSet::new();
@@ -217,6 +228,7 @@ impl Loader<'_> {
             files,
             loaded_at: SystemTime::now(),
             warnings,
+            dhcp,
         })
     }
 

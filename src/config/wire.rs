@@ -18,6 +18,8 @@ pub struct File {
     pub defaults: Option<Spanned<Section>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<Section>>,
+    /// `[dhcp]`, read and validated in `config/dhcp.rs`.
+    pub dhcp: Option<Spanned<super::dhcp::Wire>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +64,10 @@ pub struct Section {
     pub console: Option<Spanned<Console>>,
     pub menu_timeout: Option<Spanned<u32>>,
     pub vars: Option<BTreeMap<String, toml::Value>>,
+    /// DHCP reservation and loader override (see `config/dhcp.rs`).
+    pub ip: Option<Spanned<String>>,
+    pub hostname: Option<Spanned<String>>,
+    pub loader: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,482 @@
+//! `[dhcp]` and the DHCP keys of `[[rule]]` (`ip`, `hostname`, `loader`): read
+//! loosely by serde ([`Wire`]) and validated here into [`DhcpConfig`], with every
+//! error at its file:line:col. Safe by default: without `[dhcp]` the mode is
+//! `off`, and `full` needs at least one `[[dhcp.subnet]]` with a pool.
+//!
+//! ```toml
+//! [dhcp]
+//! mode = "full"                 # "off" (default) | "proxy" | "full"
+//! interfaces = ["br0"]          # default: every interface
+//! efi_loader = "snponly.efi"    # default ipxe.efi
+//! [[dhcp.subnet]]
+//! network = "10.97.0.0/16"
+//! pool = "10.97.1.10-10.97.1.250"
+//! router = "10.97.0.1"
+//! dns = ["10.97.0.1"]
+//! domain = "lab.example"
+//! lease_time = 3600
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{wire, Loader};
+use crate::core::decide::Loaders;
+use crate::core::Mac;
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:67";
+const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:4011";
+const DEFAULT_LEASE_DB: &str = "pxed-leases.sqlite";
+const DEFAULT_LEASE_TIME: u32 = 3600;
+
+/// `[dhcp]` as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wire {
+    pub mode: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub proxy_listen: Option<Spanned<String>>,
+    pub interfaces: Option<Spanned<Vec<String>>>,
+    pub lease_db: Option<Spanned<String>>,
+    pub bios_loader: Option<Spanned<String>>,
+    pub efi_loader: Option<Spanned<String>>,
+    pub arm32_loader: Option<Spanned<String>>,
+    pub arm64_loader: Option<Spanned<String>>,
+    #[serde(default, rename = "subnet")]
+    pub subnets: Vec<Spanned<WireSubnet>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireSubnet {
+    pub network: Spanned<String>,
+    pub pool: Option<Spanned<String>>,
+    pub router: Option<Spanned<String>>,
+    pub dns: Option<Spanned<Vec<String>>>,
+    pub domain: Option<Spanned<String>>,
+    pub lease_time: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpMode {
+    Off,
+    /// ProxyDHCP: boot information only, beside another DHCP server.
+    Proxy,
+    /// pxed runs the subnet's DHCP: addresses, leases, reservations.
+    Full,
+}
+
+/// One subnet pxed serves in full mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+    /// Inclusive; `None` for a subnet that only holds reservations.
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    /// Seconds.
+    pub lease_time: u32,
+}
+
+impl Subnet {
+    pub fn mask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(mask_bits(self.prefix))
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask_bits(self.prefix) == u32::from(self.network)
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !mask_bits(self.prefix))
+    }
+
+    pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
+        self.pool
+            .is_some_and(|(a, b)| (u32::from(a)..=u32::from(b)).contains(&u32::from(ip)))
+    }
+}
+
+fn mask_bits(prefix: u8) -> u32 {
+    match prefix {
+        0 => 0,
+        p => u32::MAX << (32 - u32::from(p.min(32))),
+    }
+}
+
+/// An address and/or host name reserved for one machine by its rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub ip: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+    pub rule: String,
+}
+
+/// The validated `[dhcp]` section.
+#[derive(Debug, Clone)]
+pub struct DhcpConfig {
+    pub mode: DhcpMode,
+    pub listen: SocketAddr,
+    /// Proxy mode also answers here (UEFI PXE asks on 4011 after a proxy offer).
+    pub proxy_listen: SocketAddr,
+    /// Interface names to answer on; empty: all.
+    pub interfaces: Vec<String>,
+    pub lease_db: PathBuf,
+    pub loaders: Loaders,
+    pub subnets: Vec<Subnet>,
+    pub reservations: HashMap<Mac, Reservation>,
+    /// Rule name → the loader a PXE ROM matching that rule gets.
+    pub rule_loaders: HashMap<String, String>,
+}
+
+impl DhcpConfig {
+    pub fn rule_loader(&self, rule: &str) -> Option<&str> {
+        self.rule_loaders.get(rule).map(String::as_str)
+    }
+
+    /// The subnet containing `ip` (an interface address or a relay's giaddr).
+    pub fn subnet_for(&self, ip: Ipv4Addr) -> Option<&Subnet> {
+        self.subnets.iter().find(|s| s.contains(ip))
+    }
+}
+
+impl Loader<'_> {
+    /// Validates `[dhcp]` and the DHCP keys of every rule.
+    pub(super) fn dhcp(
+        &mut self,
+        w: Option<&Spanned<Wire>>,
+        rules: &[Spanned<wire::Section>],
+        defaults: Option<&Spanned<wire::Section>>,
+        base_dir: &Path,
+    ) -> DhcpConfig {
+        if let Some(d) = defaults {
+            let s = d.get_ref();
+            for (v, key) in [
+                (&s.ip, "ip"),
+                (&s.hostname, "hostname"),
+                (&s.loader, "loader"),
+            ] {
+                if let Some(v) = v {
+                    self.error(v, format!("[defaults] cannot have `{key}`: it belongs to a [[rule]] (use [dhcp] *_loader for a default loader)"));
+                }
+            }
+        }
+        let empty;
+        let w = match w {
+            Some(w) => w.get_ref(),
+            None => {
+                empty = Wire {
+                    mode: None,
+                    listen: None,
+                    proxy_listen: None,
+                    interfaces: None,
+                    lease_db: None,
+                    bios_loader: None,
+                    efi_loader: None,
+                    arm32_loader: None,
+                    arm64_loader: None,
+                    subnets: Vec::new(),
+                };
+                &empty
+            }
+        };
+        let mode = match &w.mode {
+            None => DhcpMode::Off,
+            Some(m) => match m.get_ref().as_str() {
+                "off" => DhcpMode::Off,
+                "proxy" => DhcpMode::Proxy,
+                "full" => DhcpMode::Full,
+                other => {
+                    self.error(
+                        m,
+                        format!("mode = {other:?}: use \"off\", \"proxy\" or \"full\""),
+                    );
+                    DhcpMode::Off
+                }
+            },
+        };
+        let listen = self.socket_addr(w.listen.as_ref(), DEFAULT_LISTEN);
+        let proxy_listen = self.socket_addr(w.proxy_listen.as_ref(), DEFAULT_PROXY_LISTEN);
+        let mut loaders = Loaders::default();
+        for (field, slot) in [
+            (&w.bios_loader, &mut loaders.bios),
+            (&w.efi_loader, &mut loaders.efi),
+            (&w.arm32_loader, &mut loaders.arm32),
+            (&w.arm64_loader, &mut loaders.arm64),
+        ] {
+            if let Some(v) = field {
+                if self.loader_name(v) {
+                    *slot = v.get_ref().clone();
+                }
+            }
+        }
+        let subnets: Vec<Subnet> = w.subnets.iter().filter_map(|s| self.subnet(s)).collect();
+        for (i, a) in subnets.iter().enumerate() {
+            for b in &subnets[..i] {
+                if a.contains(b.network) || b.contains(a.network) {
+                    self.error(
+                        &w.subnets[i].get_ref().network,
+                        format!(
+                            "subnet {}/{} overlaps subnet {}/{}",
+                            a.network, a.prefix, b.network, b.prefix
+                        ),
+                    );
+                }
+            }
+        }
+        if mode == DhcpMode::Full && !subnets.iter().any(|s| s.pool.is_some()) {
+            let at = w.mode.as_ref().map_or(0, |m| m.span().start);
+            self.error_at(
+                at,
+                "mode = \"full\" needs at least one [[dhcp.subnet]] with a `pool`",
+            );
+        }
+        let mut reservations = HashMap::new();
+        let mut rule_loaders = HashMap::new();
+        let mut taken: HashSet<Ipv4Addr> = HashSet::new();
+        for rule in rules {
+            let s = rule.get_ref();
+            let Some(name) = &s.name else { continue };
+            if let Some(l) = &s.loader {
+                if self.loader_name(l) {
+                    rule_loaders.insert(name.get_ref().clone(), l.get_ref().clone());
+                }
+            }
+            if s.ip.is_none() && s.hostname.is_none() {
+                continue;
+            }
+            let macs = s
+                .selectors
+                .as_ref()
+                .and_then(|m| m.get_ref().mac.as_ref())
+                .map(|m| m.get_ref().0.clone())
+                .unwrap_or_default();
+            let key =
+                s.ip.as_ref()
+                    .or(s.hostname.as_ref())
+                    .map_or(0, |k| k.span().start);
+            let mac = match macs.as_slice() {
+                [one] => one.parse::<Mac>().ok(),
+                _ => {
+                    self.error_at(key, "only a rule that matches exactly one MAC (match = { mac = \"…\" }) can reserve an `ip` or `hostname`");
+                    None
+                }
+            };
+            let ip = s.ip.as_ref().and_then(|ip| {
+                let Ok(addr) = ip.get_ref().parse::<Ipv4Addr>() else {
+                    self.error(ip, format!("{:?} is not an IPv4 address", ip.get_ref()));
+                    return None;
+                };
+                match subnets.iter().find(|n| n.contains(addr)) {
+                    None => self.error(
+                        ip,
+                        format!("{addr} is not inside any [[dhcp.subnet]]; a reserved address must be in a subnet pxed serves"),
+                    ),
+                    Some(n) if addr == n.network || addr == n.broadcast() => self.error(
+                        ip,
+                        format!("{addr} is the network or broadcast address of {}/{}", n.network, n.prefix),
+                    ),
+                    Some(_) if !taken.insert(addr) => {
+                        self.error(ip, format!("{addr} is reserved by another rule too"))
+                    }
+                    Some(_) => {}
+                }
+                Some(addr)
+            });
+            let hostname = s.hostname.as_ref().and_then(|h| {
+                let ok = !h.get_ref().is_empty()
+                    && h.get_ref().len() <= 253
+                    && h.get_ref().split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && !l.starts_with('-')
+                            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    });
+                if !ok {
+                    self.error(h, format!("hostname {:?}: use letters, digits, '-' and '.' (labels of at most 63)", h.get_ref()));
+                }
+                ok.then(|| h.get_ref().clone())
+            });
+            if let Some(mac) = mac {
+                let r = Reservation {
+                    ip,
+                    hostname,
+                    rule: name.get_ref().clone(),
+                };
+                if reservations.insert(mac, r).is_some() {
+                    self.error_at(
+                        key,
+                        format!("{mac} already has a reservation in another rule"),
+                    );
+                }
+            }
+        }
+        DhcpConfig {
+            mode,
+            listen,
+            proxy_listen,
+            interfaces: w
+                .interfaces
+                .as_ref()
+                .map(|i| i.get_ref().clone())
+                .unwrap_or_default(),
+            lease_db: base_dir.join(
+                w.lease_db
+                    .as_ref()
+                    .map_or(DEFAULT_LEASE_DB, |p| p.get_ref().as_str()),
+            ),
+            loaders,
+            subnets,
+            reservations,
+            rule_loaders,
+        }
+    }
+
+    /// A loader is a file name under the asset roots (or an absolute URL).
+    fn loader_name(&mut self, v: &Spanned<String>) -> bool {
+        let s = v.get_ref();
+        let ok = !s.is_empty()
+            && s.len() <= 127
+            && !s.split('/').any(|p| p == "..")
+            && s.is_ascii()
+            && !s.chars().any(|c| c.is_ascii_control() || c == ' ');
+        if !ok {
+            self.error(v, format!("loader {s:?}: a file name under the asset roots, at most 127 ASCII characters, no spaces or '..'"));
+        }
+        ok
+    }
+
+    fn ip(&mut self, v: &Spanned<String>) -> Option<Ipv4Addr> {
+        let r = v.get_ref().trim().parse::<Ipv4Addr>().ok();
+        if r.is_none() {
+            self.error(v, format!("{:?} is not an IPv4 address", v.get_ref()));
+        }
+        r
+    }
+
+    fn subnet(&mut self, s: &Spanned<WireSubnet>) -> Option<Subnet> {
+        let w = s.get_ref();
+        let net = w.network.get_ref();
+        let parsed = net.split_once('/').and_then(|(a, p)| {
+            Some((
+                a.trim().parse::<Ipv4Addr>().ok()?,
+                p.trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| (8..=30).contains(p))?,
+            ))
+        });
+        let Some((addr, prefix)) = parsed else {
+            self.error(&w.network, format!("network {net:?}: write it as address/prefix, e.g. \"10.0.0.0/24\" (prefix 8-30)"));
+            return None;
+        };
+        let network = Ipv4Addr::from(u32::from(addr) & mask_bits(prefix));
+        let mut subnet = Subnet {
+            network,
+            prefix,
+            pool: None,
+            router: None,
+            dns: Vec::new(),
+            domain: None,
+            lease_time: w
+                .lease_time
+                .as_ref()
+                .map_or(DEFAULT_LEASE_TIME, |t| *t.get_ref()),
+        };
+        if network != addr {
+            self.error(
+                &w.network,
+                format!("network {net:?} has host bits set; did you mean {network}/{prefix}?"),
+            );
+        }
+        if let Some(p) = &w.pool {
+            let range = p.get_ref().split_once('-').and_then(|(a, b)| {
+                Some((
+                    a.trim().parse::<Ipv4Addr>().ok()?,
+                    b.trim().parse::<Ipv4Addr>().ok()?,
+                ))
+            });
+            match range {
+                Some((a, b))
+                    if u32::from(a) <= u32::from(b)
+                        && subnet.contains(a)
+                        && subnet.contains(b)
+                        && a != network
+                        && b != subnet.broadcast() =>
+                {
+                    subnet.pool = Some((a, b));
+                }
+                _ => self.error(p, format!("pool {:?}: write \"first-last\" with both inside {network}/{prefix}, first <= last, excluding the network and broadcast addresses", p.get_ref())),
+            }
+        }
+        if let Some(r) = &w.router {
+            subnet.router = self.ip(r);
+            if subnet.router.is_some_and(|r| !subnet.contains(r)) {
+                self.error(
+                    r,
+                    format!("router {} is not inside {network}/{prefix}", r.get_ref()),
+                );
+            }
+        }
+        if let Some(d) = &w.dns {
+            for x in d.get_ref() {
+                match x.trim().parse::<Ipv4Addr>() {
+                    Ok(ip) => subnet.dns.push(ip),
+                    Err(_) => self.error(d, format!("dns {x:?} is not an IPv4 address")),
+                }
+            }
+        }
+        if let Some(d) = &w.domain {
+            let ok = d.get_ref().len() <= 253
+                && d.get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !ok {
+                self.error(
+                    d,
+                    format!(
+                        "domain {:?}: letters, digits, '-' and '.' only",
+                        d.get_ref()
+                    ),
+                );
+            }
+            subnet.domain = Some(d.get_ref().clone());
+        }
+        if let Some(t) = &w.lease_time {
+            if *t.get_ref() < 60 {
+                self.error(t, "lease_time must be at least 60 seconds");
+            }
+        }
+        Some(subnet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_arithmetic() {
+        let s = Subnet {
+            network: Ipv4Addr::new(10, 0, 0, 0),
+            prefix: 24,
+            pool: Some((Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 0, 20))),
+            router: None,
+            dns: vec![],
+            domain: None,
+            lease_time: 60,
+        };
+        assert_eq!(s.mask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(s.broadcast(), Ipv4Addr::new(10, 0, 0, 255));
+        assert!(s.contains(Ipv4Addr::new(10, 0, 0, 77)));
+        assert!(!s.contains(Ipv4Addr::new(10, 0, 1, 1)));
+        assert!(s.in_pool(Ipv4Addr::new(10, 0, 0, 20)));
+        assert!(!s.in_pool(Ipv4Addr::new(10, 0, 0, 21)));
+    }
+}

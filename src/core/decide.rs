@@ -1,0 +1,460 @@
+//! What a booting client is handed in its DHCP reply, decided once, with no I/O:
+//! a TFTP file name for a PXE ROM, the HTTP boot script for iPXE, or an `http://`
+//! URL of an iPXE EFI binary for UEFI HTTP Boot. The DHCP adapter (full and
+//! proxy mode) calls [`decide`] and only encodes the result; nothing else in pxed
+//! maps firmware to a loader.
+//!
+//! The order of the questions is the order a machine boots in:
+//! 1. Is this iPXE (user class `iPXE`)? Then it already runs our loader: hand
+//!    it `<base>/boot.ipxe`, whatever its firmware.
+//! 2. Is this UEFI HTTP Boot (option 93 = 15/16/18/19 or vendor class
+//!    `HTTPClient…`)? Then hand it an `http://` URL of the iPXE EFI binary for
+//!    its CPU and echo `HTTPClient` in option 60.
+//! 3. Otherwise it is a PXE ROM: option 93 picks the TFTP file (BIOS →
+//!    `undionly.kpxe`, EFI IA32/x64 → `ipxe.efi` or `snponly.efi`, ARM → ARM
+//!    builds). A rule's `loader` overrides the file for the machines it matches.
+
+use super::identity::{Arch, Identity, Mac};
+use super::render::Base;
+use super::Policy;
+
+/// The file names handed to PXE ROMs, per firmware (`[dhcp]` in machines.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaders {
+    pub bios: String,
+    /// EFI IA32 and x64 (option 93 = 6, 7, 9); `ipxe.efi` or `snponly.efi`.
+    pub efi: String,
+    pub arm32: String,
+    pub arm64: String,
+}
+
+impl Default for Loaders {
+    fn default() -> Loaders {
+        Loaders {
+            bios: "undionly.kpxe".into(),
+            efi: "ipxe.efi".into(),
+            arm32: "ipxe-arm32.efi".into(),
+            arm64: "ipxe-arm64.efi".into(),
+        }
+    }
+}
+
+impl Loaders {
+    /// The loader for a firmware type, `None` when pxed has no build for it.
+    pub fn for_arch(&self, arch: Arch) -> Option<&str> {
+        match arch {
+            Arch::Bios => Some(&self.bios),
+            Arch::EfiIa32 | Arch::EfiX64 | Arch::HttpIa32 | Arch::HttpX64 => Some(&self.efi),
+            Arch::EfiArm32 | Arch::HttpArm32 => Some(&self.arm32),
+            Arch::EfiArm64 | Arch::HttpArm64 => Some(&self.arm64),
+            Arch::Other(_) => None,
+        }
+    }
+}
+
+/// What the client's DHCP packet says about its firmware, already parsed out of
+/// the options (see [`is_ipxe_user_class`] and [`VendorClass::parse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub mac: Mac,
+    /// Option 93 (first value), mapped; `None` when absent.
+    pub arch: Option<Arch>,
+    /// Option 77 names iPXE.
+    pub ipxe: bool,
+    pub vendor: VendorClass,
+}
+
+/// Option 60 as far as booting cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VendorClass {
+    /// `PXEClient…`: a PXE ROM (or iPXE, which says so too).
+    Pxe,
+    /// `HTTPClient…`: UEFI HTTP Boot.
+    Http,
+    /// Absent or anything else (an OS's DHCP client).
+    Other,
+}
+
+impl VendorClass {
+    pub fn parse(option60: Option<&[u8]>) -> VendorClass {
+        match option60 {
+            Some(v) if v.starts_with(b"PXEClient") => VendorClass::Pxe,
+            Some(v) if v.starts_with(b"HTTPClient") => VendorClass::Http,
+            _ => VendorClass::Other,
+        }
+    }
+}
+
+/// Whether option 77 holds `iPXE`: iPXE sends the raw bytes; RFC 3004 clients
+/// send length-prefixed items. Both forms are accepted.
+pub fn is_ipxe_user_class(option77: &[u8]) -> bool {
+    if option77 == b"iPXE" {
+        return true;
+    }
+    let mut rest = option77;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if len == 0 || len > tail.len() {
+            return false;
+        }
+        let (item, next) = tail.split_at(len);
+        if item == b"iPXE" {
+            return true;
+        }
+        rest = next;
+    }
+    false
+}
+
+/// What goes into the reply's boot fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handout {
+    /// A file on pxed's TFTP server: `file` field (or option 67) + siaddr.
+    Tftp(String),
+    /// A URL in option 67 (the `file` field stays empty) + siaddr; with
+    /// `http_client` the reply echoes `HTTPClient` in option 60.
+    Http { url: String, http_client: bool },
+}
+
+impl Handout {
+    /// The boot file name as it goes on the wire.
+    pub fn filename(&self) -> &str {
+        match self {
+            Handout::Tftp(f) => f,
+            Handout::Http { url, .. } => url,
+        }
+    }
+}
+
+/// The decision, with the reason in words for the debug log and `explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `None`: not a network-boot client (or a firmware pxed has nothing for);
+    /// full mode still leases it an address, proxy mode stays silent.
+    pub handout: Option<Handout>,
+    /// The rule that matched MAC + arch, if any.
+    pub rule: Option<String>,
+    pub reason: &'static str,
+}
+
+/// Decides what `client` is handed. `base` is where the client reaches pxed's
+/// HTTP server; `rule_loader` looks up a rule's `loader` override by rule name.
+pub fn decide<'a>(
+    policy: &Policy,
+    loaders: &Loaders,
+    rule_loader: impl Fn(&str) -> Option<&'a str>,
+    client: &Client,
+    base: &Base,
+) -> Decision {
+    let id = Identity {
+        mac: Some(client.mac),
+        arch: client.arch,
+        ..Identity::default()
+    };
+    let rule = policy.select(&id).map(|r| r.name.clone());
+    let (handout, reason) = handout(loaders, rule.as_deref().and_then(rule_loader), client, base);
+    Decision {
+        handout,
+        rule,
+        reason,
+    }
+}
+
+fn handout(
+    loaders: &Loaders,
+    rule_loader: Option<&str>,
+    client: &Client,
+    base: &Base,
+) -> (Option<Handout>, &'static str) {
+    if client.ipxe {
+        let url = format!("{}/boot.ipxe", base.url());
+        return (
+            Some(Handout::Http {
+                url,
+                http_client: false,
+            }),
+            "user class iPXE: HTTP boot script",
+        );
+    }
+    let http_boot =
+        client.arch.is_some_and(|a| a.is_http_boot()) || client.vendor == VendorClass::Http;
+    if http_boot {
+        // A vendor class HTTPClient without option 93 is taken to be x64.
+        let arch = client.arch.unwrap_or(Arch::HttpX64);
+        let Some(file) = rule_loader.or_else(|| loaders.for_arch(arch)) else {
+            return (
+                None,
+                "UEFI HTTP Boot on an architecture pxed has no loader for",
+            );
+        };
+        return (
+            Some(Handout::Http {
+                url: base.asset(file),
+                http_client: true,
+            }),
+            "UEFI HTTP Boot: iPXE EFI binary over HTTP",
+        );
+    }
+    let arch = match (client.arch, client.vendor) {
+        (Some(a), _) => a,
+        // Old PXE ROMs omit option 93; they are BIOS.
+        (None, VendorClass::Pxe) => Arch::Bios,
+        (None, _) => {
+            return (
+                None,
+                "not a network-boot client (no PXE vendor class or arch)",
+            )
+        }
+    };
+    match rule_loader.or_else(|| loaders.for_arch(arch)) {
+        Some(file) => (
+            Some(Handout::Tftp(file.to_string())),
+            if rule_loader.is_some() {
+                "PXE ROM: the rule's loader over TFTP"
+            } else {
+                "PXE ROM: iPXE for this firmware over TFTP"
+            },
+        ),
+        None => (None, "PXE ROM with an architecture pxed has no loader for"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::rules::{RuleSet, Selectors};
+    use crate::core::{Boot, BootKind, Location, Rule, Templates};
+
+    fn policy() -> Policy {
+        let boot = Boot {
+            kind: BootKind::Ipxe,
+            template: "linux.ipxe".into(),
+            menu_template: "menu.pxelinux".into(),
+            kernel: Some("vmlinuz".into()),
+            initrd: None,
+            args: String::new(),
+            console: None,
+            menu_timeout: 10,
+            vars: serde_json::Map::new(),
+        };
+        let rule = |name: &str, order, mac: Option<Mac>| Rule {
+            name: name.into(),
+            priority: 0,
+            selectors: Selectors {
+                mac: mac.map(|m| vec![m]),
+                ..Selectors::default()
+            },
+            boot: boot.clone(),
+            order,
+            location: Location {
+                file: "t".into(),
+                line: order + 1,
+                column: 1,
+            },
+        };
+        Policy {
+            rules: RuleSet::new(vec![
+                rule("default", 0, None),
+                rule("special", 1, Some(SPECIAL)),
+            ])
+            .unwrap(),
+            templates: Templates::compile(std::iter::empty()).unwrap(),
+        }
+    }
+
+    const PLAIN: Mac = Mac([0x52, 0x54, 0, 0, 0, 1]);
+    const SPECIAL: Mac = Mac([0x52, 0x54, 0, 0, 0, 2]);
+
+    fn base() -> Base {
+        Base::Http("http://10.0.0.1:8080".into())
+    }
+
+    fn tftp(f: &str) -> Option<Handout> {
+        Some(Handout::Tftp(f.into()))
+    }
+
+    fn http(u: &str, http_client: bool) -> Option<Handout> {
+        Some(Handout::Http {
+            url: u.into(),
+            http_client,
+        })
+    }
+
+    #[test]
+    fn table() {
+        use VendorClass::*;
+        let snp = Loaders {
+            efi: "snponly.efi".into(),
+            ..Loaders::default()
+        };
+        let def = Loaders::default();
+        let script = "http://10.0.0.1:8080/boot.ipxe";
+        // (loaders, mac, option 93, iPXE, vendor class, expected)
+        let cases: Vec<(
+            &Loaders,
+            Mac,
+            Option<u16>,
+            bool,
+            VendorClass,
+            Option<Handout>,
+        )> = vec![
+            (&def, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
+            (&def, PLAIN, None, false, Pxe, tftp("undionly.kpxe")),
+            (&def, PLAIN, Some(6), false, Pxe, tftp("ipxe.efi")),
+            (&def, PLAIN, Some(7), false, Pxe, tftp("ipxe.efi")),
+            (&def, PLAIN, Some(9), false, Pxe, tftp("ipxe.efi")),
+            (&snp, PLAIN, Some(7), false, Pxe, tftp("snponly.efi")),
+            (&snp, PLAIN, Some(9), false, Pxe, tftp("snponly.efi")),
+            (&snp, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
+            (&def, PLAIN, Some(10), false, Pxe, tftp("ipxe-arm32.efi")),
+            (&def, PLAIN, Some(11), false, Pxe, tftp("ipxe-arm64.efi")),
+            (&def, PLAIN, Some(2), false, Pxe, None),
+            (&def, PLAIN, None, false, Other, None),
+            (&def, PLAIN, Some(0), true, Pxe, http(script, false)),
+            (&def, PLAIN, Some(7), true, Pxe, http(script, false)),
+            (&def, PLAIN, Some(11), true, Pxe, http(script, false)),
+            (&def, PLAIN, None, true, Other, http(script, false)),
+            (&def, PLAIN, Some(16), true, Http, http(script, false)),
+            (
+                &def,
+                PLAIN,
+                Some(15),
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+            ),
+            (
+                &def,
+                PLAIN,
+                Some(16),
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+            ),
+            (
+                &snp,
+                PLAIN,
+                Some(16),
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
+            ),
+            (
+                &def,
+                PLAIN,
+                Some(18),
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/ipxe-arm32.efi", true),
+            ),
+            (
+                &def,
+                PLAIN,
+                Some(19),
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/ipxe-arm64.efi", true),
+            ),
+            // Option 93 says HTTP Boot even without the vendor class.
+            (
+                &def,
+                PLAIN,
+                Some(16),
+                false,
+                Other,
+                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+            ),
+            // Vendor class HTTPClient without option 93: x64.
+            (
+                &def,
+                PLAIN,
+                None,
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+            ),
+            // A rule's loader wins for PXE ROMs and HTTP Boot, not for iPXE.
+            (&def, SPECIAL, Some(0), false, Pxe, tftp("special.kpxe")),
+            (&def, SPECIAL, Some(7), false, Pxe, tftp("special.kpxe")),
+            (
+                &def,
+                SPECIAL,
+                Some(16),
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/special.kpxe", true),
+            ),
+            (&def, SPECIAL, Some(0), true, Pxe, http(script, false)),
+        ];
+        let policy = policy();
+        for (loaders, mac, arch, ipxe, vendor, want) in cases {
+            let client = Client {
+                mac,
+                arch: arch.map(Arch::from_option93),
+                ipxe,
+                vendor,
+            };
+            let lookup = |rule: &str| (rule == "special").then_some("special.kpxe");
+            let got = decide(&policy, loaders, lookup, &client, &base());
+            assert_eq!(
+                got.handout, want,
+                "{client:?} with {loaders:?}: {}",
+                got.reason
+            );
+        }
+    }
+
+    #[test]
+    fn reports_the_matched_rule() {
+        let client = Client {
+            mac: SPECIAL,
+            arch: Some(Arch::Bios),
+            ipxe: false,
+            vendor: VendorClass::Pxe,
+        };
+        let d = decide(&policy(), &Loaders::default(), |_| None, &client, &base());
+        assert_eq!(d.rule.as_deref(), Some("special"));
+        let d = decide(
+            &policy(),
+            &Loaders::default(),
+            |_| None,
+            &Client {
+                mac: PLAIN,
+                ..client
+            },
+            &base(),
+        );
+        assert_eq!(d.rule.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn user_class_forms() {
+        for (bytes, want) in [
+            (&b"iPXE"[..], true),
+            (b"\x04iPXE", true),
+            (b"\x03abc\x04iPXE", true),
+            (b"\x04gPXE", false),
+            (b"ipxe", false),
+            (b"", false),
+            (b"\x09iPXE", false),
+            (b"\x00\x04iPXE", false),
+            (b"\xff", false),
+        ] {
+            assert_eq!(is_ipxe_user_class(bytes), want, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn vendor_classes() {
+        assert_eq!(
+            VendorClass::parse(Some(b"PXEClient:Arch:00000:UNDI:002001")),
+            VendorClass::Pxe
+        );
+        assert_eq!(
+            VendorClass::parse(Some(b"HTTPClient:Arch:00016:UNDI:003001")),
+            VendorClass::Http
+        );
+        assert_eq!(VendorClass::parse(Some(b"MSFT 5.0")), VendorClass::Other);
+        assert_eq!(VendorClass::parse(None), VendorClass::Other);
+    }
+}
