@@ -5,5 +5,6 @@
 pub mod assets;
 pub mod config;
 pub mod core;
+pub mod dhcp;
 pub mod http;
 pub mod server;

@@ -41,6 +41,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::http::serve(http, shared.clone()));
     tasks.spawn(reload_on_sighup(config_path.clone(), shared.clone()));
+    if let Some(dhcp) = crate::dhcp::start(&shared)? {
+        tasks.spawn(dhcp);
+    }
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {

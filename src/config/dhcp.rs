@@ -42,6 +42,7 @@ pub struct Wire {
     pub proxy_listen: Option<Spanned<String>>,
     pub interfaces: Option<Spanned<Vec<String>>>,
     pub lease_db: Option<Spanned<String>>,
+    pub lease_fsync: Option<Spanned<bool>>,
     pub bios_loader: Option<Spanned<String>>,
     pub efi_loader: Option<Spanned<String>>,
     pub arm32_loader: Option<Spanned<String>>,
@@ -128,9 +129,14 @@ pub struct DhcpConfig {
     /// Interface names to answer on; empty: all.
     pub interfaces: Vec<String>,
     pub lease_db: PathBuf,
+    /// fsync every lease commit (synchronous=FULL) to survive power loss, not
+    /// only a crash of pxed. Default false; see docs/decisions.md.
+    pub lease_fsync: bool,
     pub loaders: Loaders,
     pub subnets: Vec<Subnet>,
     pub reservations: HashMap<Mac, Reservation>,
+    /// Every reserved address: never handed to another machine.
+    pub reserved_ips: HashSet<Ipv4Addr>,
     /// Rule name → the loader a PXE ROM matching that rule gets.
     pub rule_loaders: HashMap<String, String>,
 }
@@ -177,6 +183,7 @@ impl Loader<'_> {
                     proxy_listen: None,
                     interfaces: None,
                     lease_db: None,
+                    lease_fsync: None,
                     bios_loader: None,
                     efi_loader: None,
                     arm32_loader: None,
@@ -331,9 +338,11 @@ impl Loader<'_> {
                     .as_ref()
                     .map_or(DEFAULT_LEASE_DB, |p| p.get_ref().as_str()),
             ),
+            lease_fsync: w.lease_fsync.as_ref().is_some_and(|f| *f.get_ref()),
             loaders,
             subnets,
             reservations,
+            reserved_ips: taken,
             rule_loaders,
         }
     }

@@ -290,14 +290,9 @@ mod tests {
         let def = Loaders::default();
         let script = "http://10.0.0.1:8080/boot.ipxe";
         // (loaders, mac, option 93, iPXE, vendor class, expected)
-        let cases: Vec<(
-            &Loaders,
-            Mac,
-            Option<u16>,
-            bool,
-            VendorClass,
-            Option<Handout>,
-        )> = vec![
+        // (loaders, mac, option 93, iPXE, vendor class, expected)
+        type Case<'a> = (&'a Loaders, Mac, Option<u16>, bool, VendorClass, Option<Handout>);
+        let cases: Vec<Case> = vec![
             (&def, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
             (&def, PLAIN, None, false, Pxe, tftp("undionly.kpxe")),
             (&def, PLAIN, Some(6), false, Pxe, tftp("ipxe.efi")),

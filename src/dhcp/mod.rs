@@ -1,0 +1,270 @@
+//! The DHCP adapter: full DHCP (addresses, leases, reservations) or ProxyDHCP
+//! (boot information only) beside another server, as `[dhcp] mode` says. The
+//! boot decision itself is `core::decide`; this module only speaks the protocol.
+//!
+//! - [`server`]: sockets, `IP_PKTINFO`, sending, interface addresses;
+//! - [`packet`]: bytes → validated request (hostile input stops here);
+//! - [`exchange`]: RFC 2131 per message, as small steps, no I/O;
+//! - [`leases`]: the in-memory allocator and the SQLite store behind a trait;
+//! - [`commit`]: group commit, and ACKs sent only after their commit.
+//!
+//! `start` binds everything and fails with one clear line before the daemon
+//! reports itself ready; the receive loop never returns on a bad packet.
+
+pub mod commit;
+pub mod exchange;
+pub mod leases;
+pub mod packet;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use dhcproto::Encodable;
+use tokio::io::Interest;
+
+use crate::config::{DhcpMode, Shared};
+use commit::{Committer, Job};
+use exchange::{Outcome, Place, Port};
+use leases::{LeaseStore, Leases, SqliteStore};
+use server::{Interfaces, Outgoing, Sender};
+
+/// Packet counters, logged every minute when something was dropped.
+#[derive(Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub malformed: AtomicU64,
+    pub ignored: AtomicU64,
+    pub replies: AtomicU64,
+}
+
+/// Binds the DHCP sockets for the configured mode and returns the task that
+/// serves them, or `None` when DHCP is off.
+pub fn start(
+    shared: &Shared,
+) -> anyhow::Result<Option<impl std::future::Future<Output = ()> + Send + 'static>> {
+    let config = shared.load_full();
+    let dhcp = &config.dhcp;
+    if dhcp.mode == DhcpMode::Off {
+        return Ok(None);
+    }
+    let interfaces = Interfaces::read();
+    let allowed =
+        |name: &str| dhcp.interfaces.is_empty() || dhcp.interfaces.iter().any(|i| i == name);
+    for name in &dhcp.interfaces {
+        if !interfaces.all().any(|i| &i.name == name) {
+            anyhow::bail!("[dhcp] interfaces: no interface {name:?} with an IPv4 address");
+        }
+    }
+    let mut leases = Leases::default();
+    let mut committer = None;
+    let main = bind(dhcp.listen)?;
+    let sender = Arc::new(Sender::new(&main).context("DHCP socket")?);
+    if dhcp.mode == DhcpMode::Full {
+        let on_link = dhcp.subnets.iter().any(|s| {
+            interfaces
+                .all()
+                .filter(|i| allowed(&i.name))
+                .any(|i| i.addrs.iter().any(|(a, _)| s.contains(*a)))
+        });
+        if !on_link {
+            let nets: Vec<String> = dhcp
+                .subnets
+                .iter()
+                .map(|s| format!("{}/{}", s.network, s.prefix))
+                .collect();
+            anyhow::bail!(
+                "[dhcp] mode = \"full\": no interface{} has an address in {}; pxed hands out addresses only on a network it is on",
+                if dhcp.interfaces.is_empty() { String::new() } else { format!(" of {:?}", dhcp.interfaces) },
+                nets.join(", ")
+            );
+        }
+        let mut store = SqliteStore::open(&dhcp.lease_db, dhcp.lease_fsync).with_context(|| {
+            format!("cannot open the lease database {}", dhcp.lease_db.display())
+        })?;
+        let stored = store.load().context("cannot read the lease database")?;
+        leases = Leases::from_stored(stored);
+        tracing::info!(db = %dhcp.lease_db.display(), leases = leases.len(), fsync = dhcp.lease_fsync, "leases loaded");
+        committer =
+            Some(Committer::start(Box::new(store), sender.clone()).context("lease thread")?);
+    }
+    let proxy = match dhcp.mode {
+        DhcpMode::Proxy => Some(bind(dhcp.proxy_listen)?),
+        _ => None,
+    };
+    let stats = Arc::new(Stats::default());
+    let main = tokio::net::UdpSocket::from_std(main).context("DHCP socket")?;
+    tracing::info!(addr = %main.local_addr().context("DHCP socket")?, mode = ?dhcp.mode, "dhcp listening");
+    let proxy = match proxy {
+        Some(p) => {
+            let sender = Arc::new(Sender::new(&p).context("proxy socket")?);
+            let p = tokio::net::UdpSocket::from_std(p).context("proxy socket")?;
+            tracing::info!(addr = %p.local_addr().context("proxy socket")?, "dhcp proxy listening");
+            Some((p, sender))
+        }
+        None => None,
+    };
+    let shared = shared.clone();
+    Ok(Some(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some((p, sender)) = proxy {
+            tasks.spawn(serve(
+                p,
+                Port::Proxy,
+                shared.clone(),
+                Leases::default(),
+                None,
+                sender,
+                stats.clone(),
+            ));
+        }
+        tasks.spawn(serve(
+            main,
+            Port::Dhcp,
+            shared,
+            leases,
+            committer,
+            sender,
+            stats.clone(),
+        ));
+        tasks.spawn(report(stats));
+        while tasks.join_next().await.is_some() {}
+    }))
+}
+
+fn bind(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+    server::bind(addr).map_err(|e| crate::server::bind_error("DHCP ([dhcp] listen)", addr, e))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The receive loop of one socket: parse, decide, send or hand to the committer.
+async fn serve(
+    socket: tokio::net::UdpSocket,
+    port: Port,
+    shared: Shared,
+    mut leases: Leases,
+    committer: Option<Committer>,
+    sender: Arc<Sender>,
+    stats: Arc<Stats>,
+) {
+    let fd = socket.as_raw_fd();
+    let mut interfaces = Interfaces::read();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let arrival = match socket
+            .async_io(Interest::READABLE, || server::recv(fd, &mut buf))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "receive error");
+                continue;
+            }
+        };
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        if arrival.truncated {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(src = %arrival.src, "dropped: {}", packet::Rejected::Truncated);
+            continue;
+        }
+        let req = match packet::parse(&buf[..arrival.len]) {
+            Ok(r) => r,
+            Err(why) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(src = %arrival.src, len = arrival.len, "dropped: {why}");
+                continue;
+            }
+        };
+        let config = shared.load();
+        let iface = interfaces.get(arrival.ifindex).cloned();
+        if let Some(i) = &iface {
+            if !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name) {
+                stats.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(mac = %req.mac, iface = %i.name, "ignored: not one of [dhcp] interfaces");
+                continue;
+            }
+        }
+        let (server_ip, subnet) =
+            exchange::locate(&config, iface.as_ref(), arrival.local, req.giaddr());
+        let place = Place {
+            server: server_ip,
+            subnet,
+            ifindex: arrival.ifindex,
+            port,
+            src: arrival.src,
+        };
+        match exchange::handle(&config, &mut leases, &place, &req, now()) {
+            Outcome::Ignore(why) => {
+                stats.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
+            }
+            Outcome::Commit(ops) => {
+                if let Some(c) = &committer {
+                    c.submit(Job { ops, reply: None });
+                }
+            }
+            Outcome::Reply {
+                msg,
+                dest,
+                ifindex,
+                commit,
+            } => {
+                let bytes = match msg.to_vec() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode a reply");
+                        continue;
+                    }
+                };
+                tracing::debug!(mac = %req.mac, kind = ?msg.opts().msg_type(), yiaddr = %msg.yiaddr(), dest = %dest, "reply");
+                stats.replies.fetch_add(1, Ordering::Relaxed);
+                let out = Outgoing {
+                    bytes,
+                    dest,
+                    ifindex,
+                    src: server_ip,
+                };
+                match (&committer, commit.is_empty()) {
+                    (Some(c), false) => {
+                        c.submit(Job {
+                            ops: commit,
+                            reply: Some(out),
+                        });
+                    }
+                    _ => {
+                        if let Err(e) = sender.send(&out) {
+                            tracing::debug!(dest = %dest, error = %e, "cannot send reply");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn report(stats: Arc<Stats>) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let dropped = stats.malformed.load(Ordering::Relaxed);
+        if dropped != last {
+            tracing::info!(
+                received = stats.received.load(Ordering::Relaxed),
+                malformed = dropped,
+                ignored = stats.ignored.load(Ordering::Relaxed),
+                replies = stats.replies.load(Ordering::Relaxed),
+                "dhcp packet counters"
+            );
+            last = dropped;
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! DHCP sockets and packet I/O: bind UDP 67 (and 4011 in proxy mode) with
+//! `SO_BROADCAST`, `SO_REUSEADDR` and `IP_PKTINFO`; receive with the interface
+//! index and local address each datagram arrived on; send out of that interface
+//! with that address as source (`IP_PKTINFO` on `sendmsg`), which is what lets
+//! a reply to 255.255.255.255 leave by the right port on a multi-homed host.
+//! Also the table of interface addresses, read with `getifaddrs`.
+//!
+//! The `recvmsg`/`sendmsg` control-message calls go through `nix`, so there is
+//! no `unsafe` here (see docs/decisions.md).
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockaddrIn,
+};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A bound, non-blocking UDP socket with `IP_PKTINFO` on.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    s.set_nonblocking(true)?;
+    // Bursts of DISCOVERs (a rack powering on, perfdhcp) must queue, not drop.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Where and how a datagram arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub len: usize,
+    pub src: SocketAddrV4,
+    /// The interface it came in on (0 if the kernel did not say).
+    pub ifindex: u32,
+    /// The local address it was sent to or, for a broadcast, the address the
+    /// kernel picked on the receiving interface.
+    pub local: Ipv4Addr,
+    pub truncated: bool,
+}
+
+/// One `recvmsg` with `IP_PKTINFO` (non-blocking: `WouldBlock` when empty).
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Arrival> {
+    let buf_len = buf.len();
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let mut arrival = Arrival {
+        len: msg.bytes,
+        src: msg
+            .address
+            .map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |a| {
+                SocketAddrV4::new(a.ip(), a.port())
+            }),
+        ifindex: 0,
+        local: Ipv4Addr::UNSPECIFIED,
+        truncated: msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.bytes > buf_len,
+    };
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+                arrival.ifindex = u32::try_from(info.ipi_ifindex).unwrap_or(0);
+                arrival.local = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+            }
+        }
+    }
+    Ok(arrival)
+}
+
+/// A datagram to send, and how.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub dest: SocketAddrV4,
+    /// Leave by this interface (0: let routing decide, e.g. towards a relay).
+    pub ifindex: u32,
+    /// Source address.
+    pub src: Ipv4Addr,
+}
+
+/// Sends with `IP_PKTINFO`, retrying briefly if the send buffer is full.
+pub fn send(fd: RawFd, out: &Outgoing) -> io::Result<()> {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: i32::try_from(out.ifindex).unwrap_or(0),
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(out.src).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let dest = SockaddrIn::from(out.dest);
+    let iov = [IoSlice::new(&out.bytes)];
+    let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+    let mut tries = 0;
+    loop {
+        match sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&dest)) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EAGAIN) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+}
+
+/// A sending handle usable from any thread.
+pub struct Sender {
+    socket: std::net::UdpSocket,
+}
+
+impl Sender {
+    pub fn new(socket: &std::net::UdpSocket) -> io::Result<Sender> {
+        Ok(Sender {
+            socket: socket.try_clone()?,
+        })
+    }
+
+    pub fn send(&self, out: &Outgoing) -> io::Result<()> {
+        send(self.socket.as_raw_fd(), out)
+    }
+}
+
+/// One interface: name and IPv4 addresses with prefix lengths.
+#[derive(Debug, Clone, Default)]
+pub struct Iface {
+    pub name: String,
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// Interface index → addresses, re-read at most once a second when asked about
+/// an interface it does not know, and every 10 s otherwise.
+pub struct Interfaces {
+    by_index: HashMap<u32, Iface>,
+    read_at: Instant,
+}
+
+impl Interfaces {
+    pub fn read() -> Interfaces {
+        let mut by_index: HashMap<u32, Iface> = HashMap::new();
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for a in addrs {
+                let Some(ip) = a
+                    .address
+                    .as_ref()
+                    .and_then(|s| s.as_sockaddr_in())
+                    .map(|s| s.ip())
+                else {
+                    continue;
+                };
+                let prefix = a
+                    .netmask
+                    .as_ref()
+                    .and_then(|s| s.as_sockaddr_in())
+                    .map_or(32, |m| u32::from(m.ip()).count_ones() as u8);
+                let Ok(index) = nix::net::if_::if_nametoindex(a.interface_name.as_str()) else {
+                    continue;
+                };
+                let e = by_index.entry(index).or_default();
+                e.name = a.interface_name.clone();
+                e.addrs.push((ip, prefix));
+            }
+        }
+        Interfaces {
+            by_index,
+            read_at: Instant::now(),
+        }
+    }
+
+    pub fn get(&mut self, index: u32) -> Option<&Iface> {
+        let age = self.read_at.elapsed();
+        if age > Duration::from_secs(10)
+            || (!self.by_index.contains_key(&index) && age > Duration::from_secs(1))
+        {
+            *self = Interfaces::read();
+        }
+        self.by_index.get(&index)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Iface> {
+        self.by_index.values()
+    }
+}
