@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 
-use handlebars::{Context, Handlebars, Helper, HelperResult, Output, RenderContext};
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
+};
 use serde_json::{json, Map, Value};
 
 use super::identity::{Arch, Identity};
@@ -110,6 +112,8 @@ pub struct Rendered {
 #[derive(Debug)]
 pub struct Templates {
     hb: Handlebars<'static>,
+    /// Template name → the file it came from, so render errors name the file.
+    paths: std::collections::HashMap<String, String>,
 }
 
 /// A template problem, placed in the template file.
@@ -150,7 +154,9 @@ impl Templates {
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("truncate", Box::new(truncate_helper));
         let mut errors = Vec::new();
+        let mut paths = std::collections::HashMap::new();
         for (name, path, source) in sources {
+            paths.insert(name.to_string(), path.to_string());
             if let Err(e) = hb.register_template_string(name, source) {
                 let (line, column) = e.pos().unwrap_or((1, 1));
                 errors.push(TemplateError {
@@ -164,7 +170,7 @@ impl Templates {
             }
         }
         if errors.is_empty() {
-            Ok(Templates { hb })
+            Ok(Templates { hb, paths })
         } else {
             Err(errors)
         }
@@ -175,17 +181,22 @@ impl Templates {
     }
 
     fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
-        self.hb.render(name, ctx).map_err(|e| TemplateError {
-            location: Location {
-                file: e
-                    .template_name
-                    .clone()
-                    .unwrap_or_else(|| name.to_string())
-                    .into(),
-                line: e.line_no.unwrap_or(1),
-                column: e.column_no.unwrap_or(1),
-            },
-            reason: e.reason().to_string(),
+        self.hb.render(name, ctx).map_err(|e| {
+            let template = e.template_name.clone().unwrap_or_else(|| name.to_string());
+            let reason = match e.reason() {
+                RenderErrorReason::MissingVariable(Some(var)) => format!(
+                    "undefined variable `{var}` (docs/configuration.md lists what templates can use)"
+                ),
+                other => other.to_string(),
+            };
+            TemplateError {
+                location: Location {
+                    file: self.paths.get(&template).cloned().unwrap_or(template).into(),
+                    line: e.line_no.unwrap_or(1),
+                    column: e.column_no.unwrap_or(1),
+                },
+                reason,
+            }
         })
     }
 }
