@@ -196,10 +196,7 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let policy = Policy {
-            rules,
-            templates: templates?,
-        };
+        let policy = Policy::new(rules, templates?);
         self.render_everything(&policy);
         let mut warnings = Vec::new();
         if !policy.rules.has_catch_all() {
