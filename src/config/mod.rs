@@ -207,10 +207,7 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let policy = Policy {
-            rules,
-            templates: templates?,
-        };
+        let policy = Policy::new(rules, templates?);
         self.render_everything(&policy);
         let mut warnings = Vec::new();
         if !policy.rules.has_catch_all() {
@@ -574,9 +571,13 @@ impl Loader<'_> {
             if rule.boot.kind == BootKind::Pxelinux {
                 templates.push((rule.boot.menu_template.clone(), Arch::Bios));
             }
-            templates.dedup();
+            templates.dedup_by(|a, b| a.0 == b.0);
             for (t, arch) in templates {
                 if let Err(e) = policy.render_rule_checked(rule, &t, &sample(arch), &base) {
+                    // One broken template fails every rule using it: say it once.
+                    if self.errors.iter().any(|known| known.location == e.location) {
+                        continue;
+                    }
                     self.errors.push(ConfigError {
                         location: e.location,
                         reason: format!(

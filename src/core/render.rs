@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 
-use handlebars::{Context, Handlebars, Helper, HelperResult, Output, RenderContext};
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
+};
 use serde_json::{json, Map, Value};
 
 use super::identity::{Arch, Identity};
@@ -37,7 +39,7 @@ pub const RETRY_SECONDS: u32 = 10;
 
 /// Where the machine reaches pxed, which decides how URLs in a script are
 /// written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Base {
     /// `http://host[:port]`, validated: only host characters, so it can sit in a
     /// script unquoted.
@@ -106,10 +108,54 @@ pub struct Rendered {
     pub rule: Option<String>,
 }
 
+/// Most scripts a snapshot remembers; past that it starts over. A rack's worth
+/// of machines fits many times.
+const SCRIPT_CACHE_LIMIT: usize = 8192;
+
+/// Rendered iPXE scripts of one snapshot, by machine and base URL. Rendering is
+/// a pure function of the two, and a machine asks for its script at every boot,
+/// so a repeat costs a hash lookup instead of a template render. A reload
+/// builds a new policy, so the cache can never serve an old rule.
+#[derive(Debug, Default)]
+pub struct ScriptCache {
+    scripts: std::sync::Mutex<std::collections::HashMap<(Identity, Base), Rendered>>,
+}
+
+impl ScriptCache {
+    fn get_or_render(
+        &self,
+        id: &Identity,
+        base: &Base,
+        render: impl FnOnce() -> Rendered,
+    ) -> Rendered {
+        let key = (id.clone(), base.clone());
+        let lock = || {
+            self.scripts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(hit) = lock().get(&key) {
+            return hit.clone();
+        }
+        let rendered = render();
+        // Retry scripts are cheap and would let unknown machines fill the cache.
+        if rendered.rule.is_some() {
+            let mut scripts = lock();
+            if scripts.len() >= SCRIPT_CACHE_LIMIT {
+                scripts.clear();
+            }
+            scripts.insert(key, rendered.clone());
+        }
+        rendered
+    }
+}
+
 /// The compiled template set of one config snapshot.
 #[derive(Debug)]
 pub struct Templates {
     hb: Handlebars<'static>,
+    /// Template name → the file it came from, so render errors name the file.
+    paths: std::collections::HashMap<String, String>,
 }
 
 /// A template problem, placed in the template file.
@@ -150,7 +196,9 @@ impl Templates {
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("truncate", Box::new(truncate_helper));
         let mut errors = Vec::new();
+        let mut paths = std::collections::HashMap::new();
         for (name, path, source) in sources {
+            paths.insert(name.to_string(), path.to_string());
             if let Err(e) = hb.register_template_string(name, source) {
                 let (line, column) = e.pos().unwrap_or((1, 1));
                 errors.push(TemplateError {
@@ -164,7 +212,7 @@ impl Templates {
             }
         }
         if errors.is_empty() {
-            Ok(Templates { hb })
+            Ok(Templates { hb, paths })
         } else {
             Err(errors)
         }
@@ -175,17 +223,22 @@ impl Templates {
     }
 
     fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
-        self.hb.render(name, ctx).map_err(|e| TemplateError {
-            location: Location {
-                file: e
-                    .template_name
-                    .clone()
-                    .unwrap_or_else(|| name.to_string())
-                    .into(),
-                line: e.line_no.unwrap_or(1),
-                column: e.column_no.unwrap_or(1),
-            },
-            reason: e.reason().to_string(),
+        self.hb.render(name, ctx).map_err(|e| {
+            let template = e.template_name.clone().unwrap_or_else(|| name.to_string());
+            let reason = match e.reason() {
+                RenderErrorReason::MissingVariable(Some(var)) => format!(
+                    "undefined variable `{var}` (docs/configuration.md lists what templates can use)"
+                ),
+                other => other.to_string(),
+            };
+            TemplateError {
+                location: Location {
+                    file: self.paths.get(&template).cloned().unwrap_or(template).into(),
+                    line: e.line_no.unwrap_or(1),
+                    column: e.column_no.unwrap_or(1),
+                },
+                reason,
+            }
         })
     }
 }
@@ -339,6 +392,11 @@ impl Policy {
 
     /// The iPXE script for this machine.
     pub fn ipxe_script(&self, id: &Identity, base: &Base) -> Rendered {
+        self.scripts
+            .get_or_render(id, base, || self.ipxe_script_uncached(id, base))
+    }
+
+    fn ipxe_script_uncached(&self, id: &Identity, base: &Base) -> Rendered {
         match self.select(id) {
             Some(rule) => self.render_rule(rule, rule.boot.ipxe_template(id.arch), id, base),
             None => self.retry(

@@ -1,0 +1,150 @@
+//! `pxed check` rejects every kind of broken config with file, line, column and
+//! a reason, and accepts the shipped one.
+
+mod common;
+
+use std::process::Command;
+
+use common::ConfigDir;
+
+fn check(dir: &ConfigDir) -> (bool, String) {
+    let out = Command::new(common::pxed_bin())
+        .args(["check", "--config"])
+        .arg(dir.config())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+const OK_RULE: &str = "[[rule]]\nname = \"default\"\nkernel = \"k\"\n";
+
+/// Asserts that check fails, naming `file:line:col` and the reason.
+fn rejects(dir: &ConfigDir, file: &str, line_col: &str, reason: &str) {
+    let (ok, out) = check(dir);
+    assert!(!ok, "check accepted a broken config:\n{out}");
+    let place = format!("{}:{line_col}", dir.path().join(file).display());
+    assert!(out.contains(&place), "expected {place} in:\n{out}");
+    assert!(out.contains(reason), "expected {reason:?} in:\n{out}");
+}
+
+#[test]
+fn the_shipped_config_passes() {
+    let out = Command::new(common::pxed_bin())
+        .args(["check", "--config"])
+        .arg(common::repo().join("machines.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn broken_toml() {
+    let dir = ConfigDir::new("", "[[rule]]\nname = \"a\"\nkernel = \"k\n");
+    // Line 6: two [server] lines and a blank line come first.
+    rejects(&dir, "machines.toml", "7:", "");
+}
+
+#[test]
+fn unknown_key() {
+    let dir = ConfigDir::new("", "[[rule]]\nname = \"a\"\nkernal = \"k\"\n");
+    rejects(&dir, "machines.toml", "7:1", "unknown field `kernal`");
+    let dir = ConfigDir::new(
+        "",
+        "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { prodcut = \"x\" }\n",
+    );
+    rejects(&dir, "machines.toml", "8:", "unknown field `prodcut`");
+}
+
+#[test]
+fn bad_values_are_placed() {
+    let dir = ConfigDir::new(
+        "",
+        "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { mac = [\"52:54:00:zz:00:01\"] }\n",
+    );
+    rejects(&dir, "machines.toml", "8:17", "not a MAC address");
+    let dir = ConfigDir::new(
+        "",
+        "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { arch = \"efi-z80\" }\n",
+    );
+    rejects(&dir, "machines.toml", "8:18", "unknown arch");
+    let dir = ConfigDir::new("http_listen = \"nowhere\"", OK_RULE);
+    rejects(&dir, "machines.toml", "3:15", "not an address:port");
+    let dir = ConfigDir::new("", "[[rule]]\nname = \"a\"\n");
+    rejects(&dir, "machines.toml", "6:8", "needs a `kernel`");
+}
+
+#[test]
+fn template_syntax_error() {
+    let dir = ConfigDir::new("", OK_RULE);
+    std::fs::write(
+        dir.path().join("boot-templates/linux.ipxe"),
+        "#!ipxe\nkernel {{boot.kernel_url}\nboot\n",
+    )
+    .unwrap();
+    rejects(&dir, "boot-templates/linux.ipxe", "2:", "");
+}
+
+#[test]
+fn undefined_template_variable() {
+    let dir = ConfigDir::new("", OK_RULE);
+    std::fs::write(
+        dir.path().join("boot-templates/linux.ipxe"),
+        "#!ipxe\n\nkernel {{boot.kernal_url}}\nboot\n",
+    )
+    .unwrap();
+    rejects(
+        &dir,
+        "boot-templates/linux.ipxe",
+        "3:8",
+        "undefined variable `boot.kernal_url`",
+    );
+    // A rule naming a template that does not exist.
+    let dir = ConfigDir::new(
+        "",
+        "[[rule]]\nname = \"a\"\nkernel = \"k\"\ntemplate = \"nope.ipxe\"\n",
+    );
+    rejects(&dir, "machines.toml", "8:12", "no template \"nope.ipxe\"");
+}
+
+#[test]
+fn ambiguous_rules() {
+    let rules = "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { product = \"Express*\" }\n\n[[rule]]\nname = \"b\"\nkernel = \"k\"\nmatch = { product = \"*5800*\" }\n";
+    let dir = ConfigDir::new("", rules);
+    rejects(&dir, "machines.toml", "11:8", "rule \"b\" and rule \"a\"");
+    // Disjoint patterns, or a priority, settle it.
+    let dir = ConfigDir::new("", &rules.replace("*5800*", "PowerEdge*"));
+    assert!(check(&dir).0);
+    let dir = ConfigDir::new(
+        "",
+        &rules.replace("name = \"b\"", "name = \"b\"\npriority = 1"),
+    );
+    assert!(check(&dir).0, "{}", check(&dir).1);
+    // Two catch-alls.
+    let dir = ConfigDir::new(
+        "",
+        &format!("{OK_RULE}\n[[rule]]\nname = \"other\"\nkernel = \"k\"\n"),
+    );
+    rejects(&dir, "machines.toml", "10:8", "can match the same machine");
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let dir = ConfigDir::new(
+        "",
+        "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { mac = \"bad\" }\n\n[[rule]]\nname = \"b\"\nkernel = \"k\"\nmatch = { uuid = \"bad\" }\n",
+    );
+    let (ok, out) = check(&dir);
+    assert!(!ok);
+    assert!(
+        out.contains("not a MAC address") && out.contains("not a UUID"),
+        "{out}"
+    );
+}
