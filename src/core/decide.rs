@@ -252,14 +252,14 @@ mod tests {
                 column: 1,
             },
         };
-        Policy {
-            rules: RuleSet::new(vec![
+        Policy::new(
+            RuleSet::new(vec![
                 rule("default", 0, None),
                 rule("special", 1, Some(SPECIAL)),
             ])
             .unwrap(),
-            templates: Templates::compile(std::iter::empty()).unwrap(),
-        }
+            Templates::compile(std::iter::empty()).unwrap(),
+        )
     }
 
     const PLAIN: Mac = Mac([0x52, 0x54, 0, 0, 0, 1]);
@@ -290,8 +290,14 @@ mod tests {
         let def = Loaders::default();
         let script = "http://10.0.0.1:8080/boot.ipxe";
         // (loaders, mac, option 93, iPXE, vendor class, expected)
-        // (loaders, mac, option 93, iPXE, vendor class, expected)
-        type Case<'a> = (&'a Loaders, Mac, Option<u16>, bool, VendorClass, Option<Handout>);
+        type Case<'a> = (
+            &'a Loaders,
+            Mac,
+            Option<u16>,
+            bool,
+            VendorClass,
+            Option<Handout>,
+        );
         let cases: Vec<Case> = vec![
             (&def, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
             (&def, PLAIN, None, false, Pxe, tftp("undionly.kpxe")),

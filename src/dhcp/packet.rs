@@ -78,6 +78,7 @@ pub fn parse(buf: &[u8]) -> Result<Request, Rejected> {
     if buf[236..240] != MAGIC {
         return Err(Rejected::NoMagic);
     }
+    check_options(buf)?;
     // dhcproto does not panic on the inputs we have tried (see the fuzz test
     // below); catch_unwind keeps a future regression from taking the server
     // down with it.
@@ -150,6 +151,33 @@ pub fn parse(buf: &[u8]) -> Result<Request, Rejected> {
         boot,
         msg,
     })
+}
+
+/// Every option's length must fit in the packet: dhcproto stops quietly at an
+/// option that runs past the end, and a packet like that is broken or hostile.
+fn check_options(buf: &[u8]) -> Result<(), Rejected> {
+    let mut i = MIN_LEN;
+    while i < buf.len() {
+        match buf[i] {
+            0 => i += 1,
+            255 => return Ok(()),
+            code => {
+                let Some(&len) = buf.get(i + 1) else {
+                    return Err(Rejected::Options(format!(
+                        "option {code} has no length byte"
+                    )));
+                };
+                if i + 2 + usize::from(len) > buf.len() {
+                    return Err(Rejected::Options(format!(
+                        "option {code} claims {len} bytes, only {} left",
+                        buf.len().saturating_sub(i + 2)
+                    )));
+                }
+                i += 2 + usize::from(len);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first instance of option `code` in a packet that already decoded, read
