@@ -1,0 +1,765 @@
+//! DHCP over real sockets: pxed runs in one network namespace, the client (a
+//! thread that `setns`-es into a second namespace, with dhcproto-built packets)
+//! in another, joined by a veth pair. Broadcasts are real broadcasts.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{privileged, ConfigDir, Netns, Pxed};
+use dhcproto::v4::relay::{RelayAgentInformation, RelayCode, RelayInfo};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
+use dhcproto::{Decodable, Encodable};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+/// Two namespaces: `srv` (pxed, 10.77.0.1/24 on `vs`) and `cli` (`vc`).
+struct Lab {
+    srv: Netns,
+    cli: Netns,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let srv = Netns::new(&format!("{tag}s"));
+        let cli = Netns::new(&format!("{tag}c"));
+        common::sh(&format!(
+            "ip -n {s} link add vs type veth peer name vc netns {c} && \
+             ip -n {s} addr add 10.77.0.1/24 dev vs && ip -n {s} link set vs up && \
+             ip -n {c} link set vc up",
+            s = srv.name,
+            c = cli.name
+        ));
+        Lab { srv, cli }
+    }
+
+    /// Runs `f` on a thread inside the client namespace.
+    fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.cli.name);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let ns = std::fs::File::open(&path).expect("open netns");
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("client thread")
+        })
+    }
+}
+
+fn config(dhcp: &str, rules: &str) -> ConfigDir {
+    ConfigDir::new(
+        "http_listen = \"0.0.0.0:8080\"\ntftp_listen = \"\"",
+        &format!(
+            "{dhcp}\n\n[defaults]\nkernel = \"vmlinuz\"\n\n[[rule]]\nname = \"default\"\n\n{rules}"
+        ),
+    )
+}
+
+const FULL: &str = r#"
+[dhcp]
+mode = "full"
+[[dhcp.subnet]]
+network = "10.77.0.0/24"
+pool = "10.77.0.100-10.77.0.199"
+router = "10.77.0.1"
+dns = ["10.77.0.1"]
+domain = "lab.test"
+lease_time = 600
+"#;
+
+/// A client socket on port 68 (or `port`), bound to `vc`, allowed to broadcast.
+fn socket(port: u16) -> UdpSocket {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_broadcast(true).unwrap();
+    s.bind_device(Some(b"vc")).unwrap();
+    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
+        .unwrap();
+    let s: UdpSocket = s.into();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s
+}
+
+fn mac(n: u8) -> [u8; 6] {
+    [0x52, 0x54, 0x00, 0x77, 0x00, n]
+}
+
+fn packet(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Message {
+    let mut m = Message::new(
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &mac,
+    );
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    for o in opts {
+        m.opts_mut().insert(o);
+    }
+    m
+}
+
+fn arch(code: u16) -> DhcpOption {
+    DhcpOption::Unknown(UnknownOption::new(
+        OptionCode::ClientSystemArchitecture,
+        code.to_be_bytes().to_vec(),
+    ))
+}
+
+fn pxe_class() -> DhcpOption {
+    DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec())
+}
+
+/// Sends `m` to `dest` and waits up to `wait` for a reply with its xid.
+fn ask(sock: &UdpSocket, m: &Message, dest: SocketAddrV4, wait: Duration) -> Option<Message> {
+    sock.send_to(&m.to_vec().unwrap(), dest).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if let Ok(r) = Message::from_bytes(&buf[..n]) {
+                if r.xid() == m.xid() {
+                    return Some(r);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn bcast(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::BROADCAST, port)
+}
+
+const WAIT: Duration = Duration::from_secs(2);
+
+fn msg_type(m: &Message) -> Option<MessageType> {
+    m.opts().msg_type()
+}
+
+fn bytes_opt(m: &Message, code: OptionCode) -> Option<Vec<u8>> {
+    match m.opts().get(code)? {
+        DhcpOption::BootfileName(v) | DhcpOption::ClassIdentifier(v) => Some(v.clone()),
+        DhcpOption::Unknown(u) => Some(u.data().to_vec()),
+        _ => None,
+    }
+}
+
+fn filename(m: &Message) -> String {
+    String::from_utf8_lossy(&bytes_opt(m, OptionCode::BootfileName).unwrap_or_default())
+        .into_owned()
+}
+
+fn file_field(m: &Message) -> String {
+    String::from_utf8_lossy(m.fname().unwrap_or_default())
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+/// DISCOVER → OFFER → REQUEST → ACK; returns (offer, ack).
+fn dora(sock: &UdpSocket, mac: [u8; 6], extra: Vec<DhcpOption>) -> (Message, Message) {
+    let d = packet(MessageType::Discover, mac, extra.clone());
+    let offer = ask(sock, &d, bcast(67), WAIT).expect("an OFFER");
+    assert_eq!(msg_type(&offer), Some(MessageType::Offer));
+    let mut opts = extra;
+    opts.push(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+    opts.push(DhcpOption::ServerIdentifier(SERVER));
+    let r = packet(MessageType::Request, mac, opts);
+    let ack = ask(sock, &r, bcast(67), WAIT).expect("an ACK");
+    (offer, ack)
+}
+
+fn start(lab: &Lab, dir: &ConfigDir) -> Pxed {
+    let p = Pxed::start(&dir.config(), Some(&lab.srv.name));
+    p.wait_log("dhcp listening", Duration::from_secs(10));
+    p
+}
+
+#[test]
+fn firmware_gets_the_right_loader() {
+    if !privileged("dhcp firmware") {
+        return;
+    }
+    let lab = Lab::new("dfw");
+    let dir = config(FULL, "");
+    let _pxed = start(&lab, &dir);
+    lab.client(|| {
+        let s = socket(68);
+        // BIOS PXE ROM: undionly.kpxe in `file` and option 67, siaddr set.
+        let o = ask(
+            &s,
+            &packet(MessageType::Discover, mac(1), vec![arch(0), pxe_class()]),
+            bcast(67),
+            WAIT,
+        )
+        .expect("offer to BIOS");
+        assert_eq!(file_field(&o), "undionly.kpxe");
+        assert_eq!(filename(&o), "undionly.kpxe");
+        assert_eq!(o.siaddr(), SERVER);
+        assert!(o.yiaddr() != Ipv4Addr::UNSPECIFIED);
+        // Full mode: 175.176 = 1 so iPXE does not wait for ProxyDHCP.
+        assert_eq!(bytes_opt(&o, OptionCode::from(175)), Some(vec![176, 1, 1]));
+        assert!(!o.opts().contains(OptionCode::OptionOverload));
+
+        // UEFI x64, both 7 and 9.
+        for code in [7, 9] {
+            let o = ask(
+                &s,
+                &packet(MessageType::Discover, mac(2), vec![arch(code), pxe_class()]),
+                bcast(67),
+                WAIT,
+            )
+            .expect("offer to UEFI");
+            assert_eq!(file_field(&o), "ipxe.efi", "arch {code}");
+            assert_eq!(o.siaddr(), SERVER);
+        }
+
+        // iPXE (raw user class): the HTTP script URL in option 67, `file` empty.
+        for uc in [&b"iPXE"[..], b"\x04iPXE"] {
+            let o = ask(
+                &s,
+                &packet(
+                    MessageType::Discover,
+                    mac(3),
+                    vec![arch(0), pxe_class(), DhcpOption::UserClass(uc.to_vec())],
+                ),
+                bcast(67),
+                WAIT,
+            )
+            .expect("offer to iPXE");
+            assert_eq!(filename(&o), "http://10.77.0.1:8080/boot.ipxe");
+            assert_eq!(file_field(&o), "");
+            assert_eq!(o.siaddr(), SERVER);
+        }
+
+        // UEFI HTTP Boot: an http URL to the EFI binary and HTTPClient echoed.
+        let o = ask(
+            &s,
+            &packet(
+                MessageType::Discover,
+                mac(4),
+                vec![
+                    arch(16),
+                    DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()),
+                ],
+            ),
+            bcast(67),
+            WAIT,
+        )
+        .expect("offer to HTTP Boot");
+        assert_eq!(filename(&o), "http://10.77.0.1:8080/assets/ipxe.efi");
+        assert_eq!(
+            bytes_opt(&o, OptionCode::ClassIdentifier),
+            Some(b"HTTPClient".to_vec())
+        );
+        assert_eq!(file_field(&o), "");
+    });
+}
+
+#[test]
+fn dora_renew_release_and_reservation() {
+    if !privileged("dhcp dora") {
+        return;
+    }
+    let lab = Lab::new("ddo");
+    let dir = config(
+        FULL,
+        r#"
+[[rule]]
+name = "pinned"
+match = { mac = "52:54:00:77:00:42" }
+ip = "10.77.0.42"
+hostname = "pinned-node"
+"#,
+    );
+    let pxed = start(&lab, &dir);
+    let (first, second) = lab.client(|| {
+        let s = socket(68);
+        let (offer, ack) = dora(&s, mac(10), vec![]);
+        assert_eq!(msg_type(&ack), Some(MessageType::Ack));
+        let ip = ack.yiaddr();
+        assert_eq!(ip, offer.yiaddr());
+        assert!((100..=199).contains(&ip.octets()[3]), "{ip}");
+        let opts = ack.opts();
+        assert_eq!(
+            opts.get(OptionCode::AddressLeaseTime),
+            Some(&DhcpOption::AddressLeaseTime(600))
+        );
+        assert_eq!(
+            opts.get(OptionCode::SubnetMask),
+            Some(&DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)))
+        );
+        assert_eq!(
+            opts.get(OptionCode::Router),
+            Some(&DhcpOption::Router(vec![SERVER]))
+        );
+        assert_eq!(
+            opts.get(OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(SERVER))
+        );
+
+        // Renew: the client has the address now; unicast from it, reply to it.
+        common_addr("vc", ip, true);
+        let renew_sock = socket(68);
+        let mut renew = packet(MessageType::Request, mac(10), vec![]);
+        renew.set_ciaddr(ip);
+        let r = ask(&renew_sock, &renew, SocketAddrV4::new(SERVER, 67), WAIT)
+            .expect("ACK to the renewal");
+        assert_eq!(msg_type(&r), Some(MessageType::Ack));
+        assert_eq!(r.yiaddr(), ip);
+
+        // INIT-REBOOT with the same address: ACK; with a foreign one: NAK.
+        common_addr("vc", ip, false);
+        let reboot = packet(
+            MessageType::Request,
+            mac(10),
+            vec![DhcpOption::RequestedIpAddress(ip)],
+        );
+        let r = ask(&s, &reboot, bcast(67), WAIT).expect("reply to INIT-REBOOT");
+        assert_eq!(msg_type(&r), Some(MessageType::Ack));
+        let wrong = packet(
+            MessageType::Request,
+            mac(10),
+            vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+                192, 168, 9, 9,
+            ))],
+        );
+        let r = ask(&s, &wrong, bcast(67), WAIT).expect("NAK to a foreign address");
+        assert_eq!(msg_type(&r), Some(MessageType::Nak));
+
+        // Release, then another client may get the address; the releasing
+        // client asks again and gets an address too.
+        let mut rel = packet(
+            MessageType::Release,
+            mac(10),
+            vec![DhcpOption::ServerIdentifier(SERVER)],
+        );
+        rel.set_ciaddr(ip);
+        s.send_to(&rel.to_vec().unwrap(), bcast(67)).unwrap();
+
+        // The reservation: fixed address and host name.
+        let (offer, ack) = dora(&s, mac(0x42), vec![]);
+        assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 77, 0, 42));
+        assert_eq!(ack.yiaddr(), Ipv4Addr::new(10, 77, 0, 42));
+        assert_eq!(
+            ack.opts().get(OptionCode::Hostname),
+            Some(&DhcpOption::Hostname("pinned-node".into()))
+        );
+        (ip, ack.yiaddr())
+    });
+    // Both leases are in the database; the release is recorded.
+    std::thread::sleep(Duration::from_millis(300));
+    let db = rusqlite::Connection::open(dir.path().join("pxed-leases.sqlite")).unwrap();
+    let rows: HashMap<u32, i64> = db
+        .prepare("SELECT ip, state FROM leases")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.get(&u32::from(first)), Some(&3), "released: {rows:?}");
+    assert_eq!(rows.get(&u32::from(second)), Some(&1), "bound: {rows:?}");
+    drop(pxed);
+}
+
+/// Adds or removes an address on the client's interface (from inside the
+/// client namespace thread).
+fn common_addr(dev: &str, ip: Ipv4Addr, add: bool) {
+    let verb = if add { "add" } else { "del" };
+    let ok = Command::new("ip")
+        .args(["addr", verb, &format!("{ip}/24"), "dev", dev])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn pool_exhaustion_no_offer_and_nak() {
+    if !privileged("dhcp exhaustion") {
+        return;
+    }
+    let lab = Lab::new("dex");
+    let dir = config(
+        r#"
+[dhcp]
+mode = "full"
+[[dhcp.subnet]]
+network = "10.77.0.0/24"
+pool = "10.77.0.100-10.77.0.101"
+"#,
+        "",
+    );
+    let pxed = start(&lab, &dir);
+    lab.client(|| {
+        let s = socket(68);
+        let a = dora(&s, mac(1), vec![]).1.yiaddr();
+        let b = dora(&s, mac(2), vec![]).1.yiaddr();
+        assert_ne!(a, b);
+        // No address left: silence, not an offer of a taken address.
+        let d = packet(MessageType::Discover, mac(3), vec![]);
+        assert!(ask(&s, &d, bcast(67), Duration::from_millis(800)).is_none());
+        // Asking for a held address: NAK.
+        let r = packet(
+            MessageType::Request,
+            mac(3),
+            vec![DhcpOption::RequestedIpAddress(a)],
+        );
+        let nak = ask(&s, &r, bcast(67), WAIT).expect("NAK");
+        assert_eq!(msg_type(&nak), Some(MessageType::Nak));
+        // A DECLINE quarantines the address: its client gets no new offer
+        // (the other address is held), and nobody gets the declined one.
+        let decline = packet(
+            MessageType::Decline,
+            mac(1),
+            vec![
+                DhcpOption::RequestedIpAddress(a),
+                DhcpOption::ServerIdentifier(SERVER),
+            ],
+        );
+        s.send_to(&decline.to_vec().unwrap(), bcast(67)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let d = packet(MessageType::Discover, mac(4), vec![]);
+        assert!(ask(&s, &d, bcast(67), Duration::from_millis(800)).is_none());
+    });
+    pxed.wait_log("exhausted", Duration::from_secs(5));
+}
+
+#[test]
+fn relay_via_giaddr_echoes_option_82() {
+    if !privileged("dhcp relay") {
+        return;
+    }
+    let lab = Lab::new("drl");
+    // The "relay" lives in the client namespace: 10.77.0.2 on the server's
+    // link, 10.88.0.1 on the remote subnet it relays for.
+    lab.cli
+        .sh("ip addr add 10.77.0.2/24 dev vc && ip addr add 10.88.0.1/24 dev lo");
+    lab.srv.sh("ip route add 10.88.0.0/24 via 10.77.0.2");
+    let dir = config(
+        &format!(
+            "{FULL}\n[[dhcp.subnet]]\nnetwork = \"10.88.0.0/24\"\npool = \"10.88.0.50-10.88.0.60\"\nrouter = \"10.88.0.1\"\n"
+        ),
+        "",
+    );
+    let _pxed = start(&lab, &dir);
+    lab.client(|| {
+        let s = socket(67);
+        let mut info = RelayAgentInformation::default();
+        info.insert(RelayInfo::AgentCircuitId(b"port-7".to_vec()));
+        let mut d = packet(
+            MessageType::Discover,
+            mac(5),
+            vec![
+                arch(0),
+                pxe_class(),
+                DhcpOption::RelayAgentInformation(info.clone()),
+            ],
+        );
+        d.set_giaddr(Ipv4Addr::new(10, 88, 0, 1));
+        d.set_hops(1);
+        let o = ask(&s, &d, SocketAddrV4::new(SERVER, 67), WAIT).expect("offer via relay");
+        assert_eq!(msg_type(&o), Some(MessageType::Offer));
+        let ip = o.yiaddr();
+        assert!(
+            (50..=60).contains(&ip.octets()[3]) && ip.octets()[1] == 88,
+            "pool of the relay's subnet: {ip}"
+        );
+        assert_eq!(o.giaddr(), Ipv4Addr::new(10, 88, 0, 1));
+        match o.opts().get(OptionCode::RelayAgentInformation) {
+            Some(DhcpOption::RelayAgentInformation(r)) => assert_eq!(
+                r.get(RelayCode::AgentCircuitId),
+                Some(&RelayInfo::AgentCircuitId(b"port-7".to_vec()))
+            ),
+            other => panic!("option 82 not echoed: {other:?}"),
+        }
+        assert_eq!(file_field(&o), "undionly.kpxe");
+    });
+}
+
+#[test]
+fn proxy_mode_gives_no_address_and_answers_on_4011() {
+    if !privileged("dhcp proxy") {
+        return;
+    }
+    let lab = Lab::new("dpx");
+    let dir = config("[dhcp]\nmode = \"proxy\"\n", "");
+    let _pxed = start(&lab, &dir);
+    lab.client(|| {
+        let s = socket(68);
+        let o = ask(
+            &s,
+            &packet(MessageType::Discover, mac(7), vec![arch(7), pxe_class()]),
+            bcast(67),
+            WAIT,
+        )
+        .expect("proxy offer");
+        assert_eq!(o.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(o.siaddr(), SERVER);
+        assert_eq!(file_field(&o), "ipxe.efi");
+        assert_eq!(
+            bytes_opt(&o, OptionCode::ClassIdentifier),
+            Some(b"PXEClient".to_vec())
+        );
+        assert!(!o.opts().contains(OptionCode::AddressLeaseTime));
+        // An ordinary DHCP client gets nothing from a proxy.
+        let plain = packet(MessageType::Discover, mac(8), vec![]);
+        assert!(ask(&s, &plain, bcast(67), Duration::from_millis(600)).is_none());
+        // After the real server gave it 10.77.0.50, the client asks on 4011.
+        common_addr("vc", Ipv4Addr::new(10, 77, 0, 50), true);
+        let s2 = socket(68);
+        let mut r = packet(MessageType::Request, mac(7), vec![arch(7), pxe_class()]);
+        r.set_ciaddr(Ipv4Addr::new(10, 77, 0, 50));
+        let a = ask(&s2, &r, SocketAddrV4::new(SERVER, 4011), WAIT).expect("ACK on 4011");
+        assert_eq!(msg_type(&a), Some(MessageType::Ack));
+        assert_eq!(a.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(file_field(&a), "ipxe.efi");
+    });
+}
+
+#[test]
+fn malformed_packets_are_dropped_and_the_server_keeps_answering() {
+    if !privileged("dhcp malformed") {
+        return;
+    }
+    let lab = Lab::new("dml");
+    let dir = config(FULL, "");
+    let pxed = start(&lab, &dir);
+    lab.client(|| {
+        let s = socket(68);
+        let good = packet(MessageType::Discover, mac(9), vec![arch(0), pxe_class()])
+            .to_vec()
+            .unwrap();
+        let mut hostile: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![1, 2, 3],
+            good[..239].to_vec(),
+            vec![0xff; 1400],
+        ];
+        let mut reply = good.clone();
+        reply[0] = 2;
+        hostile.push(reply);
+        let mut hlen = good.clone();
+        hlen[2] = 255;
+        hostile.push(hlen);
+        let mut huge = good[..240].to_vec();
+        huge.extend_from_slice(&[53, 1, 1, 67, 250, b'x', b'y']);
+        hostile.push(huge);
+        let mut bad_type = good[..240].to_vec();
+        bad_type.extend_from_slice(&[53, 1, 2, 255]);
+        hostile.push(bad_type);
+        for p in &hostile {
+            s.send_to(p, bcast(67)).unwrap();
+        }
+        let o = ask(
+            &s,
+            &packet(MessageType::Discover, mac(9), vec![arch(0), pxe_class()]),
+            bcast(67),
+            WAIT,
+        )
+        .expect("still answering");
+        assert_eq!(msg_type(&o), Some(MessageType::Offer));
+    });
+    for why in [
+        "too short",
+        "not a BOOTREQUEST",
+        "not Ethernet",
+        "claims 250 bytes",
+        "is not one a client sends",
+    ] {
+        pxed.wait_log(why, Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn full_mode_refuses_a_network_it_is_not_on() {
+    if !privileged("dhcp refuse") {
+        return;
+    }
+    let lab = Lab::new("drf");
+    let dir = config(
+        "[dhcp]\nmode = \"full\"\n[[dhcp.subnet]]\nnetwork = \"192.168.200.0/24\"\npool = \"192.168.200.10-192.168.200.20\"\n",
+        "",
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.srv.name])
+        .arg(common::pxed_bin())
+        .args(["serve", "--config"])
+        .arg(dir.config())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pxed hands out addresses only on a network it is on"),
+        "{err}"
+    );
+    // And `pxed check` points at the line of a bad reservation.
+    let dir = config(
+        FULL,
+        "[[rule]]\nname = \"two\"\nmatch = { mac = [\"52:54:00:00:00:01\", \"52:54:00:00:00:02\"] }\nip = \"10.77.0.5\"\n\n[[rule]]\nname = \"away\"\nmatch = { mac = \"52:54:00:00:00:03\" }\nip = \"10.99.0.5\"\n",
+    );
+    let out = Command::new(common::pxed_bin())
+        .args(["check", "--config"])
+        .arg(dir.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("only a rule that matches exactly one MAC"),
+        "{err}"
+    );
+    assert!(
+        err.contains("10.99.0.5 is not inside any [[dhcp.subnet]]"),
+        "{err}"
+    );
+    assert!(err.contains("machines.toml:"), "{err}");
+}
+
+/// kill -9 during a perfdhcp load, restart, and every ACK seen on the wire is
+/// still a lease in the database, no address twice, no client twice.
+#[test]
+fn leases_survive_kill_9_under_load() {
+    if !privileged("dhcp crash")
+        || !common::have_tool("perfdhcp", "dhcp crash")
+        || !common::have_tool("tshark", "dhcp crash")
+    {
+        return;
+    }
+    let lab = Lab::new("dcr");
+    lab.cli.sh("ip addr add 10.77.0.2/24 dev vc");
+    let dir = config(
+        r#"
+[dhcp]
+mode = "full"
+[[dhcp.subnet]]
+network = "10.77.0.0/16"
+pool = "10.77.1.0-10.77.250.255"
+lease_time = 3600
+"#,
+        "",
+    );
+    let mut pxed = start(&lab, &dir);
+    let pcap = dir.path().join("acks.pcap");
+    let mut tshark = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.cli.name,
+            "tshark",
+            "-q",
+            "-i",
+            "vc",
+            "-f",
+            "udp port 67 or udp port 68",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut perf = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.cli.name,
+            "timeout",
+            "20",
+            "perfdhcp",
+            "-4",
+            "-l",
+            "vc",
+            "-r",
+            "1500",
+            "-R",
+            "100000",
+            "-p",
+            "10",
+            "10.77.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    pxed.signal("KILL");
+    let _ = perf.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill").arg(tshark.id().to_string()).status();
+    let _ = tshark.wait();
+    assert!(!pxed.is_running());
+    drop(pxed);
+    // Every ACK the wire carried: chaddr → yiaddr.
+    let out = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args([
+            "-Y",
+            "dhcp.option.dhcp == 5",
+            "-T",
+            "fields",
+            "-e",
+            "dhcp.hw.mac_addr",
+            "-e",
+            "dhcp.ip.your",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let acked: HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(m, ip)| (m.to_string(), ip.to_string()))
+        .collect();
+    assert!(
+        acked.len() > 100,
+        "too few ACKs captured ({}) to mean anything",
+        acked.len()
+    );
+    // Restart on the same database: it loads every lease.
+    let pxed = start(&lab, &dir);
+    let loaded = pxed.wait_log("leases loaded", Duration::from_secs(10));
+    drop(pxed);
+    let db = rusqlite::Connection::open(dir.path().join("pxed-leases.sqlite")).unwrap();
+    let rows: Vec<(u32, String, i64)> = db
+        .prepare("SELECT ip, mac, state FROM leases")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let by_mac: HashMap<&str, Ipv4Addr> = rows
+        .iter()
+        .filter(|r| r.2 == 1)
+        .map(|r| (r.1.as_str(), Ipv4Addr::from(r.0)))
+        .collect();
+    let macs: HashSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(macs.len(), rows.len(), "a client holds two leases");
+    for (m, ip) in &acked {
+        assert_eq!(
+            by_mac.get(m.as_str()).map(|i| i.to_string()).as_deref(),
+            Some(ip.as_str()),
+            "{m} was ACKed {ip} but the database says otherwise"
+        );
+    }
+    println!(
+        "crash test: {} ACKs on the wire before kill -9, {} leases in the database, all ACKed leases present; restart log: {}",
+        acked.len(),
+        rows.len(),
+        loaded.lines().find(|l| l.contains("leases loaded")).unwrap_or("")
+    );
+}
