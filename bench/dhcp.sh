@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# DHCP throughput: pxed vs Kea (memfile) vs dnsmasq, same run, same network.
+#
+# Two network namespaces joined by a veth pair: the server runs in one, pinned
+# to CPU 0; perfdhcp runs in the other, pinned to CPU 1, and plays a relay
+# (giaddr 10.80.0.2) for up to a million simulated clients. Each offered rate
+# (500 → 32,000 DORA/s) gets a fresh server with an empty lease file, for STEP
+# seconds. A rate passes when fewer than 1% of DISCOVER-OFFER and of
+# REQUEST-ACK exchanges are dropped; a server's climb stops at its first failed
+# rate. Reported per server: the highest passing rate, avg/max latency of the
+# full exchange at that rate, the server's CPU use and peak RSS. Everything runs
+# only inside the namespaces created here, every process is ended by its own
+# PID, and each step is bounded by `timeout`.
+#
+# Usage (root): bench/dhcp.sh [pxed-binary]      (default target/release/pxed)
+# Environment: STEP=5 (seconds per rate), RATES="500 1000 ... 32000",
+#              SERVERS="pxed kea dnsmasq", PXED_FSYNC=false|true,
+#              KEEP=1 (keep the work directory).
+# Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base, iproute2, util-linux (taskset).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+pxed=${1:-$here/target/release/pxed}
+step=${STEP:-5}
+rates=${RATES:-"500 1000 2000 4000 8000 12000 16000 20000 24000 28000 32000"}
+servers=${SERVERS:-"pxed kea dnsmasq"}
+fsync=${PXED_FSYNC:-false}
+
+[ "$(id -u)" = 0 ] || { echo "bench/dhcp.sh: needs root (network namespaces)" >&2; exit 1; }
+for tool in perfdhcp taskset ip; do
+    command -v $tool >/dev/null || { echo "bench/dhcp.sh: $tool is not installed" >&2; exit 1; }
+done
+[ -x "$pxed" ] || { echo "bench/dhcp.sh: no pxed binary at $pxed (cargo build --release)" >&2; exit 1; }
+
+srv=pxb-srv-$$
+cli=pxb-cli-$$
+work=$(mktemp -d /tmp/pxed-bench-dhcp.XXXXXX)
+server_pid=
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+    ip netns del "$srv" 2>/dev/null || true
+    ip netns del "$cli" 2>/dev/null || true
+    [ "${KEEP:-}" = 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+ip netns add "$srv"
+ip netns add "$cli"
+ip -n "$srv" link set lo up
+ip -n "$cli" link set lo up
+ip -n "$srv" link add vs type veth peer name vc netns "$cli"
+ip -n "$srv" addr add 10.80.0.1/12 dev vs
+ip -n "$cli" addr add 10.80.0.2/12 dev vc
+ip -n "$srv" link set vs up
+ip -n "$cli" link set vc up
+
+pool_first=10.80.1.0
+pool_last=10.95.255.254
+
+# --- configs -----------------------------------------------------------------
+mkdir -p "$work/pxed"
+cp -r "$here/boot-templates" "$work/pxed/"
+cat >"$work/pxed/machines.toml" <<EOF
+[server]
+http_listen = "0.0.0.0:8080"
+tftp_listen = ""
+search_paths = []
+[dhcp]
+mode = "full"
+lease_fsync = $fsync
+[[dhcp.subnet]]
+network = "10.80.0.0/12"
+pool = "$pool_first-$pool_last"
+router = "10.80.0.1"
+lease_time = 3600
+[defaults]
+kernel = "vmlinuz"
+[[rule]]
+name = "default"
+EOF
+
+cat >"$work/kea.json" <<EOF
+{ "Dhcp4": {
+    "interfaces-config": { "interfaces": [ "vs" ], "dhcp-socket-type": "udp" },
+    "lease-database": { "type": "memfile", "persist": true,
+                        "name": "$work/kea-leases.csv", "lfc-interval": 0 },
+    "valid-lifetime": 3600,
+    "subnet4": [ { "id": 1, "subnet": "10.80.0.0/12",
+                   "pools": [ { "pool": "$pool_first - $pool_last" } ],
+                   "option-data": [ { "name": "routers", "data": "10.80.0.1" } ] } ],
+    "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
+                   "output_options": [ { "output": "stderr" } ] } ]
+} }
+EOF
+
+# --- servers -----------------------------------------------------------------
+start_server() { # name → sets server_pid
+    rm -f "$work"/*.leases "$work"/kea-leases.csv* "$work"/pxed/pxed-leases.sqlite*
+    case $1 in
+    pxed)
+        PXED_LOG=warn ip netns exec "$srv" taskset -c 0 "$pxed" serve --config "$work/pxed/machines.toml" \
+            2>>"$work/pxed.log" &
+        ;;
+    kea)
+        KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work \
+            ip netns exec "$srv" taskset -c 0 kea-dhcp4 -c "$work/kea.json" 2>>"$work/kea.log" >/dev/null &
+        ;;
+    dnsmasq)
+        ip netns exec "$srv" taskset -c 0 dnsmasq --no-daemon --conf-file=/dev/null --port=0 \
+            --interface=vs --bind-interfaces --dhcp-authoritative --user=root \
+            --dhcp-range=$pool_first,$pool_last,255.240.0.0,1h --dhcp-lease-max=1000000 \
+            --dhcp-leasefile="$work/dnsmasq.leases" --pid-file= --quiet-dhcp --no-ping \
+            --log-facility="$work/dnsmasq.log" ${DNSMASQ_OPTS:-} &
+        ;;
+    esac
+    server_pid=$!
+    # `ip netns exec` and `taskset` exec the server: $! is the server's PID.
+    for _ in $(seq 50); do
+        if ip netns exec "$srv" ss -lnu | grep -q ':67 '; then return 0; fi
+        sleep 0.1
+    done
+    echo "bench/dhcp.sh: $1 did not start; see $work/$1.log" >&2
+    return 1
+}
+
+stop_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# perfdhcp's summary → "sent1 recv1 sent2 recv2 avg_ms max_ms"
+parse() {
+    awk '
+        /Statistics for: DISCOVER-OFFER/ { ex = 1 }
+        /Statistics for: REQUEST-ACK/    { ex = 2 }
+        /^sent packets:/     { sent[ex] = $3 }
+        /^received packets:/ { recv[ex] = $3 }
+        /^avg delay:/        { avg[ex] = $3 }
+        /^max delay:/        { max[ex] = $3 }
+        END { printf "%d %d %d %d %s %s\n", sent[1], recv[1], sent[2], recv[2], avg[2], max[2] }
+    ' "$1"
+}
+
+results="$work/results.txt"
+: >"$results"
+hz=$(getconf CLK_TCK)
+printf '%-8s %7s %9s %9s %7s %7s %9s %9s %6s %8s\n' server rate "DO sent" "RA recv" "drop%" "ok" "avg ms" "max ms" "cpu%" "rss MB"
+for s in $servers; do
+    case $s in
+    kea) command -v kea-dhcp4 >/dev/null || { echo "skipping kea: kea-dhcp4-server not installed"; continue; } ;;
+    dnsmasq) command -v dnsmasq >/dev/null || { echo "skipping dnsmasq: not installed"; continue; } ;;
+    esac
+    best=0
+    best_line="$s 0 - - - - -"
+    for rate in $rates; do
+        start_server "$s" || break
+        t0=$(cpu_ticks "$server_pid")
+        out="$work/perf-$s-$rate.txt"
+        timeout $((step + 15)) ip netns exec "$cli" taskset -c 1 \
+            perfdhcp -4 -B -l vc -r "$rate" -p "$step" -R 1000000 -W 2000000 10.80.0.1 >"$out" 2>&1 || true
+        t1=$(cpu_ticks "$server_pid")
+        rss=$(rss_kb "$server_pid")
+        stop_server
+        read -r s1 r1 s2 r2 avg max <<<"$(parse "$out")"
+        drop=$(awk -v s1="$s1" -v r1="$r1" -v s2="$s2" -v r2="$r2" 'BEGIN {
+            d1 = s1 > 0 ? 100 * (s1 - r1) / s1 : 100; d2 = s2 > 0 ? 100 * (s2 - r2) / s2 : 100
+            printf "%.2f", (d1 > d2 ? d1 : d2) }')
+        cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v p="$step" 'BEGIN { printf "%.0f", 100 * t / hz / p }')
+        ok=$(awk -v d="$drop" 'BEGIN { print (d < 1.0) ? "yes" : "no" }')
+        printf '%-8s %7d %9d %9d %7s %7s %9s %9s %6s %8.1f\n' "$s" "$rate" "$s1" "$r2" "$drop" "$ok" "$avg" "$max" "$cpu" "$(awk -v r="$rss" 'BEGIN{print r/1024}')"
+        if [ "$ok" = yes ]; then
+            best=$rate
+            best_line="$s $rate $avg $max $cpu $(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}')"
+        else
+            break
+        fi
+    done
+    echo "$best_line" >>"$results"
+done
+
+echo
+echo "Highest offered rate with < 1% drops (${step}s per step, server on CPU 0, perfdhcp on CPU 1):"
+printf '%-8s %10s %9s %9s %6s %8s %9s\n' server "rate/s" "avg ms" "max ms" "cpu%" "rss MB" "vs Kea"
+kea_rate=$(awk '$1 == "kea" { print $2 }' "$results")
+while read -r name rate avg max cpu rss; do
+    ratio=$(awk -v r="$rate" -v k="${kea_rate:-0}" 'BEGIN { if (k > 0) printf "%.2fx", r / k; else print "-" }')
+    printf '%-8s %10s %9s %9s %6s %8s %9s\n' "$name" "$rate" "$avg" "$max" "$cpu" "$rss" "$ratio"
+done <"$results"
+echo "(logs and perfdhcp outputs: $work; KEEP=1 keeps them)"
