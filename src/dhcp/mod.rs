@@ -185,16 +185,16 @@ async fn serve(
             }
         };
         let config = shared.load();
-        let iface = interfaces.get(arrival.ifindex).cloned();
-        if let Some(i) = &iface {
+        interfaces.refresh(arrival.ifindex);
+        let iface = interfaces.get(arrival.ifindex);
+        if let Some(i) = iface {
             if !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name) {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(mac = %req.mac, iface = %i.name, "ignored: not one of [dhcp] interfaces");
                 continue;
             }
         }
-        let (server_ip, subnet) =
-            exchange::locate(&config, iface.as_ref(), arrival.local, req.giaddr());
+        let (server_ip, subnet) = exchange::locate(&config, iface, arrival.local, req.giaddr());
         let place = Place {
             server: server_ip,
             subnet,

@@ -176,13 +176,18 @@ impl Interfaces {
         }
     }
 
-    pub fn get(&mut self, index: u32) -> Option<&Iface> {
+    /// Re-reads the table if it is old, or if `index` is unknown and the
+    /// table is more than a second old (a new interface, or a new address).
+    pub fn refresh(&mut self, index: u32) {
         let age = self.read_at.elapsed();
         if age > Duration::from_secs(10)
             || (!self.by_index.contains_key(&index) && age > Duration::from_secs(1))
         {
             *self = Interfaces::read();
         }
+    }
+
+    pub fn get(&self, index: u32) -> Option<&Iface> {
         self.by_index.get(&index)
     }
 
