@@ -6,8 +6,8 @@
 # (giaddr 10.80.0.2) for up to a million simulated clients. Each offered rate
 # (500 → 32,000 DORA/s) gets a fresh server with an empty lease file, for STEP
 # seconds. A rate passes when fewer than 1% of DISCOVER-OFFER and of
-# REQUEST-ACK exchanges are dropped; a server's climb stops at its first failed
-# rate. Reported per server: the highest passing rate, avg/max latency of the
+# REQUEST-ACK exchanges are dropped (a failed rate is tried once more); a
+# server's climb stops at its first rate that fails twice. Reported per server: the highest passing rate, avg/max latency of the
 # full exchange at that rate, the server's CPU use and peak RSS. Everything runs
 # only inside the namespaces created here, every process is ended by its own
 # PID, and each step is bounded by `timeout`.
@@ -15,14 +15,15 @@
 # Usage (root): bench/dhcp.sh [pxed-binary]      (default target/release/pxed)
 # Environment: STEP=5 (seconds per rate), RATES="500 1000 ... 32000",
 #              SERVERS="pxed kea dnsmasq", PXED_FSYNC=false|true,
-#              KEEP=1 (keep the work directory).
+#              KEEP=1 (keep the work directory), KEA_MT=true|false (Kea multi-threading,
+#              default true: its better figure here), NICE=-10.
 # Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base, iproute2, util-linux (taskset).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 pxed=${1:-$here/target/release/pxed}
 step=${STEP:-5}
-rates=${RATES:-"500 1000 2000 3000 4000 6000 8000 10000 12000 16000 20000 24000 32000"}
+rates=${RATES:-"250 500 1000 2000 3000 4000 6000 8000 10000 12000 16000 20000 24000 32000"}
 servers=${SERVERS:-"pxed kea dnsmasq"}
 fsync=${PXED_FSYNC:-false}
 # The machine is shared (other people compile on it): servers and perfdhcp run
@@ -89,6 +90,8 @@ cat >"$work/kea.json" <<EOF
     "lease-database": { "type": "memfile", "persist": true,
                         "name": "$work/kea-leases.csv", "lfc-interval": 0 },
     "valid-lifetime": 3600,
+    "multi-threading": { "enable-multi-threading": ${KEA_MT:-true},
+                         "thread-pool-size": ${KEA_THREADS:-2}, "packet-queue-size": 256 },
     "subnet4": [ { "id": 1, "subnet": "10.80.0.0/12",
                    "pools": [ { "pool": "$pool_first - $pool_last" } ],
                    "option-data": [ { "name": "routers", "data": "10.80.0.1" } ] } ],
@@ -164,10 +167,14 @@ for s in $servers; do
     best=0
     best_line="$s 0 - - - - -"
     for rate in $rates; do
-        start_server "$s" || break
+      passed=no
+      # A failed rate gets a second try: on a shared machine one burst of
+      # someone's compile can cost 1%. Two failures end the climb.
+      for attempt in 1 2; do
+        start_server "$s" || break 2
         t0=$(cpu_ticks "$server_pid"); w0=$(date +%s%N)
         e0s=$(rcvbuf_errors "$srv"); e0c=$(rcvbuf_errors "$cli")
-        out="$work/perf-$s-$rate.txt"
+        out="$work/perf-$s-$rate-$attempt.txt"
         timeout $((step + 15)) ip netns exec "$cli" $prio taskset -c 1 \
             perfdhcp -4 -B -l vc -r "$rate" -p "$step" -R 1000000 -W 1000000 10.80.0.1 >"$out" 2>&1 || true
         t1=$(cpu_ticks "$server_pid"); w1=$(date +%s%N)
@@ -183,21 +190,26 @@ for s in $servers; do
         ok=$(awk -v d="$drop" 'BEGIN { print (d < 1.0) ? "yes" : "no" }')
         printf '%-8s %7d %9d %9d %7s %7s %9s %9s %6s %8.1f %9d %9d\n' "$s" "$rate" "$s1" "$r2" "$drop" "$ok" "$avg" "$max" "$cpu" "$(awk -v r="$rss" 'BEGIN{print r/1024}')" $((e1s - e0s)) $((e1c - e0c))
         if [ "$ok" = yes ]; then
+            passed=yes
             best=$rate
             best_line="$s $rate $avg $max $cpu $(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}')"
-        else
             break
         fi
+      done
+      [ "$passed" = yes ] || break
     done
     echo "$best_line" >>"$results"
 done
 
 echo
 echo "Highest offered rate with < 1% drops (${step}s per step, server on CPU 0, perfdhcp on CPU 1):"
-printf '%-8s %10s %9s %9s %6s %8s %9s\n' server "rate/s" "avg ms" "max ms" "cpu%" "rss MB" "vs Kea"
+printf '%-8s %10s %9s %9s %6s %8s %11s %9s\n' server "rate/s" "avg ms" "max ms" "cpu%" "rss MB" "cpu us/DORA" "vs Kea"
 kea_rate=$(awk '$1 == "kea" { print $2 }' "$results")
 while read -r name rate avg max cpu rss; do
     ratio=$(awk -v r="$rate" -v k="${kea_rate:-0}" 'BEGIN { if (k > 0) printf "%.2fx", r / k; else print "-" }')
-    printf '%-8s %10s %9s %9s %6s %8s %9s\n' "$name" "$rate" "$avg" "$max" "$cpu" "$rss" "$ratio"
+    per=$(awk -v c="$cpu" -v r="$rate" 'BEGIN { if (r > 0 && c != "-") printf "%.0f", c * 10000 / r; else print "-" }')
+    printf '%-8s %10s %9s %9s %6s %8s %11s %9s\n' "$name" "$rate" "$avg" "$max" "$cpu" "$rss" "$per" "$ratio"
 done <"$results"
+echo "cpu us/DORA: the server's CPU time per 4-message exchange at that rate. When"
+echo "'cli ovfl' is what failed the next rate, perfdhcp (one core) was the limit, not the server."
 echo "(logs and perfdhcp outputs: $work; KEEP=1 keeps them)"

@@ -671,7 +671,12 @@ lease_time = 3600
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // tshark is capturing once it has written the file header.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&pcap).map_or(true, |m| m.len() == 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     let mut perf = Command::new("ip")
         .args([
             "netns",
@@ -695,7 +700,18 @@ lease_time = 3600
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Kill in the middle of the load: once a few hundred leases are stored.
+    let db_path = dir.path().join("pxed-leases.sqlite");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let n: i64 = rusqlite::Connection::open(&db_path)
+            .and_then(|c| c.query_row("SELECT count(*) FROM leases", [], |r| r.get(0)))
+            .unwrap_or(0);
+        if n >= 500 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     pxed.signal("KILL");
     let _ = perf.wait();
     std::thread::sleep(Duration::from_millis(500));

@@ -13,9 +13,9 @@ use super::server::{Outgoing, Sender};
 
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 2048;
-/// Jobs waiting beyond this are refused (the client retries): memory stays
+/// Batches (of up to 64 jobs) waiting beyond this are refused (the client retries): memory stays
 /// bounded when the disk is slower than the network.
-const QUEUE: usize = 16_384;
+const QUEUE: usize = 1024;
 
 pub struct Job {
     pub ops: Vec<LeaseOp>,
@@ -33,7 +33,7 @@ pub struct CommitStats {
 /// The sending side, held by the exchange loop.
 #[derive(Clone)]
 pub struct Committer {
-    tx: SyncSender<Job>,
+    tx: SyncSender<Vec<Job>>,
     pub stats: Arc<CommitStats>,
 }
 
@@ -49,9 +49,9 @@ impl Committer {
         Ok(Committer { tx, stats })
     }
 
-    /// Queues a job; false if the queue is full (the reply is dropped).
-    pub fn submit(&self, job: Job) -> bool {
-        match self.tx.try_send(job) {
+    /// Queues jobs; false if the queue is full (their replies are dropped).
+    pub fn submit(&self, jobs: Vec<Job>) -> bool {
+        match self.tx.try_send(jobs) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -63,17 +63,17 @@ impl Committer {
 
 fn run(
     mut store: Box<dyn LeaseStore>,
-    rx: Receiver<Job>,
+    rx: Receiver<Vec<Job>>,
     sender: Arc<Sender>,
     stats: Arc<CommitStats>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut ops: Vec<LeaseOp> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
+    while let Ok(mut first) = rx.recv() {
+        batch.append(&mut first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(mut more) => batch.append(&mut more),
                 Err(_) => break,
             }
         }

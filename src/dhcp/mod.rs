@@ -146,7 +146,12 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The receive loop of one socket: parse, decide, send or hand to the committer.
+/// Datagrams read per wake-up before their ACKs go to the committer together.
+const READ_BATCH: usize = 64;
+
+/// The receive loop of one socket: read what is waiting (up to
+/// [`READ_BATCH`]), answer each, and hand the ACKs that need a commit to the
+/// committer in one go (one wake-up of the commit thread per batch).
 async fn serve(
     socket: tokio::net::UdpSocket,
     port: Port,
@@ -159,39 +164,83 @@ async fn serve(
     let fd = socket.as_raw_fd();
     let mut interfaces = Interfaces::read();
     let mut buf = vec![0u8; 4096];
+    let mut jobs = Vec::new();
     loop {
-        let arrival = match socket
-            .async_io(Interest::READABLE, || server::recv(fd, &mut buf))
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(error = %e, "receive error");
-                continue;
+        if let Err(e) = socket.readable().await {
+            tracing::debug!(error = %e, "receive error");
+            continue;
+        }
+        for _ in 0..READ_BATCH {
+            let arrival = match socket.try_io(Interest::READABLE, || server::recv(fd, &mut buf)) {
+                Ok(a) => a,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive error");
+                    break;
+                }
+            };
+            let cx = Receive {
+                port,
+                shared: &shared,
+                sender: &sender,
+                stats: &stats,
+            };
+            if let Some(job) = cx.process(&buf, arrival, &mut leases, &mut interfaces) {
+                jobs.push(job);
             }
-        };
+        }
+        if !jobs.is_empty() {
+            match &committer {
+                Some(c) => {
+                    c.submit(std::mem::take(&mut jobs));
+                }
+                None => jobs.clear(),
+            }
+        }
+    }
+}
+
+/// What the receive loop needs to answer one datagram.
+struct Receive<'a> {
+    port: Port,
+    shared: &'a Shared,
+    sender: &'a Sender,
+    stats: &'a Stats,
+}
+
+impl Receive<'_> {
+    /// Parses, decides and sends one datagram; returns the job to commit when
+    /// the answer depends on a lease change.
+    fn process(
+        &self,
+        buf: &[u8],
+        arrival: server::Arrival,
+        leases: &mut Leases,
+        interfaces: &mut Interfaces,
+    ) -> Option<Job> {
+        let stats = self.stats;
         stats.received.fetch_add(1, Ordering::Relaxed);
         if arrival.truncated {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(src = %arrival.src, "dropped: {}", packet::Rejected::Truncated);
-            continue;
+            return None;
         }
         let req = match packet::parse(&buf[..arrival.len]) {
             Ok(r) => r,
             Err(why) => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(src = %arrival.src, len = arrival.len, "dropped: {why}");
-                continue;
+                return None;
             }
         };
-        let config = shared.load();
+        let config = self.shared.load();
         interfaces.refresh(arrival.ifindex);
         let iface = interfaces.get(arrival.ifindex);
         if let Some(i) = iface {
             if !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name) {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(mac = %req.mac, iface = %i.name, "ignored: not one of [dhcp] interfaces");
-                continue;
+                return None;
             }
         }
         let (server_ip, subnet) = exchange::locate(&config, iface, arrival.local, req.giaddr());
@@ -199,19 +248,16 @@ async fn serve(
             server: server_ip,
             subnet,
             ifindex: arrival.ifindex,
-            port,
+            port: self.port,
             src: arrival.src,
         };
-        match exchange::handle(&config, &mut leases, &place, &req, now()) {
+        match exchange::handle(&config, leases, &place, &req, now()) {
             Outcome::Ignore(why) => {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
+                None
             }
-            Outcome::Commit(ops) => {
-                if let Some(c) = &committer {
-                    c.submit(Job { ops, reply: None });
-                }
-            }
+            Outcome::Commit(ops) => Some(Job { ops, reply: None }),
             Outcome::Reply {
                 msg,
                 dest,
@@ -222,7 +268,7 @@ async fn serve(
                     Ok(b) => b,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot encode a reply");
-                        continue;
+                        return None;
                     }
                 };
                 tracing::debug!(mac = %req.mac, kind = ?msg.opts().msg_type(), yiaddr = %msg.yiaddr(), dest = %dest, "reply");
@@ -233,18 +279,16 @@ async fn serve(
                     ifindex,
                     src: server_ip,
                 };
-                match (&committer, commit.is_empty()) {
-                    (Some(c), false) => {
-                        c.submit(Job {
-                            ops: commit,
-                            reply: Some(out),
-                        });
+                if commit.is_empty() {
+                    if let Err(e) = self.sender.send(&out) {
+                        tracing::debug!(dest = %dest, error = %e, "cannot send reply");
                     }
-                    _ => {
-                        if let Err(e) = sender.send(&out) {
-                            tracing::debug!(dest = %dest, error = %e, "cannot send reply");
-                        }
-                    }
+                    None
+                } else {
+                    Some(Job {
+                        ops: commit,
+                        reply: Some(out),
+                    })
                 }
             }
         }
