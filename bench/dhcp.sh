@@ -6,8 +6,9 @@
 # (giaddr 10.80.0.2) for up to a million simulated clients. Each offered rate
 # (500 → 32,000 DORA/s) gets a fresh server with an empty lease file, for STEP
 # seconds. A rate passes when fewer than 1% of DISCOVER-OFFER and of
-# REQUEST-ACK exchanges are dropped (a failed rate is tried once more); a
-# server's climb stops at its first rate that fails twice. Reported per server: the highest passing rate, avg/max latency of the
+# REQUEST-ACK exchanges are dropped (a failed rate is tried once more); the
+# servers take turns at each rate, and a server's climb stops at its first rate
+# that fails twice. Reported per server: the highest passing rate, avg/max latency of the
 # full exchange at that rate, the server's CPU use and peak RSS. Everything runs
 # only inside the namespaces created here, every process is ended by its own
 # PID, and each step is bounded by `timeout`.
@@ -159,19 +160,29 @@ results="$work/results.txt"
 : >"$results"
 hz=$(getconf CLK_TCK)
 printf '%-8s %7s %9s %9s %7s %7s %9s %9s %6s %8s %9s %9s\n' server rate "DO sent" "RA recv" "drop%" "ok" "avg ms" "max ms" "cpu%" "rss MB" "srv ovfl" "cli ovfl"
+# Servers take turns at each rate, so that all of them see the same machine
+# (other people's builds come and go); a server leaves the climb at its first
+# rate that fails twice.
+declare -A best_line
+active=""
 for s in $servers; do
     case $s in
     kea) command -v kea-dhcp4 >/dev/null || { echo "skipping kea: kea-dhcp4-server not installed"; continue; } ;;
     dnsmasq) command -v dnsmasq >/dev/null || { echo "skipping dnsmasq: not installed"; continue; } ;;
     esac
-    best=0
-    best_line="$s 0 - - - - -"
-    for rate in $rates; do
+    active="$active $s"
+    best_line[$s]="$s 0 - - - -"
+done
+ranked="$active"
+for rate in $rates; do
+    [ -n "${active// /}" ] || break
+    still=""
+    for s in $active; do
       passed=no
       # A failed rate gets a second try: on a shared machine one burst of
-      # someone's compile can cost 1%. Two failures end the climb.
+      # someone's compile can cost 1%.
       for attempt in 1 2; do
-        start_server "$s" || break 2
+        start_server "$s" || break
         t0=$(cpu_ticks "$server_pid"); w0=$(date +%s%N)
         e0s=$(rcvbuf_errors "$srv"); e0c=$(rcvbuf_errors "$cli")
         out="$work/perf-$s-$rate-$attempt.txt"
@@ -191,15 +202,15 @@ for s in $servers; do
         printf '%-8s %7d %9d %9d %7s %7s %9s %9s %6s %8.1f %9d %9d\n' "$s" "$rate" "$s1" "$r2" "$drop" "$ok" "$avg" "$max" "$cpu" "$(awk -v r="$rss" 'BEGIN{print r/1024}')" $((e1s - e0s)) $((e1c - e0c))
         if [ "$ok" = yes ]; then
             passed=yes
-            best=$rate
-            best_line="$s $rate $avg $max $cpu $(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}')"
+            best_line[$s]="$s $rate $avg $max $cpu $(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}')"
             break
         fi
       done
-      [ "$passed" = yes ] || break
+      if [ "$passed" = yes ]; then still="$still $s"; fi
     done
-    echo "$best_line" >>"$results"
+    active=$still
 done
+for s in $ranked; do echo "${best_line[$s]}" >>"$results"; done
 
 echo
 echo "Highest offered rate with < 1% drops (${step}s per step, server on CPU 0, perfdhcp on CPU 1):"

@@ -95,6 +95,9 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+        // Checkpoints (which fsync) run on their own thread, see
+        // `spawn_checkpointer`, so that they never hold up a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS leases (
                 ip INTEGER PRIMARY KEY,
@@ -106,6 +109,23 @@ impl SqliteStore {
         )?;
         Ok(SqliteStore { conn })
     }
+}
+
+/// Copies the WAL into the database file every second from a connection of
+/// its own. A checkpoint fsyncs; done by the committer (SQLite's default
+/// auto-checkpoint) it stalled every ACK behind a disk flush for up to hundreds
+/// of milliseconds on a busy disk. A PASSIVE checkpoint never blocks the writer.
+pub fn spawn_checkpointer(path: &Path) -> anyhow::Result<()> {
+    let conn = Connection::open(path)?;
+    std::thread::Builder::new()
+        .name("pxed-checkpoint".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "lease database checkpoint failed");
+            }
+        })?;
+    Ok(())
 }
 
 impl LeaseStore for SqliteStore {

@@ -87,6 +87,7 @@ pub fn start(
             format!("cannot open the lease database {}", dhcp.lease_db.display())
         })?;
         let stored = store.load().context("cannot read the lease database")?;
+        leases::spawn_checkpointer(&dhcp.lease_db).context("lease checkpoint thread")?;
         leases = Leases::from_stored(stored);
         tracing::info!(db = %dhcp.lease_db.display(), leases = leases.len(), fsync = dhcp.lease_fsync, "leases loaded");
         committer =
