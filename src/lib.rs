@@ -6,4 +6,5 @@ pub mod assets;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod reload;
 pub mod server;

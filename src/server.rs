@@ -2,7 +2,7 @@
 //! line when a port cannot be bound), run the adapters, and reload on SIGHUP.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -40,7 +40,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(addr = %http_local, "http listening");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::http::serve(http, shared.clone()));
-    tasks.spawn(reload_on_sighup(config_path.clone(), shared.clone()));
+    tasks.spawn(crate::reload::run(config_path.clone(), shared.clone()));
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {
@@ -53,32 +53,4 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Loads the config again; the new snapshot replaces the old one only if it is
-/// entirely valid. Requests already running keep the snapshot they hold.
-pub fn reload(path: &Path, shared: &Shared) -> Result<(), config::ConfigErrors> {
-    let config = config::load(path)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    shared.store(config);
-    Ok(())
-}
-
-async fn reload_on_sighup(path: PathBuf, shared: Shared) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; reload by restarting");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match reload(&path, &shared) {
-            Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
-            Err(errors) => {
-                for e in &errors.0 {
-                    tracing::error!("reload rejected, the previous config keeps serving: {e}");
-                }
-            }
-        }
-    }
 }

@@ -1,0 +1,107 @@
+//! Reloading the config while machines boot: on SIGHUP, and when
+//! `machines.toml` or a template changes on disk (watching the directories,
+//! because editors save by writing a new file and renaming it over the old).
+//! A new snapshot replaces the old one only if it is entirely valid; requests
+//! already running keep the snapshot they hold, so no boot sees half a reload.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::config::{self, Shared};
+
+/// Editors write a file in several steps; wait this long after the last change
+/// before loading, so a save is read once and whole.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Loads the config again and swaps it in if valid.
+pub fn reload(path: &Path, shared: &Shared) -> Result<(), config::ConfigErrors> {
+    let config = config::load(path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    shared.store(config);
+    Ok(())
+}
+
+fn reload_and_log(path: &Path, shared: &Shared, why: &str) {
+    match reload(path, shared) {
+        Ok(()) => tracing::info!(config = %path.display(), trigger = why, "config reloaded"),
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(
+                    trigger = why,
+                    "reload rejected, the previous config keeps serving: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// The directories whose changes trigger a reload: the config file's and the
+/// template directory of the config being served.
+fn watched_dirs(path: &Path, shared: &Shared) -> Vec<PathBuf> {
+    let config_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut dirs = vec![config_dir, shared.load().server.templates_dir.clone()];
+    dirs.dedup();
+    dirs
+}
+
+/// Runs until the process ends: reloads on SIGHUP and on file changes.
+pub async fn run(path: PathBuf, shared: Shared) {
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler");
+            None
+        }
+    };
+    let (tx, mut changes) = mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            // A full channel already holds a pending reload: nothing is lost.
+            let _ = tx.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config files; reload with SIGHUP");
+            None
+        }
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    loop {
+        if let Some(w) = watcher.as_mut() {
+            let want = watched_dirs(&path, &shared);
+            if want != dirs {
+                for d in &dirs {
+                    let _ = w.unwatch(d.as_path());
+                }
+                for d in &want {
+                    if let Err(e) = w.watch(d.as_path(), RecursiveMode::NonRecursive) {
+                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch; reload with SIGHUP");
+                    }
+                }
+                dirs = want;
+            }
+        }
+        let why = tokio::select! {
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            Some(()) = changes.recv() => {
+                // Let the save finish, then forget the events it caused.
+                tokio::time::sleep(SETTLE).await;
+                while changes.try_recv().is_ok() {}
+                "file change"
+            }
+            else => return,
+        };
+        reload_and_log(&path, &shared, why);
+    }
+}
