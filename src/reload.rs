@@ -5,7 +5,8 @@
 //! already running keep the snapshot they hold, so no boot sees half a reload.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::signal::unix::{signal, SignalKind};
@@ -27,16 +28,52 @@ pub fn reload(path: &Path, shared: &Shared) -> Result<(), config::ConfigErrors> 
     Ok(())
 }
 
-fn reload_and_log(path: &Path, shared: &Shared, why: &str) {
-    match reload(path, shared) {
-        Ok(()) => tracing::info!(config = %path.display(), trigger = why, "config reloaded"),
+/// The last reload that was refused, for the admin status page.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub at: SystemTime,
+    pub trigger: &'static str,
+    pub errors: Vec<String>,
+}
+
+/// What the admin page shows about reloads.
+#[derive(Debug, Default)]
+pub struct Status {
+    last_rejected: Mutex<Option<Rejected>>,
+}
+
+impl Status {
+    pub fn last_rejected(&self) -> Option<Rejected> {
+        self.last_rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, rejected: Option<Rejected>) {
+        *self.last_rejected.lock().unwrap_or_else(|p| p.into_inner()) = rejected;
+    }
+}
+
+fn reload_and_log(path: &Path, shared: &Shared, status: &Status, trigger: &'static str) {
+    let result = reload(path, shared);
+    crate::metrics::get().reload(result.is_ok());
+    match result {
+        Ok(()) => {
+            tracing::info!(config = %path.display(), trigger, "config reloaded");
+        }
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(
-                    trigger = why,
+                    trigger,
                     "reload rejected, the previous config keeps serving: {e}"
                 );
             }
+            status.set(Some(Rejected {
+                at: SystemTime::now(),
+                trigger,
+                errors: errors.0.iter().map(ToString::to_string).collect(),
+            }));
         }
     }
 }
@@ -54,7 +91,7 @@ fn watched_dirs(path: &Path, shared: &Shared) -> Vec<PathBuf> {
 }
 
 /// Runs until the process ends: reloads on SIGHUP and on file changes.
-pub async fn run(path: PathBuf, shared: Shared) {
+pub async fn run(path: PathBuf, shared: Shared, status: Arc<Status>) {
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -102,6 +139,6 @@ pub async fn run(path: PathBuf, shared: Shared) {
             }
             else => return,
         };
-        reload_and_log(&path, &shared, why);
+        reload_and_log(&path, &shared, &status, why);
     }
 }

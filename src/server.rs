@@ -38,9 +38,25 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         .map_err(|e| bind_error("HTTP (http_listen)", http_addr, e))?;
     let http_local = http.local_addr().context("http listener address")?;
     tracing::info!(addr = %http_local, "http listening");
+    let reload_status = Arc::new(crate::reload::Status::default());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::http::serve(http, shared.clone()));
-    tasks.spawn(crate::reload::run(config_path.clone(), shared.clone()));
+    tasks.spawn(crate::http::serve(
+        http,
+        crate::http::router(shared.clone()),
+    ));
+    if let Some(addr) = config.server.admin_listen {
+        let admin = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error("the admin page (admin_listen)", addr, e))?;
+        tracing::info!(addr = %admin.local_addr().context("admin listener address")?, "admin listening");
+        let app = crate::http::admin::router(shared.clone(), reload_status.clone());
+        tasks.spawn(crate::http::serve(admin, app));
+    }
+    tasks.spawn(crate::reload::run(
+        config_path.clone(),
+        shared.clone(),
+        reload_status,
+    ));
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {

@@ -85,7 +85,8 @@ impl Pxed {
         cmd.arg("serve").arg("--config").arg(config);
         cmd.env(
             "PXED_LOG",
-            std::env::var("PXED_LOG").unwrap_or_else(|_| "debug".into()),
+            std::env::var("PXED_LOG")
+                .unwrap_or_else(|_| "debug,handlebars=info,hyper=info,notify=info".into()),
         );
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn pxed");
