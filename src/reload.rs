@@ -90,55 +90,98 @@ fn watched_dirs(path: &Path, shared: &Shared) -> Vec<PathBuf> {
     dirs
 }
 
-/// Runs until the process ends: reloads on SIGHUP and on file changes.
-pub async fn run(path: PathBuf, shared: Shared, status: Arc<Status>) {
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install the SIGHUP handler");
-            None
-        }
-    };
-    let (tx, mut changes) = mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            // A full channel already holds a pending reload: nothing is lost.
-            let _ = tx.try_send(());
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config files; reload with SIGHUP");
-            None
-        }
-    };
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    loop {
-        if let Some(w) = watcher.as_mut() {
-            let want = watched_dirs(&path, &shared);
-            if want != dirs {
-                for d in &dirs {
-                    let _ = w.unwatch(d.as_path());
-                }
-                for d in &want {
-                    if let Err(e) = w.watch(d.as_path(), RecursiveMode::NonRecursive) {
-                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch; reload with SIGHUP");
-                    }
-                }
-                dirs = want;
+/// The reload machinery, installed before pxed announces that it listens so
+/// that no signal or save in the first instants is missed.
+pub struct Reloader {
+    path: PathBuf,
+    shared: Shared,
+    status: Arc<Status>,
+    hup: Option<tokio::signal::unix::Signal>,
+    watcher: Option<notify::RecommendedWatcher>,
+    changes: mpsc::Receiver<()>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Reloader {
+    /// Installs the SIGHUP handler and the directory watches. Needs a tokio
+    /// runtime.
+    pub fn install(path: PathBuf, shared: Shared, status: Arc<Status>) -> Reloader {
+        let hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGHUP handler");
+                None
             }
-        }
-        let why = tokio::select! {
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
-            Some(()) = changes.recv() => {
-                // Let the save finish, then forget the events it caused.
-                tokio::time::sleep(SETTLE).await;
-                while changes.try_recv().is_ok() {}
-                "file change"
-            }
-            else => return,
         };
-        reload_and_log(&path, &shared, &status, why);
+        let (tx, changes) = mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                // A full channel already holds a pending reload: nothing is lost.
+                let _ = tx.try_send(());
+            }
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config files; reload with SIGHUP");
+                None
+            }
+        };
+        let mut reloader = Reloader {
+            path,
+            shared,
+            status,
+            hup,
+            watcher,
+            changes,
+            dirs: Vec::new(),
+        };
+        reloader.watch_current_dirs();
+        reloader
+    }
+
+    /// Watches the directories of the serving config (its template directory
+    /// may have moved in the last reload).
+    fn watch_current_dirs(&mut self) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        let want = watched_dirs(&self.path, &self.shared);
+        if want == self.dirs {
+            return;
+        }
+        for d in &self.dirs {
+            let _ = w.unwatch(d.as_path());
+        }
+        for d in &want {
+            if let Err(e) = w.watch(d.as_path(), RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot watch; reload with SIGHUP");
+            }
+        }
+        self.dirs = want;
+    }
+
+    /// Runs until the process ends: reloads on SIGHUP and on file changes.
+    pub async fn run(mut self) {
+        loop {
+            let hup = async {
+                match self.hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let trigger = tokio::select! {
+                Some(()) = hup => "SIGHUP",
+                Some(()) = self.changes.recv() => {
+                    // Let the save finish, then forget the events it caused.
+                    tokio::time::sleep(SETTLE).await;
+                    while self.changes.try_recv().is_ok() {}
+                    "file change"
+                }
+                else => return,
+            };
+            reload_and_log(&self.path, &self.shared, &self.status, trigger);
+            self.watch_current_dirs();
+        }
     }
 }

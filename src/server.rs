@@ -32,31 +32,38 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     let shared: Shared = Arc::new(ArcSwap::new(config.clone()));
 
+    // Bind every listener before announcing any: "listening" means started.
     let http_addr = config.server.http_listen;
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| bind_error("HTTP (http_listen)", http_addr, e))?;
-    let http_local = http.local_addr().context("http listener address")?;
-    tracing::info!(addr = %http_local, "http listening");
+    let admin = match config.server.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error("the admin page (admin_listen)", addr, e))?,
+        ),
+        None => None,
+    };
+
     let reload_status = Arc::new(crate::reload::Status::default());
+    let reloader = crate::reload::Reloader::install(
+        config_path.clone(),
+        shared.clone(),
+        reload_status.clone(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
+    tracing::info!(addr = %http.local_addr().context("http listener address")?, "http listening");
     tasks.spawn(crate::http::serve(
         http,
         crate::http::router(shared.clone()),
     ));
-    if let Some(addr) = config.server.admin_listen {
-        let admin = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| bind_error("the admin page (admin_listen)", addr, e))?;
+    if let Some(admin) = admin {
         tracing::info!(addr = %admin.local_addr().context("admin listener address")?, "admin listening");
         let app = crate::http::admin::router(shared.clone(), reload_status.clone());
         tasks.spawn(crate::http::serve(admin, app));
     }
-    tasks.spawn(crate::reload::run(
-        config_path.clone(),
-        shared.clone(),
-        reload_status,
-    ));
+    tasks.spawn(reloader.run());
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {

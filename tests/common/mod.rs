@@ -41,7 +41,13 @@ impl ConfigDir {
     }
 
     pub fn write_config(&self, server: &str, rest: &str) {
-        let text = format!("[server]\nsearch_paths = []\n{server}\n\n{rest}\n");
+        // Tests run in parallel: the admin listener's fixed default port would clash.
+        let admin = if server.contains("admin_listen") {
+            ""
+        } else {
+            "admin_listen = \"127.0.0.1:0\"\n"
+        };
+        let text = format!("[server]\nsearch_paths = []\n{admin}{server}\n\n{rest}\n");
         std::fs::write(self.config(), text).unwrap();
     }
 
