@@ -9,3 +9,4 @@ pub mod http;
 pub mod metrics;
 pub mod reload;
 pub mod server;
+pub mod tftp;

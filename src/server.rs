@@ -45,6 +45,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let tftp = match config.server.tftp_listen {
+        Some(addr) => Some(crate::tftp::bind(addr).await?),
+        None => None,
+    };
 
     let reload_status = Arc::new(crate::reload::Status::default());
     let reloader = crate::reload::Reloader::install(
@@ -62,6 +66,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         tracing::info!(addr = %admin.local_addr().context("admin listener address")?, "admin listening");
         let app = crate::http::admin::router(shared.clone(), reload_status.clone());
         tasks.spawn(crate::http::serve(admin, app));
+    }
+    if let Some(tftp) = tftp {
+        tasks.spawn(crate::tftp::serve(tftp, shared.clone()));
     }
     tasks.spawn(reloader.run());
 
