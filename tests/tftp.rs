@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
@@ -38,7 +39,7 @@ struct Server {
 
 fn server() -> Server {
     let dir = ConfigDir::new(
-        "http_listen = \"127.0.0.1:0\"\ntftp_listen = \"127.0.0.1:0\"",
+        "http_listen = \"127.0.0.1:0\"\ntftp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
         RULES,
     );
     let pxed = Pxed::start(&dir.config(), None);
@@ -429,4 +430,48 @@ fn pxelinux_config_is_rendered_per_machine() {
     let other = String::from_utf8(other).unwrap();
     assert!(other.contains("rule=default"), "{other}");
     assert!(!other.contains("rule=menu"), "{other}");
+    // Both transfers are counted on the admin listener's /metrics.
+    let admin = s.pxed.addr("admin");
+    let mut conn = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    conn.read_to_string(&mut metrics).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pxed_requests_total{")
+                && l.contains("protocol=\"tftp\"")
+                && l.contains("endpoint=\"pxelinux\"")
+                && l.contains("outcome=\"ok\"")
+                && l.ends_with(" 2")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn tftp_port_in_use_is_one_clear_line() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = ConfigDir::new(
+        &format!("http_listen = \"127.0.0.1:0\"\ntftp_listen = \"127.0.0.1:{port}\""),
+        RULES,
+    );
+    let out = Command::new(common::pxed_bin())
+        .args(["serve", "--config"])
+        .arg(dir.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("pxed: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("127.0.0.1:{port}")) && errors[0].contains("tftp_listen"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
 }

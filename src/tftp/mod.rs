@@ -61,6 +61,7 @@ pub fn busy_drops() -> u64 {
 
 fn count_malformed() {
     MALFORMED.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::get().request("tftp", "malformed", "dropped");
 }
 
 /// Binds the TFTP listener; a failure is one line naming the port and remedy.
@@ -112,6 +113,7 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
             Ok(Packet::Rrq(request)) => {
                 let Ok(permit) = state.slots.clone().try_acquire_owned() else {
                     BUSY.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::get().request("tftp", "rrq", "busy");
                     tracing::warn!(%peer, file = ?request.filename, limit = MAX_TRANSFERS, "tftp transfer limit reached; request dropped (the client retries)");
                     continue;
                 };
@@ -119,6 +121,7 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
             }
             Ok(Packet::Wrq(request)) => {
                 tracing::info!(%peer, file = ?request.filename, outcome = "refused", "tftp write request refused (read-only server)");
+                crate::metrics::get().request("tftp", "write", "refused");
                 let reply = packet::error(ErrorCode::AccessViolation, "read-only server");
                 let _ = state.listener.send_to(&reply, peer).await;
             }
@@ -155,6 +158,7 @@ fn warn_if_no_undionly(config: &Shared) {
 /// Why a request gets an ERROR instead of data.
 enum Refusal {
     NotFound(&'static str),
+    NoRule,
     Refused(&'static str),
     Io(std::io::Error),
 }
@@ -171,7 +175,7 @@ async fn open(state: &State, name: &str) -> Result<Content, Refusal> {
             .pxelinux_config(&Identity::with_mac(mac), &Base::Tftp)
         {
             Some(rendered) => Ok(Content::Memory(Arc::from(rendered.text.into_bytes()))),
-            None => Err(Refusal::NotFound("no rule matches this machine")),
+            None => Err(Refusal::NoRule),
         };
     }
     match assets::resolve(config.server.asset_roots(), name) {
@@ -194,20 +198,30 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, permit: Own
     let started = Instant::now();
     let name = request.filename.trim_start_matches('/');
     let file = request.filename.as_str();
+    let endpoint = match pxelinux_cfg_name(name) {
+        Some(_) => "pxelinux",
+        None => "asset",
+    };
     let content = match open(&state, name).await {
         Ok(c) => c,
         Err(refusal) => {
             let (code, message, outcome) = match &refusal {
-                Refusal::NotFound(m) => (ErrorCode::FileNotFound, *m, "not found"),
+                Refusal::NotFound(m) => (ErrorCode::FileNotFound, *m, "not_found"),
+                Refusal::NoRule => (
+                    ErrorCode::FileNotFound,
+                    "no rule matches this machine",
+                    "no_rule",
+                ),
                 Refusal::Refused(m) => (ErrorCode::AccessViolation, *m, "refused"),
                 Refusal::Io(_) => (ErrorCode::Undefined, "cannot read the file", "failed"),
             };
+            crate::metrics::get().request("tftp", endpoint, outcome);
             let _ = state
                 .listener
                 .send_to(&packet::error(code, message), peer)
                 .await;
             match refusal {
-                Refusal::NotFound(_) => {
+                Refusal::NotFound(_) | Refusal::NoRule => {
                     tracing::info!(%peer, file, outcome, reason = message, "tftp transfer")
                 }
                 Refusal::Refused(_) => {
@@ -246,6 +260,7 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, permit: Own
     let (outcome, bytes) = transfer::run(&socket, &content, params).await;
     drop(socket);
     drop(permit);
+    crate::metrics::get().request("tftp", endpoint, outcome.label());
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let (blksize, windowsize) = (params.blksize, params.windowsize);
     match &outcome {

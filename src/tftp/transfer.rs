@@ -52,6 +52,17 @@ impl Outcome {
             Outcome::Failed(_) => "failed",
         }
     }
+
+    /// The outcome label of the `pxed_requests` metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Complete => "ok",
+            Outcome::ClientError { .. } => "aborted",
+            Outcome::TimedOut => "timed_out",
+            Outcome::ClientGone => "client_gone",
+            Outcome::Failed(_) => "failed",
+        }
+    }
 }
 
 /// What the client said, or that it said nothing in time.
