@@ -392,6 +392,7 @@ fn traversal_writes_and_missing_files_are_refused() {
     ] {
         c.send_to(junk, s.addr).unwrap();
     }
+    assert_eq!(tftp_requests(&s, "write", "refused"), 1.0);
     // A leading slash names the same file as without it (PXE configs do that).
     assert_eq!(raw_get(s.addr, "/hello.txt", &[]), Ok(b"hello\n".to_vec()));
     assert_eq!(raw_get(s.addr, "hello.txt", &[]), Ok(b"hello\n".to_vec()));
@@ -410,6 +411,8 @@ fn traversal_writes_and_missing_files_are_refused() {
         assert!(text.contains("read-only"), "{text}");
         assert!(!s.dir.path().join("assets/up.txt").exists());
     }
+    // The six junk datagrams were counted and dropped, not answered.
+    assert_eq!(tftp_requests(&s, "malformed", "dropped"), 6.0);
 }
 
 #[test]
@@ -430,7 +433,17 @@ fn pxelinux_config_is_rendered_per_machine() {
     let other = String::from_utf8(other).unwrap();
     assert!(other.contains("rule=default"), "{other}");
     assert!(!other.contains("rule=menu"), "{other}");
-    // Both transfers are counted on the admin listener's /metrics.
+    // Both transfers are counted on the admin listener's /metrics (once the
+    // server has read the final ACK, which may trail the client's return).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tftp_requests(&s, "pxelinux", "ok") < 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tftp_requests(&s, "pxelinux", "ok"), 2.0);
+}
+
+/// `pxed_requests_total{protocol="tftp",endpoint=…,outcome=…}` from /metrics.
+fn tftp_requests(s: &Server, endpoint: &str, outcome: &str) -> f64 {
     let admin = s.pxed.addr("admin");
     let mut conn = std::net::TcpStream::connect(admin).unwrap();
     write!(
@@ -440,16 +453,16 @@ fn pxelinux_config_is_rendered_per_machine() {
     .unwrap();
     let mut metrics = String::new();
     conn.read_to_string(&mut metrics).unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("pxed_requests_total{")
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("pxed_requests_total{")
                 && l.contains("protocol=\"tftp\"")
-                && l.contains("endpoint=\"pxelinux\"")
-                && l.contains("outcome=\"ok\"")
-                && l.ends_with(" 2")),
-        "{metrics}"
-    );
+                && l.contains(&format!("endpoint=\"{endpoint}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[test]

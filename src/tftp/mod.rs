@@ -45,6 +45,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Retransmissions of the same packet before a transfer is abandoned: a dead
 /// client's transfer is freed after at most `(RETRIES + 1) × timeout`.
 pub const RETRIES: u32 = 5;
+/// Whatever `timeout` a client asks for (up to 255 s), a silent client holds
+/// its transfer slot about this long at most: fewer retries for long timeouts.
+pub const MAX_SILENCE: Duration = Duration::from_secs(30);
 
 static MALFORMED: AtomicU64 = AtomicU64::new(0);
 static BUSY: AtomicU64 = AtomicU64::new(0);
@@ -112,9 +115,18 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
         match packet::parse(&buf[..n]) {
             Ok(Packet::Rrq(request)) => {
                 let Ok(permit) = state.slots.clone().try_acquire_owned() else {
-                    BUSY.fetch_add(1, Ordering::Relaxed);
+                    let dropped = BUSY.fetch_add(1, Ordering::Relaxed) + 1;
                     crate::metrics::get().request("tftp", "rrq", "busy");
-                    tracing::warn!(%peer, file = ?request.filename, limit = MAX_TRANSFERS, "tftp transfer limit reached; request dropped (the client retries)");
+                    // 1st, 2nd, 4th, 8th, … drop: visible without flooding the log.
+                    if dropped.is_power_of_two() {
+                        tracing::warn!(
+                            %peer,
+                            file = ?request.filename,
+                            limit = MAX_TRANSFERS,
+                            dropped,
+                            "tftp transfer limit reached; request dropped (the client retries)"
+                        );
+                    }
                     continue;
                 };
                 tokio::spawn(read(state.clone(), peer, request, permit));
@@ -241,13 +253,14 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, permit: Own
         timeout: o.timeout,
         windowsize: o.windowsize.map(|w| w.min(MAX_WINDOWSIZE)),
     };
+    let timeout = accepted
+        .timeout
+        .map_or(DEFAULT_TIMEOUT, |t| Duration::from_secs(t.into()));
     let params = Params {
         blksize: accepted.blksize.unwrap_or(512),
         windowsize: accepted.windowsize.unwrap_or(1),
-        timeout: accepted
-            .timeout
-            .map_or(DEFAULT_TIMEOUT, |t| Duration::from_secs(t.into())),
-        retries: RETRIES,
+        timeout,
+        retries: RETRIES.min((MAX_SILENCE.as_secs() / timeout.as_secs().max(1)).max(1) as u32),
         oack: (!accepted.is_empty()).then_some(accepted),
     };
     let socket = match transfer_socket(state.local_ip, peer).await {
