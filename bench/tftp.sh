@@ -66,6 +66,7 @@ cp -r "$repo/boot-templates" "$work/pxed/"
 cat >"$work/pxed/machines.toml" <<EOF
 [server]
 http_listen = "127.0.0.1:0"
+admin_listen = ""
 tftp_listen = "127.0.0.1:16901"
 assets_dir = "$root"
 search_paths = []
