@@ -23,6 +23,7 @@ cat > "$work/machines.toml" <<TOML
 [server]
 http_listen = "127.0.0.1:$PXED_PORT"
 tftp_listen = ""
+admin_listen = ""
 templates_dir = "$PWD/boot-templates"
 assets_dir = "$work/assets"
 search_paths = []

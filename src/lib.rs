@@ -7,4 +7,7 @@ pub mod config;
 pub mod core;
 pub mod dhcp;
 pub mod http;
+pub mod metrics;
+pub mod reload;
 pub mod server;
+pub mod tftp;

@@ -41,7 +41,13 @@ impl ConfigDir {
     }
 
     pub fn write_config(&self, server: &str, rest: &str) {
-        let text = format!("[server]\nsearch_paths = []\n{server}\n\n{rest}\n");
+        // Tests run in parallel: the admin listener's fixed default port would clash.
+        let admin = if server.contains("admin_listen") {
+            ""
+        } else {
+            "admin_listen = \"127.0.0.1:0\"\n"
+        };
+        let text = format!("[server]\nsearch_paths = []\n{admin}{server}\n\n{rest}\n");
         std::fs::write(self.config(), text).unwrap();
     }
 
@@ -85,7 +91,8 @@ impl Pxed {
         cmd.arg("serve").arg("--config").arg(config);
         cmd.env(
             "PXED_LOG",
-            std::env::var("PXED_LOG").unwrap_or_else(|_| "debug".into()),
+            std::env::var("PXED_LOG")
+                .unwrap_or_else(|_| "debug,handlebars=info,hyper=info,notify=info".into()),
         );
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn pxed");
