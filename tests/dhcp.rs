@@ -579,6 +579,15 @@ fn malformed_packets_are_dropped_and_the_server_keeps_answering() {
     ] {
         pxed.wait_log(why, Duration::from_secs(5));
     }
+    // Counted on /metrics too.
+    let admin = pxed.addr("admin");
+    let metrics = lab.srv.sh(&format!("curl -sf http://{admin}/metrics"));
+    for series in [
+        r#"protocol="dhcp",endpoint="malformed",outcome="dropped"} 8"#,
+        r#"protocol="dhcp",endpoint="discover",outcome="offer"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "no {series} in\n{metrics}");
+    }
 }
 
 #[test]

@@ -221,8 +221,10 @@ impl Receive<'_> {
     ) -> Option<Job> {
         let stats = self.stats;
         stats.received.fetch_add(1, Ordering::Relaxed);
+        let metrics = crate::metrics::get();
         if arrival.truncated {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
+            metrics.request("dhcp", "malformed", "dropped");
             tracing::debug!(src = %arrival.src, "dropped: {}", packet::Rejected::Truncated);
             return None;
         }
@@ -230,6 +232,7 @@ impl Receive<'_> {
             Ok(r) => r,
             Err(why) => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
+                metrics.request("dhcp", "malformed", "dropped");
                 tracing::debug!(src = %arrival.src, len = arrival.len, "dropped: {why}");
                 return None;
             }
@@ -255,10 +258,14 @@ impl Receive<'_> {
         match exchange::handle(&config, leases, &place, &req, now()) {
             Outcome::Ignore(why) => {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
+                metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
                 tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
                 None
             }
-            Outcome::Commit(ops) => Some(Job { ops, reply: None }),
+            Outcome::Commit(ops) => {
+                metrics.request("dhcp", kind_name(Some(req.kind)), "stored");
+                Some(Job { ops, reply: None })
+            }
             Outcome::Reply {
                 msg,
                 dest,
@@ -274,6 +281,11 @@ impl Receive<'_> {
                 };
                 tracing::debug!(mac = %req.mac, kind = ?msg.opts().msg_type(), yiaddr = %msg.yiaddr(), dest = %dest, "reply");
                 stats.replies.fetch_add(1, Ordering::Relaxed);
+                metrics.request(
+                    "dhcp",
+                    kind_name(Some(req.kind)),
+                    kind_name(msg.opts().msg_type()),
+                );
                 let out = Outgoing {
                     bytes,
                     dest,
@@ -293,6 +305,23 @@ impl Receive<'_> {
                 }
             }
         }
+    }
+}
+
+/// A message type as a metrics label (`pxed_requests{protocol="dhcp",
+/// endpoint="discover",outcome="offer"}`).
+fn kind_name(kind: Option<dhcproto::v4::MessageType>) -> &'static str {
+    use dhcproto::v4::MessageType as M;
+    match kind {
+        Some(M::Discover) => "discover",
+        Some(M::Offer) => "offer",
+        Some(M::Request) => "request",
+        Some(M::Decline) => "decline",
+        Some(M::Ack) => "ack",
+        Some(M::Nak) => "nak",
+        Some(M::Release) => "release",
+        Some(M::Inform) => "inform",
+        _ => "other",
     }
 }
 
