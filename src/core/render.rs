@@ -12,7 +12,7 @@ use handlebars::{
 };
 use serde_json::{json, Map, Value};
 
-use super::identity::{Arch, Identity};
+use super::identity::{query_escape, Arch, Identity};
 use super::{Boot, BootKind, Location, Policy, Rule};
 
 /// The templates every config must provide (the shipped `boot-templates/` has
@@ -342,7 +342,17 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
             Value::Object(Map::new()),
         ),
     };
+    // Option 209 names the menu by MAC and matched rule only: lpxelinux drops
+    // option 210 when 209 grows past ~240 bytes, which a full identity query
+    // with a long SMBIOS product does (found in the end-to-end tests).
     let mac_hyphen = id.mac.map(|m| m.hyphenated()).unwrap_or_default();
+    let menu_name = match rule {
+        Some(r) => format!(
+            "pxelinux.cfg/01-{mac_hyphen}?rule={}",
+            query_escape(&r.name)
+        ),
+        None => format!("pxelinux.cfg/01-{mac_hyphen}"),
+    };
     json!({
         "machine": machine_json(id),
         "rule": rule_json,
@@ -350,7 +360,7 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
         "console": console_json,
         "server": server_json(base),
         "pxelinux": {
-            "config": format!("pxelinux.cfg/01-{mac_hyphen}?{}", id.to_query()),
+            "config": menu_name,
         },
         "vars": vars,
         "message": message,
@@ -409,8 +419,16 @@ impl Policy {
 
     /// The pxelinux `menu.c32` config for this machine (over HTTP for
     /// lpxelinux chained from iPXE, over TFTP for classic pxelinux).
-    pub fn pxelinux_config(&self, id: &Identity, base: &Base) -> Option<Rendered> {
-        let rule = self.select(id)?;
+    /// `rule_hint` is the rule the machine's iPXE script already chose (named
+    /// in option 209); if the config no longer has it, the rules decide again.
+    pub fn pxelinux_config(
+        &self,
+        id: &Identity,
+        base: &Base,
+        rule_hint: Option<&str>,
+    ) -> Option<Rendered> {
+        let hinted = rule_hint.and_then(|name| self.rules.iter().find(|r| r.name == name));
+        let rule = hinted.or_else(|| self.select(id))?;
         Some(self.render_rule(rule, &rule.boot.menu_template, id, base))
     }
 
