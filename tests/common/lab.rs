@@ -1,0 +1,544 @@
+//! The end-to-end test lab (BRIEF "The test lab"): a network namespace with a
+//! bridge `br0` (10.97.0.1/16) and one tap per guest; the guest payload (a
+//! Debian kernel and a busybox initramfs, built once per run and cached under
+//! `target/`); the DHCP provider; and QEMU guests whose serial console the test
+//! reads and types into. Every process is started here and stopped by its own
+//! PID when its handle is dropped; every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::{have_tool, pxed_bin, repo, skip, Netns};
+
+/// pxed's address on the lab bridge.
+pub const SERVER_IP: &str = "10.97.0.1";
+/// pxed's HTTP port in the lab.
+pub const HTTP_PORT: u16 = 8080;
+/// The line the payload's `/init` prints, followed by `cmdline=<…>`.
+pub const MARKER: &str = "PXED-E2E-BOOTED";
+
+pub const OVMF: &[&str] = &["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"];
+pub const EFI_E1000_ROM: &[&str] = &[
+    "/usr/lib/ipxe/qemu/efi-e1000.rom",
+    "/usr/share/qemu/efi-e1000.rom",
+];
+
+pub fn http_base() -> String {
+    format!("http://{SERVER_IP}:{HTTP_PORT}")
+}
+
+/// `target/` of this build (next to the `pxed` binary under test).
+pub fn target_dir() -> PathBuf {
+    let bin = pxed_bin();
+    bin.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo().join("target"))
+}
+
+/// Whether the lab can run here: root and `ip netns` (via [`super::privileged`]),
+/// `/dev/net/tun`, QEMU and dnsmasq. Prints `skipped: …` otherwise.
+pub fn available(what: &str) -> bool {
+    if !super::privileged(what) {
+        return false;
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return skip(what, "/dev/net/tun is missing (no tap devices)");
+    }
+    have_tool("qemu-system-x86_64", what) && have_tool("dnsmasq", what)
+}
+
+/// The first of `candidates` that exists, or a skip.
+pub fn find_file(candidates: &[&str], what: &str) -> Option<PathBuf> {
+    match candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
+        Some(p) => Some(p),
+        None => {
+            skip(what, &format!("none of {candidates:?} exists"));
+            None
+        }
+    }
+}
+
+/// The guest payload: `vmlinuz` and `initrd.gz` in one cached directory.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub dir: PathBuf,
+}
+
+impl Payload {
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join("vmlinuz")
+    }
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join("initrd.gz")
+    }
+}
+
+/// Builds the payload once per test run (`tests/lab/payload.sh`, shared with
+/// `bench/boot.sh`; it also locks the cache against other processes). `None`
+/// (after printing `skipped: …`) when it cannot be built, e.g. no Debian
+/// package lists.
+pub fn payload(what: &str) -> Option<Payload> {
+    static PAYLOAD: OnceLock<Result<Payload, String>> = OnceLock::new();
+    let result = PAYLOAD.get_or_init(|| {
+        let started = Instant::now();
+        let out = Command::new(repo().join("tests/lab/payload.sh"))
+            .arg(target_dir().join("e2e-payload"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run tests/lab/payload.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "tests/lab/payload.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        eprintln!("e2e payload: {} ({:.1?})", dir.display(), started.elapsed());
+        Ok(Payload { dir })
+    });
+    match result {
+        Ok(p) => Some(p.clone()),
+        Err(e) => {
+            skip(what, e);
+            None
+        }
+    }
+}
+
+/// The QEMU accelerator: `PXED_E2E_ACCEL` if set, else KVM when `/dev/kvm` is
+/// there and a direct kernel boot of the payload reaches the marker under it
+/// within 10 s (a working KVM needs 1–2 s; some nested or sandboxed KVMs start the firmware and
+/// then hang in the kernel), else TCG.
+pub fn accel(payload: &Payload) -> &'static str {
+    static ACCEL: OnceLock<&'static str> = OnceLock::new();
+    ACCEL.get_or_init(|| {
+        if let Ok(a) = std::env::var("PXED_E2E_ACCEL") {
+            return if a == "kvm" { "kvm" } else { "tcg" };
+        }
+        let usable = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        if !usable {
+            eprintln!("e2e accel: tcg (no usable /dev/kvm)");
+            return "tcg";
+        }
+        let started = Instant::now();
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "kvm", "-nographic", "-m", "256", "-no-reboot"])
+            .arg("-kernel")
+            .arg(payload.kernel())
+            .arg("-initrd")
+            .arg(payload.initrd())
+            .args(["-append", "console=ttyS0 quiet pxed.probe=kvm"]);
+        let mut probe = Console::spawn(cmd, "kvm-probe");
+        let ok = probe.wait_for(MARKER, Duration::from_secs(10)).is_ok();
+        drop(probe);
+        let a = if ok { "kvm" } else { "tcg" };
+        eprintln!(
+            "e2e accel: {a} (KVM probe {} in {:.1?})",
+            if ok { "booted" } else { "did not boot" },
+            started.elapsed()
+        );
+        a
+    })
+}
+
+/// A namespace with the lab bridge and `taps` tap devices (`tap0`, `tap1`, …).
+pub struct Lab {
+    pub ns: Netns,
+    pub taps: usize,
+}
+
+impl Lab {
+    pub fn new(prefix: &str, taps: usize) -> Lab {
+        let ns = Netns::new(prefix);
+        ns.sh(&format!(
+            "ip link add br0 type bridge forward_delay 0 && \
+             ip addr add {SERVER_IP}/16 dev br0 && ip link set br0 up"
+        ));
+        for i in 0..taps {
+            ns.sh(&format!(
+                "ip tuntap add tap{i} mode tap && ip link set tap{i} master br0 up"
+            ));
+        }
+        Lab { ns, taps }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.ns.name
+    }
+}
+
+/// How the lab's guests get an address and the boot URL.
+pub struct Dhcp {
+    /// Appended to `machines.toml` before pxed starts (pxed's own `[dhcp]`).
+    pub machines_toml: String,
+    /// A DHCP server other than pxed, when one is used.
+    pub server: Option<Daemon>,
+}
+
+/// The lab's full DHCP service: an address from 10.97.1.0/24 and, for iPXE
+/// (user class `iPXE`, which QEMU's iPXE ROMs send from the first request),
+/// the URL of pxed's `boot.ipxe`.
+///
+/// TODO(dhcp): when pxed's DHCP server lands (branch `dhcp`), this is the one
+/// place to switch: return no server and, in `machines_toml`, pxed's own
+/// full-mode section, roughly
+/// `[dhcp]\nmode = "full"\ninterface = "br0"\nsubnet = "10.97.0.0/16"\npool = ["10.97.1.1", "10.97.1.254"]\n`
+/// (the exact keys are being designed on that branch). Until then dnsmasq
+/// (DHCP only, `--port=0`) stands in.
+pub fn dhcp_full(lab: &Lab, scratch: &Path) -> Dhcp {
+    let boot_url = format!("{}/boot.ipxe", http_base());
+    let server = dnsmasq(
+        lab,
+        scratch,
+        &[
+            "--dhcp-userclass=set:ipxe,iPXE".to_string(),
+            format!("--dhcp-boot=tag:ipxe,{boot_url}"),
+        ],
+    );
+    Dhcp {
+        machines_toml: String::new(),
+        server: Some(server),
+    }
+}
+
+/// dnsmasq as the lab's DHCP server only (no DNS, no TFTP), on br0, with
+/// `extra` options. Waits until it reports its DHCP socket.
+pub fn dnsmasq(lab: &Lab, scratch: &Path, extra: &[String]) -> Daemon {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", lab.name(), "dnsmasq"])
+        .args([
+            "--keep-in-foreground",
+            "--log-facility=-",
+            "--log-dhcp",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=br0",
+            "--bind-interfaces",
+            "--dhcp-range=10.97.1.1,10.97.1.254,255.255.0.0,10m",
+            "--dhcp-authoritative",
+            // dnsmasq pings an address before offering it (up to 3 s): the
+            // lab has no other hosts.
+            "--no-ping",
+            "--pid-file=",
+        ])
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            scratch.join("dnsmasq.leases").display()
+        ))
+        .args(extra);
+    let d = Daemon::spawn(cmd, "dnsmasq");
+    d.wait_log("DHCP, sockets bound", Duration::from_secs(20));
+    d
+}
+
+/// A helper daemon (dnsmasq, a static HTTP server) with its stderr kept.
+/// Stopped by its own PID when dropped.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    name: String,
+}
+
+impl Daemon {
+    pub fn spawn(mut cmd: Command, name: &str) -> Daemon {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Daemon {
+            child,
+            log,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} did not log {needle:?} within {timeout:?}; log:\n{log}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process whose stdout is a serial console: kept whole (raw bytes), copied
+/// to a log file under `target/e2e-logs/` for post-mortems, readable and
+/// typeable while it runs. Killed by its own PID when dropped.
+pub struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Arc<Mutex<Vec<u8>>>,
+    pub name: String,
+    pub started: Instant,
+}
+
+impl Console {
+    pub fn spawn(mut cmd: Command, name: &str) -> Console {
+        let logs = target_dir().join("e2e-logs");
+        let _ = std::fs::create_dir_all(&logs);
+        let mut file = std::fs::File::create(logs.join(format!("{name}.log"))).ok();
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = out.clone();
+            let mut file = file.as_mut().and_then(|f| f.try_clone().ok());
+            let mut stream = stream;
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if let Some(f) = file.as_mut() {
+                        let _ = f.write_all(&buf[..n]);
+                    }
+                }
+            });
+        }
+        Console {
+            stdin: child.stdin.take(),
+            child,
+            out,
+            name: name.to_string(),
+            started,
+        }
+    }
+
+    /// Everything printed so far, with invalid UTF-8 replaced.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the console shows `needle` (after `from` bytes of text);
+    /// returns the text, or an error with the console's tail.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.text();
+            if text.contains(needle) {
+                return Ok(text);
+            }
+            let exited = self.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                // The reader threads may still hold the last bytes.
+                std::thread::sleep(Duration::from_millis(200));
+                let text = self.text();
+                if text.contains(needle) {
+                    return Ok(text);
+                }
+                let why = match exited {
+                    Some(status) => format!("exited ({status})"),
+                    None => format!("timed out after {timeout:?}"),
+                };
+                return Err(format!(
+                    "{}: {needle:?} not on the console, {why}; console tail:\n{}",
+                    self.name,
+                    printable_tail(&text, 3000)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `keys` on the console (the guest's serial input).
+    pub fn type_keys(&mut self, keys: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("console stdin");
+        stdin.write_all(keys).expect("type on the console");
+        stdin.flush().expect("flush console input");
+    }
+
+    /// Waits up to `timeout` for the process to exit; kills it if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `n` characters of console text with escape sequences and other
+/// control characters removed, for failure messages.
+pub fn printable_tail(text: &str, n: usize) -> String {
+    let clean = strip_ansi(text);
+    let chars: Vec<char> = clean.chars().collect();
+    chars[chars.len().saturating_sub(n)..].iter().collect()
+}
+
+/// Removes ANSI escape sequences and control characters except newlines.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    // CSI: parameters, then one final byte in @..~.
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    // Two-byte (ESC c) or charset (ESC ( B) sequences.
+                    if let Some(&n) = chars.peek() {
+                        chars.next();
+                        if "()%".contains(n) {
+                            chars.next();
+                        }
+                    }
+                }
+            }
+            '\n' => out.push('\n'),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The guest's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS with QEMU's iPXE option ROM (the default e1000 ROM).
+    Bios,
+    /// OVMF with QEMU's iPXE EFI ROM (`efi-e1000.rom`).
+    Uefi,
+}
+
+/// One machine to boot.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub name: String,
+    pub mac: String,
+    /// SMBIOS type 1 product; QEMU's own ("Standard PC (i440FX + PIIX, 1996)") if unset.
+    pub product: Option<String>,
+    pub firmware: Firmware,
+}
+
+impl Machine {
+    pub fn bios(name: &str, mac: &str, product: Option<&str>) -> Machine {
+        Machine {
+            name: name.to_string(),
+            mac: mac.to_string(),
+            product: product.map(str::to_string),
+            firmware: Firmware::Bios,
+        }
+    }
+}
+
+/// A QEMU guest network-booting in the lab: `-nographic`, so its serial
+/// console (ttyS0, the "SOL" console) is the process's stdio.
+pub struct Guest {
+    pub console: Console,
+    pub machine: Machine,
+}
+
+impl Guest {
+    /// Boots `machine` on the lab's tap `tap`. `firmware_files` are the OVMF
+    /// image and EFI ROM for [`Firmware::Uefi`].
+    pub fn boot(
+        lab: &Lab,
+        tap: usize,
+        machine: &Machine,
+        accel: &str,
+        uefi: Option<(&Path, &Path)>,
+    ) -> Guest {
+        assert!(tap < lab.taps, "the lab has {} taps", lab.taps);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", lab.name(), "qemu-system-x86_64"])
+            .args(["-accel", accel, "-nographic", "-m", "512", "-no-reboot"])
+            .args(["-boot", "n"]);
+        if let Some(product) = &machine.product {
+            // QEMU option values escape ',' by doubling it.
+            cmd.arg("-smbios")
+                .arg(format!("type=1,product={}", product.replace(',', ",,")));
+        }
+        cmd.arg("-netdev")
+            .arg(format!("tap,id=n0,ifname=tap{tap},script=no,downscript=no"));
+        let mut nic = format!("e1000,netdev=n0,mac={}", machine.mac);
+        if machine.firmware == Firmware::Uefi {
+            let (ovmf, rom) = uefi.expect("UEFI guests need OVMF and the EFI ROM");
+            cmd.arg("-bios").arg(ovmf);
+            nic.push_str(&format!(",romfile={}", rom.display()));
+        }
+        cmd.arg("-device").arg(nic);
+        let console = Console::spawn(cmd, &format!("{}-{}", lab.name(), machine.name));
+        Guest {
+            console,
+            machine: machine.clone(),
+        }
+    }
+
+    /// Waits for the payload's marker and returns the guest's `/proc/cmdline`.
+    pub fn booted_cmdline(&mut self, timeout: Duration) -> Result<String, String> {
+        let text = self.console.wait_for(MARKER, timeout)?;
+        let at = text.find(MARKER).unwrap();
+        let line = text[at..].lines().next().unwrap_or_default();
+        let cmdline = line
+            .trim_end_matches('\r')
+            .split_once("cmdline=")
+            .map(|(_, c)| c.to_string())
+            .unwrap_or_default();
+        Ok(cmdline)
+    }
+}
