@@ -153,6 +153,7 @@ pub fn accel(payload: &Payload) -> &'static str {
 pub struct Lab {
     pub ns: Netns,
     pub taps: usize,
+    prefix: String,
 }
 
 impl Lab {
@@ -167,11 +168,20 @@ impl Lab {
                 "ip tuntap add tap{i} mode tap && ip link set tap{i} master br0 up"
             ));
         }
-        Lab { ns, taps }
+        Lab {
+            ns,
+            taps,
+            prefix: prefix.to_string(),
+        }
     }
 
     pub fn name(&self) -> &str {
         &self.ns.name
+    }
+
+    /// The prefix the lab was created with, for naming related namespaces.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 }
 
@@ -181,22 +191,33 @@ pub struct Dhcp {
     pub machines_toml: String,
     /// A DHCP server other than pxed, when one is used.
     pub server: Option<Daemon>,
+    /// The namespace that server runs in when it is not pxed's (dropped after it).
+    pub peer: Option<Netns>,
 }
 
 /// The lab's full DHCP service: an address from 10.97.1.0/24 and, for iPXE
 /// (user class `iPXE`, which QEMU's iPXE ROMs send from the first request),
 /// the URL of pxed's `boot.ipxe`.
 ///
-/// TODO(dhcp): when pxed's DHCP server lands (branch `dhcp`), this is the one
-/// place to switch: return no server and, in `machines_toml`, pxed's own
-/// full-mode section, roughly
-/// `[dhcp]\nmode = "full"\ninterface = "br0"\nsubnet = "10.97.0.0/16"\npool = ["10.97.1.1", "10.97.1.254"]\n`
-/// (the exact keys are being designed on that branch). Until then dnsmasq
-/// (DHCP only, `--port=0`) stands in.
+/// TODO(dhcp): this is the one place to switch to pxed's own DHCP server once
+/// it serves (branch `dhcp`; keys as of its commit 2818d91, `config/dhcp.rs`):
+/// return `server: None` and
+/// ```text
+/// machines_toml: [dhcp]
+///                mode = "full"
+///                interfaces = ["br0"]
+///                [[dhcp.subnet]]
+///                network = "10.97.0.0/16"
+///                pool = "10.97.1.10-10.97.1.250"
+///                router = "10.97.0.1"
+/// ```
+/// (the lease database defaults to the config directory, a temp dir here).
+/// Until then dnsmasq (DHCP only, `--port=0`) stands in.
 pub fn dhcp_full(lab: &Lab, scratch: &Path) -> Dhcp {
     let boot_url = format!("{}/boot.ipxe", http_base());
     let server = dnsmasq(
-        lab,
+        lab.name(),
+        "br0",
         scratch,
         &[
             "--dhcp-userclass=set:ipxe,iPXE".to_string(),
@@ -206,21 +227,41 @@ pub fn dhcp_full(lab: &Lab, scratch: &Path) -> Dhcp {
     Dhcp {
         machines_toml: String::new(),
         server: Some(server),
+        peer: None,
     }
 }
 
-/// dnsmasq as the lab's DHCP server only (no DNS, no TFTP), on br0, with
-/// `extra` options. Waits until it reports its DHCP socket.
-pub fn dnsmasq(lab: &Lab, scratch: &Path, extra: &[String]) -> Daemon {
+/// ProxyDHCP: dnsmasq hands out addresses only (no boot file, no next
+/// server), pxed in proxy mode (`[dhcp] mode = "proxy"`, keys of branch `dhcp`)
+/// answers with the boot information. Both need UDP port 67, so dnsmasq runs
+/// as another host: its own namespace, 10.97.0.2 on a veth into the lab bridge.
+/// Needs pxed's DHCP server.
+pub fn dhcp_proxy(lab: &Lab, scratch: &Path) -> Dhcp {
+    let peer = Netns::new(&format!("{}-dhcp", lab.prefix()));
+    lab.ns.sh(&format!(
+        "ip link add vdhcp type veth peer name eth0 netns {} && ip link set vdhcp master br0 up",
+        peer.name
+    ));
+    peer.sh("ip addr add 10.97.0.2/16 dev eth0 && ip link set eth0 up");
+    let server = dnsmasq(&peer.name, "eth0", scratch, &[]);
+    Dhcp {
+        machines_toml: "[dhcp]\nmode = \"proxy\"\ninterfaces = [\"br0\"]\n".to_string(),
+        server: Some(server),
+        peer: Some(peer),
+    }
+}
+
+/// dnsmasq as a DHCP server only (no DNS, no TFTP) in namespace `ns` on
+/// `interface`, with `extra` options. Waits until it reports its DHCP socket.
+pub fn dnsmasq(ns: &str, interface: &str, scratch: &Path, extra: &[String]) -> Daemon {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", lab.name(), "dnsmasq"])
+    cmd.args(["netns", "exec", ns, "dnsmasq"])
         .args([
             "--keep-in-foreground",
             "--log-facility=-",
             "--log-dhcp",
             "--conf-file=/dev/null",
             "--port=0",
-            "--interface=br0",
             "--bind-interfaces",
             "--dhcp-range=10.97.1.1,10.97.1.254,255.255.0.0,10m",
             "--dhcp-authoritative",
@@ -229,6 +270,7 @@ pub fn dnsmasq(lab: &Lab, scratch: &Path, extra: &[String]) -> Daemon {
             "--no-ping",
             "--pid-file=",
         ])
+        .arg(format!("--interface={interface}"))
         .arg(format!(
             "--dhcp-leasefile={}",
             scratch.join("dnsmasq.leases").display()
