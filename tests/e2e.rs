@@ -83,7 +83,6 @@ args = "quiet pxed.rule=uefi"
 struct Setup {
     pxed: Pxed,
     _dhcp: Dhcp,
-    _scratch: tempfile::TempDir,
     _config: ConfigDir,
     accel: &'static str,
     lab: Lab,
@@ -96,15 +95,14 @@ fn setup(name: &str, taps: usize) -> Option<Setup> {
 }
 
 /// [`setup`] with another DHCP arrangement.
-fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab, &std::path::Path) -> Dhcp) -> Option<Setup> {
+fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> {
     if !lab::available(name) {
         return None;
     }
     let payload: Payload = lab::payload(name)?;
     let accel = lab::accel(&payload);
     let lab = Lab::new(name, taps);
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let dhcp = dhcp(&lab, scratch.path());
+    let dhcp = dhcp(&lab);
     let server = format!(
         "http_listen = \"{}:{}\"\ntftp_listen = \"\"\n\
          search_paths = [{:?}, \"/usr/lib/ipxe\", \"/usr/lib/PXELINUX\", \"/usr/lib/syslinux/modules/bios\"]",
@@ -117,7 +115,6 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab, &std::path::Path) -> Dhcp)
     Some(Setup {
         pxed,
         _dhcp: dhcp,
-        _scratch: scratch,
         _config: config,
         accel,
         lab,
