@@ -51,17 +51,23 @@ trap cleanup EXIT
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
+# The same lab as tests/common/lab.rs: an IPv6 router advertisement on the
+# bridge (else iPXE's ifconf waits ~15 s for IPv6 autoconf) and no DAD.
+ip netns exec "$NS" sh -c 'echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad; echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad'
 ip -n "$NS" link add br0 type bridge forward_delay 0
 ip -n "$NS" addr add "$IP/16" dev br0
+ip -n "$NS" addr add fd97::1/64 dev br0 nodad
 ip -n "$NS" link set br0 up
 ip -n "$NS" tuntap add tap0 mode tap
 ip -n "$NS" link set tap0 master br0 up
 
-# DHCP for both: the reference guest's MAC gets the static server's script.
+# DHCP for both (and the router advertisements): the reference guest's MAC gets
+# the static server's script; option 175.176 spares iPXE the ProxyDHCP wait.
 ip netns exec "$NS" dnsmasq --keep-in-foreground --log-facility="$WORK/dnsmasq.log" \
     --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces \
     --dhcp-range=10.97.1.1,10.97.1.254,255.255.0.0,10m --dhcp-authoritative --no-ping \
-    --pid-file= --dhcp-leasefile="$WORK/leases" \
+    --enable-ra --dhcp-range=fd97::,ra-only,64 \
+    --pid-file= --leasefile-ro --dhcp-option=tag:ipxe,encap:175,176,1b \
     --dhcp-userclass=set:ipxe,iPXE --dhcp-mac=set:ref,"$REF_MAC" \
     --dhcp-boot=tag:ipxe,tag:ref,"http://$IP:8081/boot.ipxe" \
     --dhcp-boot=tag:ipxe,tag:!ref,"http://$IP:8080/boot.ipxe" &
@@ -135,10 +141,12 @@ for port in 8080 8081; do
     [ -n "$ok" ] || { echo "bench/boot.sh: nothing answers on $IP:$port" >&2; cat "$WORK/pxed.log" >&2; exit 1; }
 done
 
-# One boot: seconds from QEMU's start to the marker on the console.
+# One boot: sets BOOT_TIME to the seconds from QEMU's start to the marker on
+# the console.
 boot_once() {
     local mac=$1 log=$2
     local start end qpid
+    : > "$log"
     start=$(date +%s.%N)
     ip netns exec "$NS" qemu-system-x86_64 -accel "$ACCEL" -nographic -m 512 -no-reboot -boot n \
         -smbios type=1,product='Express5800/i120Ra-e1 [N8100-1482Y]' \
@@ -162,7 +170,7 @@ boot_once() {
     for _ in $(seq 200); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.1; done
     kill "$qpid" 2>/dev/null || true
     wait "$qpid" 2>/dev/null || true
-    echo "$start $end" | awk '{ printf "%.2f\n", $2 - $1 }'
+    BOOT_TIME=$(echo "$start $end" | awk '{ printf "%.2f\n", $2 - $1 }')
 }
 
 median() {
@@ -173,10 +181,12 @@ echo "boot benchmark: $RUNS runs each, accel $ACCEL, $(nproc) CPUs, payload $(ca
 : > "$WORK/pxed.times"
 : > "$WORK/ref.times"
 for i in $(seq "$RUNS"); do
-    t=$(boot_once "$PXED_MAC" "$WORK/console-pxed-$i.log")
+    boot_once "$PXED_MAC" "$WORK/console-pxed-$i.log"
+    t=$BOOT_TIME
     echo "$t" >> "$WORK/pxed.times"
     grep -qa "pxed.rule=bench" "$WORK/console-pxed-$i.log" || { echo "pxed run $i: wrong rule" >&2; exit 1; }
-    r=$(boot_once "$REF_MAC" "$WORK/console-ref-$i.log")
+    boot_once "$REF_MAC" "$WORK/console-ref-$i.log"
+    r=$BOOT_TIME
     echo "$r" >> "$WORK/ref.times"
     grep -qa "pxed.rule=reference" "$WORK/console-ref-$i.log" || { echo "reference run $i: wrong script" >&2; exit 1; }
     echo "run $i: pxed $t s, dnsmasq+$REF_SERVER $r s"
