@@ -89,7 +89,7 @@ console = { port = "ttyS0", baud = 115200 }
 
 [[rule]]
 name = "bench"
-args = "quiet pxed.rule=bench"
+args = "quiet no_timer_check panic=-1 pxed.rule=bench"
 EOF
 mkdir -p "$WORK/assets"
 "$PXED_BIN" check --config "$WORK/machines.toml" >/dev/null
@@ -102,7 +102,7 @@ ln "$PAYLOAD/vmlinuz" "$WORK/www/vmlinuz" 2>/dev/null || cp "$PAYLOAD/vmlinuz" "
 ln "$PAYLOAD/initrd.gz" "$WORK/www/initrd.gz" 2>/dev/null || cp "$PAYLOAD/initrd.gz" "$WORK/www/initrd.gz"
 cat > "$WORK/www/boot.ipxe" <<EOF
 #!ipxe
-kernel http://$IP:8081/vmlinuz initrd=initrd.gz quiet pxed.rule=reference console=ttyS0,115200n8
+kernel http://$IP:8081/vmlinuz initrd=initrd.gz quiet no_timer_check panic=-1 pxed.rule=reference console=ttyS0,115200n8
 initrd http://$IP:8081/initrd.gz
 boot
 EOF

@@ -16,13 +16,17 @@ root=${1:?usage: payload.sh CACHE_ROOT}
 REV=1
 META=linux-image-cloud-amd64
 
-# The metapackage depends on the real, versioned image package.
-pkg=$(apt-cache depends "$META" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ <>]*\)$/\1/p' | head -n 1)
-if [ -z "$pkg" ]; then
+# The metapackage depends on the real, versioned image package:
+# "Depends: linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)". One apt-cache call:
+# without a package cache file (Debian container images) each call parses every
+# package list, seconds on a busy machine.
+dep=$(apt-cache show --no-all-versions "$META" 2>/dev/null | sed -n 's/^Depends: \(linux-image-[^,]*\).*/\1/p' | head -n 1)
+pkg=${dep%% *}
+kver=$(printf '%s\n' "$dep" | sed -n 's/.*(= \([^)]*\)).*/\1/p')
+if [ -z "$pkg" ] || [ -z "$kver" ]; then
     echo "payload: cannot resolve $META with apt-cache (run apt-get update?)" >&2
     exit 1
 fi
-kver=$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')
 busybox=$(command -v busybox) || { echo "payload: busybox (busybox-static) is not installed" >&2; exit 1; }
 # ldd fails on a static binary: the initramfs has no libc.
 if ! "$busybox" --list | grep -qx cpio || ldd "$busybox" >/dev/null 2>&1; then
