@@ -141,17 +141,26 @@ for port in 8080 8081; do
     [ -n "$ok" ] || { echo "bench/boot.sh: nothing answers on $IP:$port" >&2; cat "$WORK/pxed.log" >&2; exit 1; }
 done
 
+# Prefixes every console line with the time it arrived ($EPOCHREALTIME).
+stamp() {
+    local line
+    while IFS= read -r line; do
+        printf '%s %s\n' "$EPOCHREALTIME" "$line"
+    done
+}
+
 # One boot: sets BOOT_TIME to the seconds from QEMU's start to the marker on
-# the console.
+# the console, and HTTP_TIME to the seconds from iPXE printing the boot file
+# name (DHCP done) to the initrd being loaded: the part a boot server decides.
 boot_once() {
     local mac=$1 log=$2
-    local start end qpid
+    local start qpid
     : > "$log"
-    start=$(date +%s.%N)
+    start=$EPOCHREALTIME
     ip netns exec "$NS" qemu-system-x86_64 -accel "$ACCEL" -nographic -m 512 -no-reboot -boot n \
         -smbios type=1,product='Express5800/i120Ra-e1 [N8100-1482Y]' \
         -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
-        -device e1000,netdev=n0,mac="$mac" </dev/null >"$log" 2>&1 &
+        -device e1000,netdev=n0,mac="$mac" </dev/null > >(stamp >"$log") 2>&1 &
     qpid=$!
     PIDS+=("$qpid")
     local deadline=$((SECONDS + TIMEOUT))
@@ -165,12 +174,12 @@ boot_once() {
         fi
         sleep 0.05
     done
-    end=$(date +%s.%N)
     # The guest powers off by itself right after the marker.
     for _ in $(seq 200); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.1; done
     kill "$qpid" 2>/dev/null || true
     wait "$qpid" 2>/dev/null || true
-    BOOT_TIME=$(echo "$start $end" | awk '{ printf "%.2f\n", $2 - $1 }')
+    BOOT_TIME=$(awk -v s="$start" -v m="$MARKER" 'index($0, m) { printf "%.2f\n", $1 - s; exit }' "$log")
+    HTTP_TIME=$(awk '/Filename: http/ && !f { f = $1 } /initrd\.gz\.\.\..*ok/ && f { printf "%.2f\n", $1 - f; exit }' "$log")
 }
 
 median() {
@@ -178,17 +187,17 @@ median() {
 }
 
 echo "boot benchmark: $RUNS runs each, accel $ACCEL, $(nproc) CPUs, payload $(cat "$PAYLOAD/kernel-package")"
-: > "$WORK/pxed.times"
-: > "$WORK/ref.times"
+echo "total = QEMU start -> /init marker; http = boot file name shown -> initrd loaded (boot.ipxe, script(s), kernel, initrd)"
+for f in pxed.total ref.total pxed.http ref.http; do : > "$WORK/$f"; done
 for i in $(seq "$RUNS"); do
     boot_once "$PXED_MAC" "$WORK/console-pxed-$i.log"
-    t=$BOOT_TIME
-    echo "$t" >> "$WORK/pxed.times"
+    t=$BOOT_TIME th=$HTTP_TIME
     grep -qa "pxed.rule=bench" "$WORK/console-pxed-$i.log" || { echo "pxed run $i: wrong rule" >&2; exit 1; }
     boot_once "$REF_MAC" "$WORK/console-ref-$i.log"
-    r=$BOOT_TIME
-    echo "$r" >> "$WORK/ref.times"
+    r=$BOOT_TIME rh=$HTTP_TIME
     grep -qa "pxed.rule=reference" "$WORK/console-ref-$i.log" || { echo "reference run $i: wrong script" >&2; exit 1; }
-    echo "run $i: pxed $t s, dnsmasq+$REF_SERVER $r s"
+    echo "$t" >> "$WORK/pxed.total"; echo "$th" >> "$WORK/pxed.http"
+    echo "$r" >> "$WORK/ref.total"; echo "$rh" >> "$WORK/ref.http"
+    echo "run $i: pxed total $t s http $th s | dnsmasq+$REF_SERVER total $r s http $rh s"
 done
-echo "median: pxed $(median < "$WORK/pxed.times") s, dnsmasq+$REF_SERVER $(median < "$WORK/ref.times") s (power-on to /init marker)"
+echo "median: pxed total $(median < "$WORK/pxed.total") s http $(median < "$WORK/pxed.http") s | dnsmasq+$REF_SERVER total $(median < "$WORK/ref.total") s http $(median < "$WORK/ref.http") s"
