@@ -7,7 +7,12 @@
 //! busybox-static, ovmf, pxelinux, syslinux-common (`.ci/e2e-packages`) and
 //! Debian package lists (the kernel is downloaded by `tests/lab/payload.sh`).
 //! Otherwise each test prints `skipped: …` (a failure under
-//! `PXED_REQUIRE_PRIVILEGED=1`). Console logs land in `target/e2e-logs/`.
+//! `PXED_REQUIRE_PRIVILEGED=1`).
+//!
+//! Run: `cargo test --test e2e -- --nocapture` as root (prints each boot's
+//! duration). Each guest's console is kept in `target/e2e-logs/`.
+//! `PXED_E2E_ACCEL=tcg|kvm` skips the KVM probe (10 s when KVM is present but
+//! hangs, as in some sandboxes); `PXED_TEST_ECHO=1` echoes pxed's log.
 //!
 //! Waiting for pxed's own DHCP and TFTP (other branches): proxyDHCP is written
 //! but ignored until pxed serves DHCP; the packet-level legacy PXE exchange (no

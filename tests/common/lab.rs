@@ -132,7 +132,9 @@ pub fn accel(payload: &Payload) -> &'static str {
         }
         let started = Instant::now();
         let mut cmd = Command::new("qemu-system-x86_64");
+        // No NIC at all: the probe never touches a network.
         cmd.args(["-accel", "kvm", "-nographic", "-m", "256", "-no-reboot"])
+            .args(["-nic", "none"])
             .arg("-kernel")
             .arg(payload.kernel())
             .arg("-initrd")
@@ -437,8 +439,8 @@ impl Console {
         String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
     }
 
-    /// Waits until the console shows `needle` (after `from` bytes of text);
-    /// returns the text, or an error with the console's tail.
+    /// Waits until the console shows `needle`; returns the whole text, or an
+    /// error with the console's tail when the process exits or time runs out.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
