@@ -442,26 +442,45 @@ impl Console {
     /// Waits until the console shows `needle`; returns the whole text, or an
     /// error with the console's tail when the process exits or time runs out.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        self.wait_for_any(&[needle], timeout).map(|(_, text)| text)
+    }
+
+    /// Waits until the console shows one of `needles` (escape sequences
+    /// ignored); returns which one (the first in `needles` order when several
+    /// are there) and the whole text.
+    pub fn wait_for_any(
+        &mut self,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Result<(usize, String), String> {
         let deadline = Instant::now() + timeout;
+        // Firmware redraws with cursor moves inside words ("ldlinux.c" ESC[25;25H
+        // "32"): look in the text without escape sequences too.
+        let found = |text: &str| {
+            let plain = strip_ansi(text);
+            needles
+                .iter()
+                .position(|n| text.contains(n) || plain.contains(n))
+        };
         loop {
             let text = self.text();
-            if text.contains(needle) {
-                return Ok(text);
+            if let Some(i) = found(&text) {
+                return Ok((i, text));
             }
             let exited = self.child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() > deadline {
                 // The reader threads may still hold the last bytes.
                 std::thread::sleep(Duration::from_millis(200));
                 let text = self.text();
-                if text.contains(needle) {
-                    return Ok(text);
+                if let Some(i) = found(&text) {
+                    return Ok((i, text));
                 }
                 let why = match exited {
                     Some(status) => format!("exited ({status})"),
                     None => format!("timed out after {timeout:?}"),
                 };
                 return Err(format!(
-                    "{}: {needle:?} not on the console, {why}; console tail:\n{}",
+                    "{}: none of {needles:?} on the console, {why}; console tail:\n{}",
                     self.name,
                     printable_tail(&text, 3000)
                 ));
@@ -556,6 +575,8 @@ pub struct Machine {
     pub mac: String,
     /// SMBIOS type 1 product; QEMU's own ("Standard PC (i440FX + PIIX, 1996)") if unset.
     pub product: Option<String>,
+    /// More SMBIOS type 1 fields, as QEMU spells them: `serial=…,manufacturer=…`.
+    pub smbios_extra: Option<String>,
     pub firmware: Firmware,
 }
 
@@ -565,6 +586,7 @@ impl Machine {
             name: name.to_string(),
             mac: mac.to_string(),
             product: product.map(str::to_string),
+            smbios_extra: None,
             firmware: Firmware::Bios,
         }
     }
@@ -578,8 +600,8 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Boots `machine` on the lab's tap `tap`. `firmware_files` are the OVMF
-    /// image and EFI ROM for [`Firmware::Uefi`].
+    /// Boots `machine` on the lab's tap `tap`. `uefi` holds the OVMF image and
+    /// the EFI ROM for [`Firmware::Uefi`].
     pub fn boot(
         lab: &Lab,
         tap: usize,
@@ -592,10 +614,15 @@ impl Guest {
         cmd.args(["netns", "exec", lab.name(), "qemu-system-x86_64"])
             .args(["-accel", accel, "-nographic", "-m", "512", "-no-reboot"])
             .args(["-boot", "n"]);
+        let mut smbios: Vec<String> = Vec::new();
         if let Some(product) = &machine.product {
             // QEMU option values escape ',' by doubling it.
+            smbios.push(format!("product={}", product.replace(',', ",,")));
+        }
+        smbios.extend(machine.smbios_extra.clone());
+        if !smbios.is_empty() {
             cmd.arg("-smbios")
-                .arg(format!("type=1,product={}", product.replace(',', ",,")));
+                .arg(format!("type=1,{}", smbios.join(",")));
         }
         cmd.arg("-netdev")
             .arg(format!("tap,id=n0,ifname=tap{tap},script=no,downscript=no"));
