@@ -6,4 +6,6 @@ pub mod assets;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod metrics;
+pub mod reload;
 pub mod server;

@@ -93,8 +93,19 @@ fn load(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<config::Config>
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
+            // Log lines are formatted on the request's thread but written by a
+            // background thread in batches: one write(2) per line on stderr
+            // cost a third of the render endpoint's throughput (bench/http.sh).
+            // Not lossy: a full queue (128k lines) slows requests, never drops lines.
+            let (writer, _flush_on_exit) =
+                tracing_appender::non_blocking::NonBlockingBuilder::default()
+                    .lossy(false)
+                    .finish(std::io::BufWriter::with_capacity(
+                        64 * 1024,
+                        std::io::stderr(),
+                    ));
             tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_env("PXED_LOG")

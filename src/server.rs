@@ -2,7 +2,7 @@
 //! line when a port cannot be bound), run the adapters, and reload on SIGHUP.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -32,15 +32,38 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     let shared: Shared = Arc::new(ArcSwap::new(config.clone()));
 
+    // Bind every listener before announcing any: "listening" means started.
     let http_addr = config.server.http_listen;
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| bind_error("HTTP (http_listen)", http_addr, e))?;
-    let http_local = http.local_addr().context("http listener address")?;
-    tracing::info!(addr = %http_local, "http listening");
+    let admin = match config.server.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error("the admin page (admin_listen)", addr, e))?,
+        ),
+        None => None,
+    };
+
+    let reload_status = Arc::new(crate::reload::Status::default());
+    let reloader = crate::reload::Reloader::install(
+        config_path.clone(),
+        shared.clone(),
+        reload_status.clone(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::http::serve(http, shared.clone()));
-    tasks.spawn(reload_on_sighup(config_path.clone(), shared.clone()));
+    tracing::info!(addr = %http.local_addr().context("http listener address")?, "http listening");
+    tasks.spawn(crate::http::serve(
+        http,
+        crate::http::router(shared.clone()),
+    ));
+    if let Some(admin) = admin {
+        tracing::info!(addr = %admin.local_addr().context("admin listener address")?, "admin listening");
+        let app = crate::http::admin::router(shared.clone(), reload_status.clone());
+        tasks.spawn(crate::http::serve(admin, app));
+    }
+    tasks.spawn(reloader.run());
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {
@@ -53,32 +76,4 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Loads the config again; the new snapshot replaces the old one only if it is
-/// entirely valid. Requests already running keep the snapshot they hold.
-pub fn reload(path: &Path, shared: &Shared) -> Result<(), config::ConfigErrors> {
-    let config = config::load(path)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    shared.store(config);
-    Ok(())
-}
-
-async fn reload_on_sighup(path: PathBuf, shared: Shared) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; reload by restarting");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match reload(&path, &shared) {
-            Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
-            Err(errors) => {
-                for e in &errors.0 {
-                    tracing::error!("reload rejected, the previous config keeps serving: {e}");
-                }
-            }
-        }
-    }
 }

@@ -48,19 +48,20 @@ fn the_shipped_config_passes() {
 #[test]
 fn broken_toml() {
     let dir = ConfigDir::new("", "[[rule]]\nname = \"a\"\nkernel = \"k\n");
-    // Line 6: two [server] lines and a blank line come first.
-    rejects(&dir, "machines.toml", "7:", "");
+    // Rules start at line 6: [server], search_paths, admin_listen, the (empty)
+    // server body and a blank line come first.
+    rejects(&dir, "machines.toml", "8:", "");
 }
 
 #[test]
 fn unknown_key() {
     let dir = ConfigDir::new("", "[[rule]]\nname = \"a\"\nkernal = \"k\"\n");
-    rejects(&dir, "machines.toml", "7:1", "unknown field `kernal`");
+    rejects(&dir, "machines.toml", "8:1", "unknown field `kernal`");
     let dir = ConfigDir::new(
         "",
         "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { prodcut = \"x\" }\n",
     );
-    rejects(&dir, "machines.toml", "8:", "unknown field `prodcut`");
+    rejects(&dir, "machines.toml", "9:", "unknown field `prodcut`");
 }
 
 #[test]
@@ -69,16 +70,16 @@ fn bad_values_are_placed() {
         "",
         "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { mac = [\"52:54:00:zz:00:01\"] }\n",
     );
-    rejects(&dir, "machines.toml", "8:17", "not a MAC address");
+    rejects(&dir, "machines.toml", "9:17", "not a MAC address");
     let dir = ConfigDir::new(
         "",
         "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { arch = \"efi-z80\" }\n",
     );
-    rejects(&dir, "machines.toml", "8:18", "unknown arch");
+    rejects(&dir, "machines.toml", "9:18", "unknown arch");
     let dir = ConfigDir::new("http_listen = \"nowhere\"", OK_RULE);
-    rejects(&dir, "machines.toml", "3:15", "not an address:port");
+    rejects(&dir, "machines.toml", "4:15", "not an address:port");
     let dir = ConfigDir::new("", "[[rule]]\nname = \"a\"\n");
-    rejects(&dir, "machines.toml", "6:8", "needs a `kernel`");
+    rejects(&dir, "machines.toml", "7:8", "needs a `kernel`");
 }
 
 #[test]
@@ -111,14 +112,14 @@ fn undefined_template_variable() {
         "",
         "[[rule]]\nname = \"a\"\nkernel = \"k\"\ntemplate = \"nope.ipxe\"\n",
     );
-    rejects(&dir, "machines.toml", "8:12", "no template \"nope.ipxe\"");
+    rejects(&dir, "machines.toml", "9:12", "no template \"nope.ipxe\"");
 }
 
 #[test]
 fn ambiguous_rules() {
     let rules = "[[rule]]\nname = \"a\"\nkernel = \"k\"\nmatch = { product = \"Express*\" }\n\n[[rule]]\nname = \"b\"\nkernel = \"k\"\nmatch = { product = \"*5800*\" }\n";
     let dir = ConfigDir::new("", rules);
-    rejects(&dir, "machines.toml", "11:8", "rule \"b\" and rule \"a\"");
+    rejects(&dir, "machines.toml", "12:8", "rule \"b\" and rule \"a\"");
     // Disjoint patterns, or a priority, settle it.
     let dir = ConfigDir::new("", &rules.replace("*5800*", "PowerEdge*"));
     assert!(check(&dir).0);
@@ -132,7 +133,7 @@ fn ambiguous_rules() {
         "",
         &format!("{OK_RULE}\n[[rule]]\nname = \"other\"\nkernel = \"k\"\n"),
     );
-    rejects(&dir, "machines.toml", "10:8", "can match the same machine");
+    rejects(&dir, "machines.toml", "11:8", "can match the same machine");
 }
 
 #[test]

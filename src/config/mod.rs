@@ -24,6 +24,7 @@ use crate::core::{
 
 const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_TFTP_LISTEN: &str = "0.0.0.0:69";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
 const DEFAULT_SEARCH_PATHS: &[&str] = &[
     "/usr/lib/ipxe",
     "/usr/lib/PXELINUX",
@@ -69,6 +70,9 @@ impl fmt::Display for ConfigErrors {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub http_listen: SocketAddr,
+    /// The admin listener (status page, rule preview, `/metrics`); `None`
+    /// when `admin_listen = ""`. Loopback by default: it needs no token.
+    pub admin_listen: Option<SocketAddr>,
     /// `None` when `tftp_listen = ""` turns TFTP off.
     pub tftp_listen: Option<SocketAddr>,
     /// How machines reach the HTTP server; `None` derives it per request.
@@ -196,10 +200,7 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let policy = Policy {
-            rules,
-            templates: templates?,
-        };
+        let policy = Policy::new(rules, templates?);
         self.render_everything(&policy);
         let mut warnings = Vec::new();
         if !policy.rules.has_catch_all() {
@@ -222,10 +223,8 @@ impl Loader<'_> {
 
     fn server(&mut self, w: &wire::Server, base_dir: &Path) -> ServerConfig {
         let http_listen = self.socket_addr(w.http_listen.as_ref(), DEFAULT_HTTP_LISTEN);
-        let tftp_listen = match &w.tftp_listen {
-            Some(s) if s.get_ref().is_empty() => None,
-            other => Some(self.socket_addr(other.as_ref(), DEFAULT_TFTP_LISTEN)),
-        };
+        let tftp_listen = self.optional_addr(w.tftp_listen.as_ref(), DEFAULT_TFTP_LISTEN);
+        let admin_listen = self.optional_addr(w.admin_listen.as_ref(), DEFAULT_ADMIN_LISTEN);
         let public_url = w.public_url.as_ref().and_then(|u| {
             let base = Base::from_url(u.get_ref());
             if base.is_none() {
@@ -242,11 +241,20 @@ impl Loader<'_> {
         };
         ServerConfig {
             http_listen,
+            admin_listen,
             tftp_listen,
             public_url,
             assets_dir: dir(&w.assets_dir, "assets"),
             templates_dir: dir(&w.templates_dir, "boot-templates"),
             search_paths,
+        }
+    }
+
+    /// A listener that `""` turns off.
+    fn optional_addr(&mut self, v: Option<&Spanned<String>>, default: &str) -> Option<SocketAddr> {
+        match v {
+            Some(s) if s.get_ref().is_empty() => None,
+            other => Some(self.socket_addr(other, default)),
         }
     }
 

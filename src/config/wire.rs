@@ -24,6 +24,7 @@ pub struct File {
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub http_listen: Option<Spanned<String>>,
+    pub admin_listen: Option<Spanned<String>>,
     pub tftp_listen: Option<Spanned<String>>,
     pub public_url: Option<Spanned<String>>,
     pub assets_dir: Option<Spanned<String>>,

@@ -275,7 +275,7 @@ impl FromStr for Arch {
 /// manufacturer). Two views: `raw` for matching rules exactly as the firmware
 /// reported it, and `safe` for templates, where every byte that could mean
 /// something to iPXE or pxelinux is replaced (see [`sanitize`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct ClientString {
     raw: String,
 }
@@ -324,7 +324,7 @@ fn truncate(s: &str, max: usize) -> String {
 /// Everything pxed knows about a booting machine at one moment. Any part may be
 /// missing: a PXE ROM's DHCP request has a MAC and an arch but no SMBIOS data; a
 /// classic pxelinux config request has only the MAC.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub mac: Option<Mac>,
     pub product: Option<ClientString>,

@@ -91,9 +91,18 @@ pub struct Boot {
 pub struct Policy {
     pub rules: RuleSet<Boot>,
     pub templates: Templates,
+    scripts: render::ScriptCache,
 }
 
 impl Policy {
+    pub fn new(rules: RuleSet<Boot>, templates: Templates) -> Policy {
+        Policy {
+            rules,
+            templates,
+            scripts: render::ScriptCache::default(),
+        }
+    }
+
     /// The rule this machine gets, if any.
     pub fn select(&self, id: &Identity) -> Option<&Rule<Boot>> {
         self.rules.select(id)

@@ -39,7 +39,7 @@ pub const RETRY_SECONDS: u32 = 10;
 
 /// Where the machine reaches pxed, which decides how URLs in a script are
 /// written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Base {
     /// `http://host[:port]`, validated: only host characters, so it can sit in a
     /// script unquoted.
@@ -106,6 +106,48 @@ impl Base {
 pub struct Rendered {
     pub text: String,
     pub rule: Option<String>,
+}
+
+/// Most scripts a snapshot remembers; past that it starts over. A rack's worth
+/// of machines fits many times.
+const SCRIPT_CACHE_LIMIT: usize = 8192;
+
+/// Rendered iPXE scripts of one snapshot, by machine and base URL. Rendering is
+/// a pure function of the two, and a machine asks for its script at every boot,
+/// so a repeat costs a hash lookup instead of a template render. A reload
+/// builds a new policy, so the cache can never serve an old rule.
+#[derive(Debug, Default)]
+pub struct ScriptCache {
+    scripts: std::sync::Mutex<std::collections::HashMap<(Identity, Base), Rendered>>,
+}
+
+impl ScriptCache {
+    fn get_or_render(
+        &self,
+        id: &Identity,
+        base: &Base,
+        render: impl FnOnce() -> Rendered,
+    ) -> Rendered {
+        let key = (id.clone(), base.clone());
+        let lock = || {
+            self.scripts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(hit) = lock().get(&key) {
+            return hit.clone();
+        }
+        let rendered = render();
+        // Retry scripts are cheap and would let unknown machines fill the cache.
+        if rendered.rule.is_some() {
+            let mut scripts = lock();
+            if scripts.len() >= SCRIPT_CACHE_LIMIT {
+                scripts.clear();
+            }
+            scripts.insert(key, rendered.clone());
+        }
+        rendered
+    }
 }
 
 /// The compiled template set of one config snapshot.
@@ -350,6 +392,11 @@ impl Policy {
 
     /// The iPXE script for this machine.
     pub fn ipxe_script(&self, id: &Identity, base: &Base) -> Rendered {
+        self.scripts
+            .get_or_render(id, base, || self.ipxe_script_uncached(id, base))
+    }
+
+    fn ipxe_script_uncached(&self, id: &Identity, base: &Base) -> Rendered {
         match self.select(id) {
             Some(rule) => self.render_rule(rule, rule.boot.ipxe_template(id.arch), id, base),
             None => self.retry(

@@ -194,6 +194,29 @@ impl Selectors {
     }
 }
 
+impl fmt::Display for Selectors {
+    /// `product "Express5800/*", mac 52:54:00:12:34:56`; `any machine` when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = [
+            ("mac", self.mac.as_deref().map(list)),
+            ("uuid", self.uuid.as_deref().map(list)),
+            ("serial", self.serial.as_deref().map(list)),
+            ("product", self.product.as_deref().map(list)),
+            ("manufacturer", self.manufacturer.as_deref().map(list)),
+            ("arch", self.arch.as_deref().map(list)),
+        ];
+        let set: Vec<String> = parts
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+            .collect();
+        if set.is_empty() {
+            f.write_str("any machine")
+        } else {
+            f.write_str(&set.join("; "))
+        }
+    }
+}
+
 fn check_exact<T: PartialEq + fmt::Display>(
     kind: &'static str,
     want: &Option<Vec<T>>,

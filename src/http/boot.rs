@@ -52,6 +52,7 @@ pub async fn bootstrap(
     let config = config.load_full();
     let base = base(&config, &headers, &conn);
     tracing::debug!(peer = %conn.peer, "boot.ipxe");
+    crate::metrics::get().request("http", "boot.ipxe", "ok");
     text(config.policy.bootstrap(&base))
 }
 
@@ -63,31 +64,39 @@ pub async fn ipxe(
 ) -> Response {
     let config = config.load_full();
     let base = base(&config, &headers, &conn);
-    let query = query.unwrap_or_default();
-    let rendered = match Identity::from_query(&query) {
+    let started = std::time::Instant::now();
+    let rendered = match Identity::from_query(&query.unwrap_or_default()) {
         Ok(id) => {
-            let span = tracing::info_span!("render", mac = %fmt_mac(id.mac), peer = %conn.peer);
-            let _enter = span.enter();
             let rendered = config.policy.ipxe_script(&id, &base);
+            let mac = fmt_mac(id.mac);
+            let product = id.product.as_ref().map(|p| p.safe());
             match &rendered.rule {
                 Some(rule) => {
-                    tracing::info!(%rule, product = ?id.product.as_ref().map(|p| p.safe()), "ipxe script rendered")
+                    tracing::info!(%mac, peer = %conn.peer, %rule, ?product, "ipxe script rendered")
                 }
                 None => {
-                    tracing::warn!(product = ?id.product.as_ref().map(|p| p.safe()), "no rule matches; sent the retry script")
+                    tracing::warn!(%mac, peer = %conn.peer, ?product, "no rule matches; sent the retry script")
                 }
             }
             rendered
         }
         Err(e) => {
             tracing::warn!(peer = %conn.peer, error = %e, "malformed render request; sent the retry script");
-            config.policy.retry(
-                &Identity::default(),
-                &base,
-                &format!("bad request from this machine: {e}"),
-            )
+            let message = format!("bad request from this machine: {e}");
+            config.policy.retry(&Identity::default(), &base, &message)
         }
     };
+    let metrics = crate::metrics::get();
+    metrics.render_time(started.elapsed().as_secs_f64());
+    metrics.request(
+        "http",
+        "ipxe",
+        if rendered.rule.is_some() {
+            "ok"
+        } else {
+            "retry"
+        },
+    );
     text(rendered)
 }
 
@@ -102,7 +111,9 @@ pub async fn pxelinux_config(
 ) -> Response {
     let config = config.load_full();
     let base = base(&config, &headers, &conn);
+    let metrics = crate::metrics::get();
     let Some(mac) = name.strip_prefix("01-").and_then(|m| m.parse::<Mac>().ok()) else {
+        metrics.request("http", "pxelinux", "not_found");
         return (StatusCode::NOT_FOUND, "not a per-machine config name\n").into_response();
     };
     let mut id = Identity::from_query(&query.unwrap_or_default()).unwrap_or_default();
@@ -112,10 +123,12 @@ pub async fn pxelinux_config(
     match config.policy.pxelinux_config(&id, &base) {
         Some(rendered) => {
             tracing::info!(rule = ?rendered.rule, "pxelinux config rendered");
+            metrics.request("http", "pxelinux", "ok");
             text(rendered)
         }
         None => {
             tracing::warn!("no rule matches; no pxelinux config");
+            metrics.request("http", "pxelinux", "no_rule");
             (StatusCode::NOT_FOUND, "no rule matches this machine\n").into_response()
         }
     }

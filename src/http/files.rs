@@ -20,9 +20,11 @@ pub async fn asset(
     request: Request,
 ) -> Response {
     let config = config.load_full();
+    let metrics = crate::metrics::get();
     match assets::resolve(config.server.asset_roots(), &path) {
         Ok(file) => {
             tracing::debug!(peer = %conn.peer, file = %file.display(), "asset");
+            metrics.request("http", "asset", "ok");
             match ServeFile::new(file).oneshot(request).await {
                 Ok(response) => response.map(Body::new),
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
@@ -30,10 +32,12 @@ pub async fn asset(
         }
         Err(e @ AssetError::Refused(_)) => {
             tracing::warn!(peer = %conn.peer, path = ?path, error = %e, "asset request refused");
+            metrics.request("http", "asset", "refused");
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
         Err(e @ AssetError::NotFound) => {
             tracing::info!(peer = %conn.peer, path = ?path, "asset not found");
+            metrics.request("http", "asset", "not_found");
             (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
         }
     }

@@ -3,6 +3,7 @@
 //! ([`boot`]) and files under the asset roots ([`files`]); nothing here decides
 //! what a machine boots.
 
+pub mod admin;
 mod boot;
 mod files;
 
@@ -43,9 +44,8 @@ pub fn router(config: Shared) -> Router {
         .with_state(config)
 }
 
-/// Serves HTTP on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, config: Shared) {
-    let app = router(config);
+/// Serves `app` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, app: Router) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {

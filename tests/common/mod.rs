@@ -49,7 +49,13 @@ impl ConfigDir {
         } else {
             "search_paths = []\n"
         };
-        let text = format!("[server]\n{search}{server}\n\n{rest}\n");
+        // Tests run in parallel: the admin listener's fixed default port would clash.
+        let admin = if server.contains("admin_listen") {
+            ""
+        } else {
+            "admin_listen = \"127.0.0.1:0\"\n"
+        };
+        let text = format!("[server]\n{search}{admin}{server}\n\n{rest}\n");
         std::fs::write(self.config(), text).unwrap();
     }
 
@@ -93,8 +99,8 @@ impl Pxed {
         cmd.arg("serve").arg("--config").arg(config);
         cmd.env(
             "PXED_LOG",
-            // handlebars logs every value it renders at debug: too much.
-            std::env::var("PXED_LOG").unwrap_or_else(|_| "debug,handlebars=info".into()),
+            std::env::var("PXED_LOG")
+                .unwrap_or_else(|_| "debug,handlebars=info,hyper=info,notify=info".into()),
         );
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn pxed");

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Render endpoint vs static file: requests/s of pxed's /ipxe (a real rule
+# match + handlebars render per request) and of nginx serving a static file of
+# the same size, under the same wrk load, in one run. Each server is pinned to
+# CPU 0, wrk to CPU 1. Only 127.0.0.1 is used; every process started here is
+# stopped by its PID. Usage: bench/http.sh [seconds-per-run] [runs]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+RUNS=${2:-3}
+CONNS=${CONNS:-64}
+command -v wrk >/dev/null || { echo "bench/http.sh needs wrk (apt-get install wrk)"; exit 1; }
+command -v nginx >/dev/null || { echo "bench/http.sh needs nginx (apt-get install nginx-light)"; exit 1; }
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+PXED_PORT=18080 NGINX_PORT=18081
+mkdir -p "$work/www" "$work/assets"
+cat > "$work/machines.toml" <<TOML
+[server]
+http_listen = "127.0.0.1:$PXED_PORT"
+tftp_listen = ""
+templates_dir = "$PWD/boot-templates"
+assets_dir = "$work/assets"
+search_paths = []
+[defaults]
+kernel = "debian/vmlinuz"
+initrd = "debian/initrd.gz"
+$(for i in $(seq 1 50); do printf '[[rule]]\nname = "mac-%d"\nmatch = { mac = "52:54:00:00:01:%02x" }\nargs = "pxed.rule=mac-%d"\n' "$i" "$i" "$i"; done)
+[[rule]]
+name = "nec"
+match = { product = "Express5800/*" }
+args = "ip=dhcp pxed.rule=nec"
+[[rule]]
+name = "default"
+TOML
+PATH_Q='/ipxe?product=Express5800%2Fi120Ra-e1%20%5BN8100-1482Y%5D&mac=52%3A54%3A00%3A12%3A34%3A56'
+taskset -c 0 target/release/pxed serve --config "$work/machines.toml" 2>"$work/pxed.log" &
+pids+=($!)
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PXED_PORT/boot.ipxe" >/dev/null && break; sleep 0.05; done
+curl -fs "http://127.0.0.1:$PXED_PORT$PATH_Q" > "$work/www/static.txt"
+size=$(stat -c %s "$work/www/static.txt")
+grep -q "rule nec" "$work/www/static.txt" || { echo "render did not match the nec rule"; cat "$work/www/static.txt"; exit 1; }
+
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
+  server { listen 127.0.0.1:$NGINX_PORT; root $work/www; keepalive_requests 1000000; }
+}
+CONF
+taskset -c 0 nginx -c "$work/nginx.conf" &
+pids+=($!)
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$NGINX_PORT/static.txt" >/dev/null && break; sleep 0.05; done
+cmp <(curl -fs "http://127.0.0.1:$NGINX_PORT/static.txt") "$work/www/static.txt"
+
+rps() { taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+echo "response size: $size bytes; wrk -t1 -c$CONNS -d${SECS}s, $RUNS runs each, alternating"
+: > "$work/pxed.rps"; : > "$work/nginx.rps"
+for r in $(seq "$RUNS"); do
+  rps "http://127.0.0.1:$PXED_PORT$PATH_Q" >> "$work/pxed.rps"
+  rps "http://127.0.0.1:$NGINX_PORT/static.txt" >> "$work/nginx.rps"
+done
+p=$(median < "$work/pxed.rps"); n=$(median < "$work/nginx.rps")
+printf '%-28s %12s   runs: %s\n' "pxed /ipxe render" "$p req/s" "$(tr '\n' ' ' < "$work/pxed.rps")"
+printf '%-28s %12s   runs: %s\n' "nginx static (1 worker)" "$n req/s" "$(tr '\n' ' ' < "$work/nginx.rps")"
+awk -v p="$p" -v n="$n" 'BEGIN { printf "ratio pxed/nginx: %.2f (goal >= 0.80)\n", p / n }'

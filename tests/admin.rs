@@ -1,0 +1,225 @@
+//! The admin listener: status page, rule preview and `/metrics`, over real
+//! sockets; and the same pages in headless Chromium, with screenshots.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{ConfigDir, Pxed};
+
+const SERVER: &str =
+    "http_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"";
+const RULES: &str = r#"
+[defaults]
+kernel = "debian/vmlinuz"
+[[rule]]
+name = "default"
+[[rule]]
+name = "nec"
+match = { product = "Express5800/*" }
+args = "pxed.rule=nec"
+[[rule]]
+name = "menu"
+match = { mac = "52:54:00:00:00:10" }
+boot = "pxelinux"
+"#;
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+fn start() -> (ConfigDir, Pxed) {
+    let dir = ConfigDir::new(SERVER, RULES);
+    let pxed = Pxed::start(&dir.config(), None);
+    (dir, pxed)
+}
+
+#[test]
+fn metrics_parse_and_count_what_happened() {
+    let (dir, pxed) = start();
+    let (http, admin) = (pxed.http(), pxed.addr("admin"));
+    get(http, "/ipxe?product=Express5800%2Fx&mac=52:54:00:00:00:01");
+    get(http, "/ipxe?mac=52:54:00:00:00:02");
+    std::fs::write(dir.path().join("boot-templates/linux.ipxe"), "{{#if}}").unwrap();
+    pxed.wait_log("reload rejected", Duration::from_secs(5));
+
+    let text = get(admin, "/metrics");
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(
+        value("pxed_requests_total", Some(("endpoint", "ipxe"))),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("pxed_reloads_total", Some(("result", "rejected"))),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value("pxed_config_rules", None), 3.0, "{text}");
+    assert!(
+        text.contains("pxed_render_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("pxed_config_age_seconds"), "{text}");
+}
+
+#[test]
+fn status_and_preview_pages() {
+    let (dir, pxed) = start();
+    let admin = pxed.addr("admin");
+    let status = get(admin, "/");
+    for want in [
+        "machines.toml",
+        "linux.ipxe",
+        "nec",
+        "product &quot;Express5800/*&quot;",
+        "any machine",
+        "None since",
+    ] {
+        assert!(status.contains(want), "{want} missing:\n{status}");
+    }
+    std::fs::write(dir.path().join("boot-templates/linux.ipxe"), "{{#if}}").unwrap();
+    pxed.wait_log("reload rejected", Duration::from_secs(5));
+    let status = get(admin, "/");
+    assert!(
+        status.contains("linux.ipxe:1:") && status.contains("kept serving"),
+        "{status}"
+    );
+
+    let preview = get(
+        admin,
+        "/preview?product=Express5800%2F%3Cscript%3E&mac=52:54:00:00:00:01",
+    );
+    assert!(
+        preview.contains("matched rule &quot;nec&quot;"),
+        "{preview}"
+    );
+    assert!(preview.contains("pxed.rule=nec"), "{preview}");
+    assert!(
+        !preview.contains("<script>"),
+        "client values are escaped in HTML: {preview}"
+    );
+    let menu = get(admin, "/preview?mac=52:54:00:00:00:10");
+    assert!(
+        menu.contains("pxelinux menu") && menu.contains("SERIAL 0 115200"),
+        "{menu}"
+    );
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser"].iter().find_map(|c| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {c}"))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+}
+
+/// Headless Chromium, with the flags that keep it off the (closed) network.
+fn browse(browser: &PathBuf, profile: &std::path::Path, args: &[&str], url: &str) -> String {
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pages_in_a_real_browser() {
+    if !common::have_tool("chromium", "admin pages in headless Chromium") {
+        return;
+    }
+    let browser = chromium().unwrap();
+    let (_dir, pxed) = start();
+    let admin = pxed.addr("admin");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("admin-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let pages = [
+        (
+            "status",
+            "/".to_string(),
+            vec!["pxed status", "Rules, in the order they are tried", "nec"],
+        ),
+        (
+            "preview",
+            "/preview?product=Express5800%2Fi120Ra-e1&mac=52:54:00:12:34:56".to_string(),
+            vec!["matched rule \"nec\"", "kernel http://", "pxed.rule=nec"],
+        ),
+    ];
+    for (name, path, wants) in pages {
+        let url = format!("http://{admin}{path}");
+        let dom = browse(&browser, profile.path(), &["--dump-dom"], &url);
+        for want in wants {
+            assert!(
+                dom.contains(&want.replace('"', "&quot;")) || dom.contains(want),
+                "{name}: {want} missing:\n{dom}"
+            );
+        }
+        for width in [1280, 400] {
+            let shot = shots.join(format!("{name}-{width}.png"));
+            browse(
+                &browser,
+                profile.path(),
+                &[
+                    &format!("--screenshot={}", shot.display()),
+                    &format!("--window-size={width},900"),
+                ],
+                &url,
+            );
+            let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+            assert!(size > 1000, "no screenshot at {}", shot.display());
+        }
+    }
+    println!("screenshots in {}", shots.display());
+}

@@ -1,0 +1,72 @@
+//! `pxed serve` start-up: a port it cannot bind is one clear line naming the
+//! port and the remedy, and the process exits non-zero.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::ConfigDir;
+
+fn serve_error(dir: &ConfigDir, user: Option<&str>) -> String {
+    let mut cmd = match user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--"]).arg(common::pxed_bin());
+            c
+        }
+        None => Command::new(common::pxed_bin()),
+    };
+    let out = cmd
+        .args(["serve", "--config"])
+        .arg(dir.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("pxed: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn port_in_use_is_one_clear_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = ConfigDir::new(
+        &format!("http_listen = \"127.0.0.1:{port}\"\ntftp_listen = \"\""),
+        "[[rule]]\nname = \"d\"\nkernel = \"k\"\n",
+    );
+    let line = serve_error(&dir, None);
+    assert!(
+        line.contains(&format!("127.0.0.1:{port}")) && line.contains("http_listen"),
+        "{line}"
+    );
+    assert!(
+        line.contains("in use") || line.contains("another process"),
+        "{line}"
+    );
+}
+
+#[test]
+fn privileged_port_without_root_names_the_remedy() {
+    if !common::privileged("binding port 80 as an unprivileged user")
+        || !common::have_tool("runuser", "privileged port test")
+    {
+        return;
+    }
+    let dir = ConfigDir::new(
+        "http_listen = \"127.0.0.1:80\"\ntftp_listen = \"\"",
+        "[[rule]]\nname = \"d\"\nkernel = \"k\"\n",
+    );
+    // The unprivileged user must be able to read the config.
+    for p in [dir.path().to_path_buf(), dir.path().join("boot-templates")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let line = serve_error(&dir, Some("nobody"));
+    assert!(line.contains("127.0.0.1:80"), "{line}");
+    assert!(
+        line.contains("cap_net_bind_service") && line.contains("root"),
+        "{line}"
+    );
+}
