@@ -12,7 +12,9 @@
 //! Run: `cargo test --test e2e -- --nocapture` as root (prints each boot's
 //! duration). Each guest's console is kept in `target/e2e-logs/`.
 //! `PXED_E2E_ACCEL=tcg|kvm` skips the KVM probe (10 s when KVM is present but
-//! hangs, as in some sandboxes); `PXED_TEST_ECHO=1` echoes pxed's log.
+//! hangs, as in some sandboxes); `PXED_E2E_MAX_GUESTS` (default 4) caps the
+//! guests running at once whatever `--test-threads` is; `PXED_TEST_ECHO=1`
+//! echoes pxed's log.
 //!
 //! Waiting for pxed's own DHCP and TFTP (other branches): proxyDHCP is written
 //! but ignored until pxed serves DHCP; the packet-level legacy PXE exchange (no
@@ -99,13 +101,14 @@ args = "LAB_ARGS pxed.rule=uefi"
 "#;
 
 /// One scenario's world. Fields drop in order: pxed and the DHCP server stop
-/// before the namespace is removed.
+/// before the namespace is removed, and the guest slots are returned last.
 struct Setup {
     pxed: Pxed,
     _dhcp: Dhcp,
     _config: ConfigDir,
     accel: &'static str,
     lab: Lab,
+    _slots: lab::GuestSlots,
 }
 
 /// Creates the lab with `taps` taps, starts full DHCP and pxed on it. `None`
@@ -121,6 +124,8 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
     }
     let payload: Payload = lab::payload(name)?;
     let accel = lab::accel(&payload);
+    // Every tap is a guest: wait for CPU room before building anything.
+    let slots = lab::reserve_guests(taps);
     let lab = Lab::new(name, taps);
     let dhcp = dhcp(&lab);
     let server = format!(
@@ -139,6 +144,7 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
         _config: config,
         accel,
         lab,
+        _slots: slots,
     })
 }
 
