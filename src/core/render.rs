@@ -34,6 +34,10 @@ pub const REQUIRED: &[&str] = &[
     LOCAL_EFI,
 ];
 
+/// Characters of the product that travel in option 209 for the menu title
+/// (menu.c32 shows 56 columns of it, MAC included).
+const MENU_PRODUCT_CHARS: usize = 32;
+
 /// Seconds a machine waits before retrying when it could not be given a script.
 pub const RETRY_SECONDS: u32 = 10;
 
@@ -342,17 +346,19 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
             Value::Object(Map::new()),
         ),
     };
-    // Option 209 names the menu by MAC and matched rule only: lpxelinux drops
-    // option 210 when 209 grows past ~240 bytes, which a full identity query
-    // with a long SMBIOS product does (found in the end-to-end tests).
+    // Option 209 names the menu by MAC, the matched rule and the start of the
+    // product (for the menu title) only: lpxelinux loses option 210 when 209
+    // grows past ~240 bytes, which a full identity query with real SMBIOS
+    // strings does (tests/e2e.rs, pxelinux_menu_survives_a_long_smbios_identity).
     let mac_hyphen = id.mac.map(|m| m.hyphenated()).unwrap_or_default();
-    let menu_name = match rule {
-        Some(r) => format!(
-            "pxelinux.cfg/01-{mac_hyphen}?rule={}",
-            query_escape(&r.name)
-        ),
-        None => format!("pxelinux.cfg/01-{mac_hyphen}"),
-    };
+    let mut menu_name = format!("pxelinux.cfg/01-{mac_hyphen}");
+    if let Some(r) = rule {
+        menu_name.push_str(&format!("?rule={}", query_escape(&r.name)));
+        if let Some(p) = &id.product {
+            let shown: String = p.raw().chars().take(MENU_PRODUCT_CHARS).collect();
+            menu_name.push_str(&format!("&product={}", query_escape(&shown)));
+        }
+    }
     json!({
         "machine": machine_json(id),
         "rule": rule_json,
