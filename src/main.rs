@@ -148,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Format::Ipxe => c.policy.ipxe_script(&id, &base),
                 Format::Pxelinux => c
                     .policy
-                    .pxelinux_config(&id, &base)
+                    .pxelinux_config(&id, &base, None)
                     .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
             };
             print!("{}", rendered.text);

@@ -384,7 +384,22 @@ fn pxelinux_config_is_made_for_a_serial_console() {
     let s = server();
     // The iPXE script for a pxelinux rule hands over to lpxelinux.
     let (_, script) = get(s.addr, "/ipxe?mac=52:54:00:00:00:10&product=Box");
-    assert!(script.contains("set 209:string pxelinux.cfg/01-52-54-00-00-00-10?product=Box&mac=52%3A54%3A00%3A00%3A00%3A10"), "{script}");
+    // Option 209 stays short whatever the machine reports: MAC and rule only.
+    assert!(
+        script.contains("set 209:string pxelinux.cfg/01-52-54-00-00-00-10?rule=menu&product=Box\n"),
+        "{script}"
+    );
+    let long = format!(
+        "/ipxe?mac=52:54:00:00:00:10&product={}&serial={}",
+        "P".repeat(100),
+        "S".repeat(100)
+    );
+    let (_, script) = get(s.addr, &long);
+    let option209 = script
+        .lines()
+        .find(|l| l.starts_with("set 209:string"))
+        .unwrap();
+    assert!(option209.len() < 120, "{option209}");
     assert!(
         script.contains(&format!("set 210:string http://{}/pxelinux/", s.addr)),
         "{script}"
@@ -408,11 +423,17 @@ fn pxelinux_config_is_made_for_a_serial_console() {
         !menu.contains("NOEDIT") && !menu.contains("ALLOWOPTIONS 0"),
         "the kernel line must stay editable"
     );
-    for line in menu.lines().filter(|l| l.trim_start().starts_with("MENU")) {
-        assert!(
-            line.trim_start().chars().count() <= 80,
-            "wider than the console: {line}"
-        );
+    // menu.c32 shows 56 columns of a title or label (80 minus margins and frame).
+    for line in menu.lines().map(str::trim_start) {
+        if let Some(shown) = line
+            .strip_prefix("MENU TITLE ")
+            .or_else(|| line.strip_prefix("MENU LABEL "))
+        {
+            assert!(
+                shown.chars().count() <= 56,
+                "wider than menu.c32 shows: {line}"
+            );
+        }
     }
     // The long product is cut to fit the title line.
     let (_, menu) = get(
@@ -423,7 +444,23 @@ fn pxelinux_config_is_made_for_a_serial_console() {
         ),
     );
     let title = menu.lines().find(|l| l.starts_with("MENU TITLE")).unwrap();
-    assert!(title.chars().count() <= 80, "{title}");
+    assert!(title.chars().count() <= "MENU TITLE ".len() + 56, "{title}");
+    assert!(
+        title.contains("52:54:00:00:00:10"),
+        "the MAC comes first, never cut: {title}"
+    );
+    // The rule named in option 209 is the one served, even for a MAC that
+    // alone would get another rule; an unknown name falls back to matching.
+    let (_, menu) = get(
+        s.addr,
+        "/pxelinux/pxelinux.cfg/01-52-54-00-99-99-99?rule=menu",
+    );
+    assert!(menu.contains("rule=menu"), "{menu}");
+    let (_, menu) = get(
+        s.addr,
+        "/pxelinux/pxelinux.cfg/01-52-54-00-99-99-99?rule=gone",
+    );
+    assert!(menu.contains("rule=default"), "{menu}");
     // Names pxelinux tries that are not per-MAC get 404 at once.
     for name in [
         "default",

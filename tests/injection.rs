@@ -67,7 +67,7 @@ proptest! {
                 structure(&c.policy.ipxe_script(&id, &base).text),
                 structure(&c.policy.ipxe_script(&want, &base).text)
             );
-            if let (Some(got), Some(want)) = (c.policy.pxelinux_config(&id, &base), c.policy.pxelinux_config(&want, &base)) {
+            if let (Some(got), Some(want)) = (c.policy.pxelinux_config(&id, &base, None), c.policy.pxelinux_config(&want, &base, None)) {
                 prop_assert_eq!(structure(&got.text), structure(&want.text));
                 prop_assert_eq!(got.text.lines().count(), want.text.lines().count());
             }

@@ -321,6 +321,24 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+/// The `key=value` pairs of a query string, values percent-decoded (invalid
+/// UTF-8 replaced) and `+` left a plus, as iPXE sends it.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (&str, String)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (
+            key,
+            percent_decode_str(value).decode_utf8_lossy().into_owned(),
+        )
+    })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so the
+/// result can sit in a URL, an iPXE script or a pxelinux config unquoted.
+pub fn query_escape(value: &str) -> String {
+    utf8_percent_encode(value, QUERY_VALUE).to_string()
+}
+
 /// Everything pxed knows about a booting machine at one moment. Any part may be
 /// missing: a PXE ROM's DHCP request has a MAC and an arch but no SMBIOS data; a
 /// classic pxelinux config request has only the MAC.
@@ -353,9 +371,7 @@ impl Identity {
     pub fn from_query(query: &str) -> Result<Identity, IdentityError> {
         let mut id = Identity::default();
         let (mut platform, mut buildarch) = (None, None);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode_str(value).decode_utf8_lossy();
+        for (key, value) in query_pairs(query) {
             let value = value.trim();
             if value.is_empty() {
                 continue;
@@ -399,10 +415,7 @@ impl Identity {
         ];
         pairs
             .iter()
-            .filter_map(|(k, v)| {
-                v.as_ref()
-                    .map(|v| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE)))
-            })
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", query_escape(v))))
             .collect::<Vec<_>>()
             .join("&")
     }

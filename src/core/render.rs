@@ -12,7 +12,7 @@ use handlebars::{
 };
 use serde_json::{json, Map, Value};
 
-use super::identity::{Arch, Identity};
+use super::identity::{query_escape, Arch, Identity};
 use super::{Boot, BootKind, Location, Policy, Rule};
 
 /// The templates every config must provide (the shipped `boot-templates/` has
@@ -33,6 +33,10 @@ pub const REQUIRED: &[&str] = &[
     LOCAL_BIOS,
     LOCAL_EFI,
 ];
+
+/// Characters of the product that travel in option 209 for the menu title
+/// (menu.c32 shows 56 columns of it, MAC included).
+const MENU_PRODUCT_CHARS: usize = 32;
 
 /// Seconds a machine waits before retrying when it could not be given a script.
 pub const RETRY_SECONDS: u32 = 10;
@@ -342,7 +346,19 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
             Value::Object(Map::new()),
         ),
     };
+    // Option 209 names the menu by MAC, the matched rule and the start of the
+    // product (for the menu title) only: lpxelinux loses option 210 when 209
+    // grows past ~240 bytes, which a full identity query with real SMBIOS
+    // strings does (tests/e2e.rs, pxelinux_menu_survives_a_long_smbios_identity).
     let mac_hyphen = id.mac.map(|m| m.hyphenated()).unwrap_or_default();
+    let mut menu_name = format!("pxelinux.cfg/01-{mac_hyphen}");
+    if let Some(r) = rule {
+        menu_name.push_str(&format!("?rule={}", query_escape(&r.name)));
+        if let Some(p) = &id.product {
+            let shown: String = p.raw().chars().take(MENU_PRODUCT_CHARS).collect();
+            menu_name.push_str(&format!("&product={}", query_escape(&shown)));
+        }
+    }
     json!({
         "machine": machine_json(id),
         "rule": rule_json,
@@ -350,7 +366,7 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
         "console": console_json,
         "server": server_json(base),
         "pxelinux": {
-            "config": format!("pxelinux.cfg/01-{mac_hyphen}?{}", id.to_query()),
+            "config": menu_name,
         },
         "vars": vars,
         "message": message,
@@ -409,8 +425,16 @@ impl Policy {
 
     /// The pxelinux `menu.c32` config for this machine (over HTTP for
     /// lpxelinux chained from iPXE, over TFTP for classic pxelinux).
-    pub fn pxelinux_config(&self, id: &Identity, base: &Base) -> Option<Rendered> {
-        let rule = self.select(id)?;
+    /// `rule_hint` is the rule the machine's iPXE script already chose (named
+    /// in option 209); if the config no longer has it, the rules decide again.
+    pub fn pxelinux_config(
+        &self,
+        id: &Identity,
+        base: &Base,
+        rule_hint: Option<&str>,
+    ) -> Option<Rendered> {
+        let hinted = rule_hint.and_then(|name| self.rules.iter().find(|r| r.name == name));
+        let rule = hinted.or_else(|| self.select(id))?;
         Some(self.render_rule(rule, &rule.boot.menu_template, id, base))
     }
 

@@ -189,7 +189,7 @@ async fn preview(State(state): State<AdminState>, RawQuery(query): RawQuery) -> 
             );
             let script = config.policy.ipxe_script(&id, &base);
             let _ = write!(body, "<h2>iPXE script</h2><pre>{}</pre>", e(&script.text));
-            if let Some(menu) = config.policy.pxelinux_config(&id, &base) {
+            if let Some(menu) = config.policy.pxelinux_config(&id, &base, None) {
                 let _ = write!(body, "<h2>pxelinux menu</h2><pre>{}</pre>", e(&menu.text));
             }
         }

@@ -11,6 +11,7 @@ use axum::{extract::Path, Extension};
 
 use super::Conn;
 use crate::config::{Config, Shared};
+use crate::core::identity::query_pairs;
 use crate::core::{Base, Identity, Mac, Rendered};
 
 /// Where this client reaches us: the configured public URL, else the `Host`
@@ -100,7 +101,7 @@ pub async fn ipxe(
     text(rendered)
 }
 
-/// `/pxelinux/pxelinux.cfg/01-<mac>[?<identity query>]`. Names pxelinux tries
+/// `/pxelinux/pxelinux.cfg/01-<mac>[?rule=<name>&<identity query>]`. Names pxelinux tries
 /// that are not a MAC (UUID, hex IP, `default`) get 404 at once so it moves on.
 pub async fn pxelinux_config(
     State(config): State<Shared>,
@@ -116,11 +117,18 @@ pub async fn pxelinux_config(
         metrics.request("http", "pxelinux", "not_found");
         return (StatusCode::NOT_FOUND, "not a per-machine config name\n").into_response();
     };
-    let mut id = Identity::from_query(&query.unwrap_or_default()).unwrap_or_default();
+    let query = query.unwrap_or_default();
+    let mut id = Identity::from_query(&query).unwrap_or_default();
     id.mac = Some(mac);
+    let rule_hint = query_pairs(&query)
+        .find(|(k, _)| *k == "rule")
+        .map(|(_, v)| v);
     let span = tracing::info_span!("pxelinux", mac = %mac, peer = %conn.peer);
     let _enter = span.enter();
-    match config.policy.pxelinux_config(&id, &base) {
+    match config
+        .policy
+        .pxelinux_config(&id, &base, rule_hint.as_deref())
+    {
         Some(rendered) => {
             tracing::info!(rule = ?rendered.rule, "pxelinux config rendered");
             metrics.request("http", "pxelinux", "ok");

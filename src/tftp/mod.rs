@@ -184,7 +184,7 @@ async fn open(state: &State, name: &str) -> Result<Content, Refusal> {
         };
         return match config
             .policy
-            .pxelinux_config(&Identity::with_mac(mac), &Base::Tftp)
+            .pxelinux_config(&Identity::with_mac(mac), &Base::Tftp, None)
         {
             Some(rendered) => Ok(Content::Memory(Arc::from(rendered.text.into_bytes()))),
             None => Err(Refusal::NoRule),

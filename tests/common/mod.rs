@@ -3,6 +3,8 @@
 //! network namespaces that are removed when the test ends.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,13 +43,19 @@ impl ConfigDir {
     }
 
     pub fn write_config(&self, server: &str, rest: &str) {
+        // No search paths unless the test sets them: only the test's files.
+        let search = if server.contains("search_paths") {
+            ""
+        } else {
+            "search_paths = []\n"
+        };
         // Tests run in parallel: the admin listener's fixed default port would clash.
         let admin = if server.contains("admin_listen") {
             ""
         } else {
             "admin_listen = \"127.0.0.1:0\"\n"
         };
-        let text = format!("[server]\nsearch_paths = []\n{admin}{server}\n\n{rest}\n");
+        let text = format!("[server]\n{search}{admin}{server}\n\n{rest}\n");
         std::fs::write(self.config(), text).unwrap();
     }
 
@@ -188,6 +196,7 @@ pub fn privileged(what: &str) -> bool {
         Some("not running as root".to_string())
     } else if !Command::new("ip")
         .args(["netns", "list"])
+        .stdout(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
@@ -198,14 +207,18 @@ pub fn privileged(what: &str) -> bool {
     };
     match reason {
         None => true,
-        Some(r) => {
-            if std::env::var("PXED_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("{what}: cannot run ({r}) and PXED_REQUIRE_PRIVILEGED=1");
-            }
-            println!("skipped: {what}: {r}");
-            false
-        }
+        Some(r) => skip(what, &r),
     }
+}
+
+/// Prints `skipped: <what>: <reason>` and returns false, or panics when
+/// `PXED_REQUIRE_PRIVILEGED=1` (CI), where every skip is a failure.
+pub fn skip(what: &str, reason: &str) -> bool {
+    if std::env::var("PXED_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{what}: cannot run ({reason}) and PXED_REQUIRE_PRIVILEGED=1");
+    }
+    println!("skipped: {what}: {reason}");
+    false
 }
 
 /// Whether `program` is on PATH; with PXED_REQUIRE_PRIVILEGED=1 a missing tool fails.
@@ -217,13 +230,7 @@ pub fn have_tool(program: &str, what: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !found {
-        if std::env::var("PXED_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{what}: `{program}` is not installed and PXED_REQUIRE_PRIVILEGED=1");
-        }
-        println!("skipped: {what}: `{program}` is not installed");
-    }
-    found
+    found || skip(what, &format!("`{program}` is not installed"))
 }
 
 fn is_root() -> bool {
@@ -242,7 +249,11 @@ pub struct Netns {
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
         let name = format!("pxed-{prefix}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace left over from a killed run with the same PID.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip -n {name} link set lo up"));
         Netns { name }

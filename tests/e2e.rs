@@ -1,0 +1,453 @@
+//! End to end: real iPXE firmware (QEMU's NIC option ROMs) boots a real Debian
+//! kernel through pxed, inside a network namespace the test creates (see
+//! `common::lab` and BRIEF "The test lab"). Each scenario asserts on what the
+//! guest printed on its serial console and on pxed's log.
+//!
+//! Needs root, `/dev/net/tun`, qemu-system-x86, ipxe-qemu, dnsmasq-base,
+//! busybox-static, ovmf, pxelinux, syslinux-common (`.ci/e2e-packages`) and
+//! Debian package lists (the kernel is downloaded by `tests/lab/payload.sh`).
+//! Otherwise each test prints `skipped: …` (a failure under
+//! `PXED_REQUIRE_PRIVILEGED=1`).
+//!
+//! Run: `cargo test --test e2e -- --nocapture` as root (prints each boot's
+//! duration). Each guest's console is kept in `target/e2e-logs/`.
+//! `PXED_E2E_ACCEL=tcg|kvm` skips the KVM probe (10 s when KVM is present but
+//! hangs, as in some sandboxes); `PXED_E2E_MAX_GUESTS` (default 4) caps the
+//! guests running at once whatever `--test-threads` is; `PXED_TEST_ECHO=1`
+//! echoes pxed's log.
+//!
+//! Waiting for pxed's own DHCP and TFTP (other branches): proxyDHCP is written
+//! but ignored until pxed serves DHCP; the packet-level legacy PXE exchange (no
+//! user class, arch 0 → undionly.kpxe over TFTP) is not here.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::lab::{self, Dhcp, Firmware, Guest, Lab, Machine, Payload};
+use common::{ConfigDir, Pxed};
+
+/// Power-on to the payload's marker, BIOS. Under TCG on a busy 2-core machine
+/// one boot takes 20–60 s; several guests share the CPU.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// OVMF under TCG is several times slower than SeaBIOS to reach iPXE.
+const UEFI_BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+const NEC: &str = "Express5800/i120Ra-e1 [N8100-1482Y]";
+const NEC_MAC: &str = "52:54:00:e2:e0:01";
+const PROLIANT: &str = "ProLiant DL360 Gen10";
+const PROLIANT_MAC: &str = "52:54:00:e2:e0:02";
+const UNKNOWN_MAC: &str = "52:54:00:e2:e0:03";
+const MENU_MAC: &str = "52:54:00:e2:e0:10";
+const UEFI_MAC: &str = "52:54:00:e2:e0:20";
+const LONG_ID_MAC: &str = "52:54:00:e2:e0:11";
+
+/// Kernel arguments for every guest of the lab. Under TCG on a loaded host
+/// the kernel's IO-APIC timer check can fail ("IO-APIC + timer doesn't work",
+/// seen here with three guests and two compilers on 2 cores): `no_timer_check`
+/// skips it, and `panic=-1` turns any panic into a reboot, which `-no-reboot`
+/// turns into a QEMU exit, so a failed boot fails the test at once instead of
+/// at its timeout.
+const LAB_ARGS: &str = "quiet no_timer_check panic=-1";
+
+/// Every scenario's rules: each rule puts its own `pxed.rule=<name>` on the
+/// kernel command line, which the payload prints back. `LAB_ARGS` stands for
+/// [`LAB_ARGS`].
+const RULES: &str = r#"
+[defaults]
+kernel = "vmlinuz"
+initrd = "initrd.gz"
+args = "LAB_ARGS"
+console = { port = "ttyS0", baud = 115200 }
+menu_timeout = 120
+
+[[rule]]
+name = "default"
+args = "LAB_ARGS pxed.rule=default"
+
+[[rule]]
+name = "nec"
+match = { product = "Express5800/*" }
+args = "LAB_ARGS pxed.rule=nec"
+
+# Product and MAC: outranks "nec" for this one machine.
+[[rule]]
+name = "nec-one"
+match = { mac = "52-54-00-E2-E0-01", product = "Express5800/*" }
+args = "LAB_ARGS pxed.rule=nec-one"
+
+[[rule]]
+name = "proliant"
+match = { product = "ProLiant*" }
+args = "LAB_ARGS pxed.rule=proliant"
+
+[[rule]]
+name = "menu"
+match = { mac = "52:54:00:e2:e0:10" }
+boot = "pxelinux"
+args = "LAB_ARGS pxed.rule=menu"
+
+[[rule]]
+name = "menu-long-id"
+match = { mac = "52:54:00:e2:e0:11" }
+boot = "pxelinux"
+args = "LAB_ARGS pxed.rule=menu-long-id"
+
+[[rule]]
+name = "uefi"
+match = { mac = "52:54:00:e2:e0:20", arch = ["efi-x64"] }
+args = "LAB_ARGS pxed.rule=uefi"
+"#;
+
+/// One scenario's world. Fields drop in order: pxed and the DHCP server stop
+/// before the namespace is removed, and the guest slots are returned last.
+struct Setup {
+    pxed: Pxed,
+    _dhcp: Dhcp,
+    _config: ConfigDir,
+    accel: &'static str,
+    lab: Lab,
+    _slots: lab::GuestSlots,
+}
+
+/// Creates the lab with `taps` taps, starts full DHCP and pxed on it. `None`
+/// when the test must be skipped (already reported).
+fn setup(name: &str, taps: usize) -> Option<Setup> {
+    setup_with(name, taps, lab::dhcp_full)
+}
+
+/// [`setup`] with another DHCP arrangement.
+fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> {
+    if !lab::available(name) {
+        return None;
+    }
+    let payload: Payload = lab::payload(name)?;
+    let accel = lab::accel(&payload);
+    // Every tap is a guest: wait for CPU room before building anything.
+    let slots = lab::reserve_guests(taps);
+    let lab = Lab::new(name, taps);
+    let dhcp = dhcp(&lab);
+    let server = format!(
+        "http_listen = \"{}:{}\"\ntftp_listen = \"\"\n\
+         search_paths = [{:?}, \"/usr/lib/ipxe\", \"/usr/lib/PXELINUX\", \"/usr/lib/syslinux/modules/bios\"]",
+        lab::SERVER_IP,
+        lab::HTTP_PORT,
+        payload.dir.display().to_string(),
+    );
+    let rules = RULES.replace("LAB_ARGS", LAB_ARGS);
+    let config = ConfigDir::new(&server, &format!("{}\n{rules}", dhcp.machines_toml));
+    let pxed = Pxed::start(&config.config(), Some(lab.name()));
+    Some(Setup {
+        pxed,
+        _dhcp: dhcp,
+        _config: config,
+        accel,
+        lab,
+        _slots: slots,
+    })
+}
+
+fn fail(s: &Setup, e: String) -> ! {
+    panic!("{e}\npxed log:\n{}", s.pxed.log())
+}
+
+/// The line of pxed's log that shows it rendered `rule` for `mac`.
+fn assert_rendered(log: &str, what: &str, mac: &str, rule: &str) {
+    let found = log
+        .lines()
+        .any(|l| l.contains(&format!("mac={mac}")) && l.contains(what) && l.contains(rule));
+    assert!(
+        found,
+        "pxed did not log {what:?} with mac={mac} and {rule}; log:\n{log}"
+    );
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Scenario 1: BIOS iPXE → DHCP → boot.ipxe → per-machine script by product
+/// and MAC → kernel and initrd over HTTP; three machines at once, each with
+/// the argument only its rule sets.
+#[test]
+fn bios_ipxe_boots_each_machine_by_its_rule() {
+    let started = Instant::now();
+    let Some(s) = setup("e2e-bios", 3) else {
+        return;
+    };
+    let machines = [
+        (Machine::bios("nec", NEC_MAC, Some(NEC)), "nec-one"),
+        (
+            Machine::bios("proliant", PROLIANT_MAC, Some(PROLIANT)),
+            "proliant",
+        ),
+        (Machine::bios("unknown", UNKNOWN_MAC, None), "default"),
+    ];
+    let mut guests: Vec<Guest> = machines
+        .iter()
+        .enumerate()
+        .map(|(tap, (m, _))| Guest::boot(&s.lab, tap, m, s.accel, None))
+        .collect();
+    for (guest, (machine, rule)) in guests.iter_mut().zip(&machines) {
+        let cmdline = guest
+            .booted_cmdline(BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\npxed log:\n{}", s.pxed.log()));
+        println!(
+            "{}: booted in {} (accel {}): {cmdline}",
+            machine.name,
+            secs(guest.console.started.elapsed()),
+            s.accel
+        );
+        let args: Vec<&str> = cmdline.split_whitespace().collect();
+        assert!(
+            args.contains(&format!("pxed.rule={rule}").as_str()),
+            "{}: expected pxed.rule={rule} in {cmdline:?}",
+            machine.name
+        );
+        assert_eq!(
+            args.iter().filter(|a| a.starts_with("pxed.rule=")).count(),
+            1,
+            "{cmdline:?}"
+        );
+        // The iPXE script names the initrd on the kernel line (UEFI needs it).
+        assert!(args.contains(&"initrd=initrd.gz"), "{cmdline:?}");
+        assert!(args.contains(&"console=ttyS0,115200n8"), "{cmdline:?}");
+        // The script's own echo, as the operator sees it on the console.
+        let console = lab::strip_ansi(&guest.console.text());
+        assert!(
+            console.contains(&format!("{} -> rule {rule}", machine.mac)),
+            "{}: no `-> rule {rule}` line on the console:\n{}",
+            machine.name,
+            lab::printable_tail(&console, 2000)
+        );
+        assert!(guest.console.wait_exit(Duration::from_secs(60)));
+    }
+    let log = s.pxed.log();
+    for (machine, rule) in &machines {
+        assert_rendered(
+            &log,
+            "ipxe script rendered",
+            &machine.mac,
+            &format!("rule={rule} "),
+        );
+    }
+    assert!(
+        log.matches("boot.ipxe peer=").count() >= 3,
+        "boot.ipxe not fetched 3 times:\n{log}"
+    );
+    assert!(
+        log.contains("/vmlinuz") && log.contains("/initrd.gz"),
+        "{log}"
+    );
+    println!("scenario bios: {}", secs(started.elapsed()));
+}
+
+/// Scenario 2: the rule hands the machine to lpxelinux + menu.c32 on ttyS0; on
+/// the serial console the operator sees the menu, presses Tab, appends an
+/// argument and boots: the kernel gets it (the IPMI SOL editing use case).
+#[test]
+fn pxelinux_menu_is_editable_on_the_serial_console() {
+    let started = Instant::now();
+    let Some(s) = setup("e2e-menu", 1) else {
+        return;
+    };
+    // A product long enough that the title must be cut: the MAC stays visible.
+    let machine = Machine::bios("menu", MENU_MAC, Some(NEC));
+    let mut guest = Guest::boot(&s.lab, 0, &machine, s.accel, None);
+
+    // menu.c32 draws the title, then the help line; input is read after that.
+    guest
+        .console
+        .wait_for("Press [Tab] to edit", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| fail(&s, e));
+    let menu_at = guest.console.started.elapsed();
+    let screen = lab::strip_ansi(&guest.console.text());
+    // The product in the title came from the `?…` query of the option 209
+    // config name: lpxelinux passed it through to pxed. menu.c32 shows 56
+    // characters of a title (80 columns, margins of 10, the frame).
+    let product: String = NEC.chars().take(32).collect();
+    let title = format!("pxed: {MENU_MAC} {product}");
+    assert_eq!(title.chars().count(), 56);
+    assert!(
+        screen.contains(&title),
+        "menu title {title:?} not on the console:\n{}",
+        lab::printable_tail(&screen, 3000)
+    );
+
+    let before_tab = guest.console.text().len();
+    guest.console.type_keys(b"\t");
+    // The edit line shows the entry's command line.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !guest.console.text()[before_tab..].contains("pxed.rule=menu") {
+        assert!(
+            Instant::now() < deadline,
+            "Tab did not open the command line editor:\n{}",
+            lab::printable_tail(&guest.console.text(), 2000)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for key in b" pxed.typed=yes" {
+        guest.console.type_keys(&[*key]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guest.console.type_keys(b"\r");
+
+    let cmdline = guest
+        .booted_cmdline(BOOT_TIMEOUT)
+        .unwrap_or_else(|e| fail(&s, e));
+    println!(
+        "menu: menu shown at {}, booted in {} (accel {}): {cmdline}",
+        secs(menu_at),
+        secs(guest.console.started.elapsed()),
+        s.accel
+    );
+    let args: Vec<&str> = cmdline.split_whitespace().collect();
+    assert!(args.contains(&"pxed.rule=menu"), "{cmdline:?}");
+    assert!(args.contains(&"pxed.typed=yes"), "{cmdline:?}");
+    assert!(guest.console.wait_exit(Duration::from_secs(60)));
+
+    let log = s.pxed.log();
+    assert_rendered(&log, "ipxe script rendered", MENU_MAC, "rule=menu ");
+    assert_rendered(
+        &log,
+        "pxelinux config rendered",
+        MENU_MAC,
+        "rule=Some(\"menu\")",
+    );
+    for file in ["lpxelinux.0", "ldlinux.c32", "menu.c32"] {
+        assert!(log.contains(file), "{file} not served:\n{log}");
+    }
+    println!("scenario menu: {}", secs(started.elapsed()));
+}
+
+/// Scenario 2b: the pxelinux path with a long SMBIOS identity. The iPXE script
+/// puts the identity in option 209 (`pxelinux.cfg/01-<mac>?<query>`); with this
+/// machine's product, serial, manufacturer and UUID the value is 308 bytes.
+/// Measured here (iPXE 1.0.0+git-20190125, lpxelinux 6.04): 223 and 236 bytes
+/// boot, 254 and 308 bytes do not: lpxelinux prints "Failed to load
+/// ldlinux.c32" without fetching anything (option 210, the HTTP prefix, is
+/// lost), and iPXE retries forever. pxed therefore puts only the MAC, the rule
+/// and 32 characters of the product in option 209.
+#[test]
+fn pxelinux_menu_survives_a_long_smbios_identity() {
+    let started = Instant::now();
+    let Some(s) = setup("e2e-longid", 1) else {
+        return;
+    };
+    let product = "X/Y [Z] ".repeat(8);
+    let machine = Machine {
+        smbios_extra: Some(
+            "serial=JPN1234567AB,manufacturer=NEC Corporation,\
+             uuid=4c4c4544-0051-3910-8047-b4c04f564433"
+                .to_string(),
+        ),
+        ..Machine::bios("longid", LONG_ID_MAC, Some(product.trim_end()))
+    };
+    let mut guest = Guest::boot(&s.lab, 0, &machine, s.accel, None);
+    let (which, text) = guest
+        .console
+        .wait_for_any(
+            &["Press [Tab] to edit", "Failed to load ldlinux.c32"],
+            BOOT_TIMEOUT,
+        )
+        .unwrap_or_else(|e| fail(&s, e));
+    assert_eq!(
+        which,
+        0,
+        "lpxelinux could not start from the long option 209:\n{}",
+        lab::printable_tail(&text, 2000)
+    );
+    guest.console.type_keys(b"\r");
+    let cmdline = guest
+        .booted_cmdline(BOOT_TIMEOUT)
+        .unwrap_or_else(|e| fail(&s, e));
+    assert!(
+        cmdline
+            .split_whitespace()
+            .any(|a| a == "pxed.rule=menu-long-id"),
+        "{cmdline:?}"
+    );
+    println!("scenario long-id: {}", secs(started.elapsed()));
+}
+
+/// Scenario 3: UEFI x64 (OVMF + QEMU's iPXE EFI ROM) boots through the same
+/// boot.ipxe/HTTP path; the rule matches on the EFI architecture iPXE reports,
+/// and the initrd reaches the kernel's EFI stub because the kernel line names it.
+#[test]
+fn uefi_ipxe_boots_over_http() {
+    let started = Instant::now();
+    let what = "e2e-uefi";
+    let Some(s) = setup(what, 1) else {
+        return;
+    };
+    let Some(ovmf) = lab::find_file(lab::OVMF, what) else {
+        return;
+    };
+    let Some(rom) = lab::find_file(lab::EFI_E1000_ROM, what) else {
+        return;
+    };
+    let machine = Machine {
+        firmware: Firmware::Uefi,
+        ..Machine::bios("uefi", UEFI_MAC, Some("UEFI Test Box"))
+    };
+    let firmware: (PathBuf, PathBuf) = (ovmf, rom);
+    let mut guest = Guest::boot(
+        &s.lab,
+        0,
+        &machine,
+        s.accel,
+        Some((&firmware.0, &firmware.1)),
+    );
+    let cmdline = guest
+        .booted_cmdline(UEFI_BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\npxed log:\n{}", s.pxed.log()));
+    println!(
+        "uefi: booted in {} (accel {}): {cmdline}",
+        secs(guest.console.started.elapsed()),
+        s.accel
+    );
+    let args: Vec<&str> = cmdline.split_whitespace().collect();
+    assert!(args.contains(&"pxed.rule=uefi"), "{cmdline:?}");
+    assert!(args.contains(&"initrd=initrd.gz"), "{cmdline:?}");
+    assert!(guest.console.wait_exit(Duration::from_secs(60)));
+    let log = s.pxed.log();
+    assert_rendered(&log, "ipxe script rendered", UEFI_MAC, "rule=uefi ");
+    println!("scenario uefi: {}", secs(started.elapsed()));
+}
+
+/// Scenario 4: proxyDHCP. dnsmasq gives the address and nothing else; pxed in
+/// proxy mode gives the boot (iPXE merges the ProxyDHCP offer, option 60
+/// `PXEClient`, into its settings); the guest boots by its rule as in scenario 1.
+#[test]
+#[ignore = "needs pxed's DHCP server (branch dhcp); run with --ignored once merged"]
+fn proxy_dhcp_boots_beside_another_dhcp_server() {
+    let started = Instant::now();
+    let Some(s) = setup_with("e2e-proxy", 1, lab::dhcp_proxy) else {
+        return;
+    };
+    let machine = Machine::bios("proxy", NEC_MAC, Some(NEC));
+    let mut guest = Guest::boot(&s.lab, 0, &machine, s.accel, None);
+    let cmdline = guest
+        .booted_cmdline(BOOT_TIMEOUT)
+        .unwrap_or_else(|e| fail(&s, e));
+    println!(
+        "proxy: booted in {} (accel {}): {cmdline}",
+        secs(guest.console.started.elapsed()),
+        s.accel
+    );
+    assert!(
+        cmdline.split_whitespace().any(|a| a == "pxed.rule=nec-one"),
+        "{cmdline:?}"
+    );
+    // The address came from dnsmasq, the boot file from pxed.
+    let console = lab::strip_ansi(&guest.console.text());
+    assert!(console.contains("net0: 10.97.1."), "{console}");
+    assert!(
+        console.contains(&format!("{}/boot.ipxe", lab::http_base())),
+        "{console}"
+    );
+    let log = s.pxed.log();
+    assert_rendered(&log, "ipxe script rendered", NEC_MAC, "rule=nec-one ");
+    println!("scenario proxy: {}", secs(started.elapsed()));
+}
