@@ -16,9 +16,10 @@
 //! guests running at once whatever `--test-threads` is; `PXED_TEST_ECHO=1`
 //! echoes pxed's log.
 //!
-//! Waiting for pxed's own DHCP and TFTP (other branches): proxyDHCP is written
-//! but ignored until pxed serves DHCP; the packet-level legacy PXE exchange (no
-//! user class, arch 0 → undionly.kpxe over TFTP) is not here.
+//! DHCP is pxed's own: full mode for every scenario (`lab::dhcp_full`), proxy
+//! mode beside dnsmasq in the proxyDHCP one. The packet-level legacy PXE
+//! exchange (no user class, arch 0 → undionly.kpxe over TFTP) is in
+//! `tests/dhcp.rs`, not here.
 
 mod common;
 
@@ -420,7 +421,6 @@ fn uefi_ipxe_boots_over_http() {
 /// proxy mode gives the boot (iPXE merges the ProxyDHCP offer, option 60
 /// `PXEClient`, into its settings); the guest boots by its rule as in scenario 1.
 #[test]
-#[ignore = "needs pxed's DHCP server (branch dhcp); run with --ignored once merged"]
 fn proxy_dhcp_boots_beside_another_dhcp_server() {
     let started = Instant::now();
     let Some(s) = setup_with("e2e-proxy", 1, lab::dhcp_proxy) else {

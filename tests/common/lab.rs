@@ -280,40 +280,18 @@ pub struct Dhcp {
     pub peer: Option<Netns>,
 }
 
-/// The lab's full DHCP service: an address from 10.97.1.0/24 and, for iPXE
-/// (user class `iPXE`, which QEMU's iPXE ROMs send from the first request),
-/// the URL of pxed's `boot.ipxe`.
-///
-/// TODO(dhcp): this is the one place to switch to pxed's own DHCP server once
-/// it serves (branch `dhcp`; keys as of its commit 2818d91, `config/dhcp.rs`):
-/// return `server: None` and
-/// ```text
-/// machines_toml: [dhcp]
-///                mode = "full"
-///                interfaces = ["br0"]
-///                [[dhcp.subnet]]
-///                network = "10.97.0.0/16"
-///                pool = "10.97.1.10-10.97.1.250"
-///                router = "10.97.0.1"
-/// ```
-/// (the lease database defaults to the config directory, a temp dir here).
-/// Until then dnsmasq (DHCP only, `--port=0`) stands in.
-pub fn dhcp_full(lab: &Lab) -> Dhcp {
-    let boot_url = format!("{}/boot.ipxe", http_base());
-    let server = dnsmasq(
-        lab.name(),
-        "br0",
-        &[
-            "--dhcp-userclass=set:ipxe,iPXE".to_string(),
-            format!("--dhcp-boot=tag:ipxe,{boot_url}"),
-            // Option 175 sub-option 176 (no-pxedhcp = 1): iPXE then does not
-            // wait ~2 s for ProxyDHCP offers; pxed's full mode sends it too.
-            "--dhcp-option=tag:ipxe,encap:175,176,1b".to_string(),
-        ],
-    );
+/// The lab's full DHCP service: pxed's own (`[dhcp] mode = "full"`), an
+/// address from 10.97.1.0/24 and, for iPXE (user class `iPXE`, which QEMU's
+/// iPXE ROMs send from the first request), the URL of pxed's `boot.ipxe`, with
+/// option 175.176 so iPXE does not wait for ProxyDHCP offers. The lease
+/// database defaults to the config directory, a temp dir here.
+pub fn dhcp_full(_lab: &Lab) -> Dhcp {
     Dhcp {
-        machines_toml: String::new(),
-        server: Some(server),
+        machines_toml: "[dhcp]\nmode = \"full\"\ninterfaces = [\"br0\"]\n\
+                        [[dhcp.subnet]]\nnetwork = \"10.97.0.0/16\"\n\
+                        pool = \"10.97.1.10-10.97.1.250\"\nrouter = \"10.97.0.1\"\n"
+            .to_string(),
+        server: None,
         peer: None,
     }
 }
