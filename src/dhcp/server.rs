@@ -1,5 +1,5 @@
 //! DHCP sockets and packet I/O: bind UDP 67 (and 4011 in proxy mode) with
-//! `SO_BROADCAST`, `SO_REUSEADDR` and `IP_PKTINFO`; receive with the interface
+//! `SO_BROADCAST` and `IP_PKTINFO`; receive with the interface
 //! index and local address each datagram arrived on; send out of that interface
 //! with that address as source (`IP_PKTINFO` on `sendmsg`), which is what lets
 //! a reply to 255.255.255.255 leave by the right port on a multi-homed host.
@@ -21,10 +21,11 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// A bound, non-blocking UDP socket with `IP_PKTINFO` on.
+/// A bound, non-blocking UDP socket with `IP_PKTINFO` on. No `SO_REUSEADDR`:
+/// another DHCP server on this host holding the port must make pxed fail with
+/// "address in use", not share the port and split the clients with it.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
     s.set_nonblocking(true)?;
     // Bursts of DISCOVERs (a rack powering on, perfdhcp) must queue, not drop.
