@@ -788,3 +788,54 @@ lease_time = 3600
         loaded.lines().find(|l| l.contains("leases loaded")).unwrap_or("")
     );
 }
+
+/// End-to-end scenario 5 at packet level: a legacy PXE ROM (no user class,
+/// arch 0) gets `undionly.kpxe` and siaddr from pxed's DHCP, takes the
+/// address, and fetches the file from siaddr with a real TFTP client,
+/// byte-identical to the file pxed serves.
+#[test]
+fn legacy_pxe_rom_gets_undionly_and_fetches_it_by_tftp() {
+    if !privileged("legacy PXE over DHCP + TFTP")
+        || !common::have_tool("tftp", "legacy PXE over DHCP + TFTP")
+    {
+        return;
+    }
+    let undionly = std::path::Path::new("/usr/lib/ipxe/undionly.kpxe");
+    if !undionly.exists() {
+        common::skip(
+            "legacy PXE over DHCP + TFTP",
+            "no /usr/lib/ipxe/undionly.kpxe (apt-get install ipxe)",
+        );
+        return;
+    }
+    let lab = Lab::new("dpxe");
+    let dir = ConfigDir::new(
+        "http_listen = \"0.0.0.0:8080\"\ntftp_listen = \"0.0.0.0:69\"\nsearch_paths = [\"/usr/lib/ipxe\"]",
+        &format!("{FULL}\n\n[defaults]\nkernel = \"vmlinuz\"\n\n[[rule]]\nname = \"default\"\n"),
+    );
+    let pxed = start(&lab, &dir);
+    pxed.wait_log("tftp listening", Duration::from_secs(10));
+    let (offer, ack) = lab.client(|| dora(&socket(68), mac(0x50), vec![arch(0), pxe_class()]));
+    assert_eq!(file_field(&offer), "undionly.kpxe");
+    assert_eq!(filename(&ack), "undionly.kpxe");
+    assert_eq!(ack.siaddr(), SERVER);
+    let ip = ack.yiaddr();
+    lab.cli.sh(&format!("ip addr add {ip}/24 dev vc"));
+    let got = dir.path().join("fetched.kpxe");
+    lab.cli.sh(&format!(
+        "cd {} && tftp {} -m binary -c get undionly.kpxe fetched.kpxe",
+        dir.path().display(),
+        ack.siaddr()
+    ));
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(undionly).unwrap(),
+        "TFTP copy differs"
+    );
+    let log = pxed.wait_log("undionly.kpxe", Duration::from_secs(5));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("undionly.kpxe") && l.contains(&ip.to_string())),
+        "transfer not logged for {ip}:\n{log}"
+    );
+}
