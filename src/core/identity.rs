@@ -60,12 +60,19 @@ impl Mac {
         self.join("")
     }
 
+    /// Lower-case hex bytes joined by `sep`, written without intermediate
+    /// strings: a MAC is formatted for every log line.
     fn join(&self, sep: &str) -> String {
-        self.0
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(sep)
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(12 + 5 * sep.len());
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_str(sep);
+            }
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        out
     }
 }
 

@@ -4,30 +4,55 @@
 //! a request that cannot be understood still gets a script that explains itself
 //! on the console and retries.
 
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{extract::Path, Extension};
 
 use super::Conn;
 use crate::config::{Config, Shared};
 use crate::core::identity::query_pairs;
 use crate::core::{Base, Identity, Mac, Rendered};
 
+/// Who asked and how they reached us: the connection and the `Host` header,
+/// taken without copying the rest of the request's headers.
+pub struct Origin {
+    conn: Conn,
+    host: Option<HeaderValue>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // `serve` always inserts Conn; a router used without it still answers.
+        let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let conn = parts.extensions.get::<Conn>().copied().unwrap_or(Conn {
+            local: unknown,
+            peer: unknown,
+        });
+        Ok(Origin {
+            conn,
+            host: parts.headers.get(header::HOST).cloned(),
+        })
+    }
+}
+
 /// Where this client reaches us: the configured public URL, else the `Host`
 /// it used (validated to host characters), else the address it connected to.
-fn base(config: &Config, headers: &HeaderMap, conn: &Conn) -> Base {
+fn base(config: &Config, origin: &Origin) -> Base {
     config
         .server
         .public_url
         .clone()
         .or_else(|| {
-            headers
-                .get(header::HOST)
+            origin
+                .host
+                .as_ref()
                 .and_then(|h| h.to_str().ok())
                 .and_then(Base::from_authority)
         })
-        .unwrap_or_else(|| Base::from_addr(conn.local))
+        .unwrap_or_else(|| Base::from_addr(origin.conn.local))
 }
 
 fn text(rendered: Rendered) -> Response {
@@ -45,13 +70,10 @@ fn text(rendered: Rendered) -> Response {
         .into_response()
 }
 
-pub async fn bootstrap(
-    State(config): State<Shared>,
-    Extension(conn): Extension<Conn>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn bootstrap(State(config): State<Shared>, origin: Origin) -> Response {
     let config = config.load_full();
-    let base = base(&config, &headers, &conn);
+    let base = base(&config, &origin);
+    let conn = origin.conn;
     tracing::debug!(peer = %conn.peer, "boot.ipxe");
     crate::metrics::get().request("http", "boot.ipxe", "ok");
     text(config.policy.bootstrap(&base))
@@ -59,12 +81,12 @@ pub async fn bootstrap(
 
 pub async fn ipxe(
     State(config): State<Shared>,
-    Extension(conn): Extension<Conn>,
-    headers: HeaderMap,
+    origin: Origin,
     RawQuery(query): RawQuery,
 ) -> Response {
     let config = config.load_full();
-    let base = base(&config, &headers, &conn);
+    let base = base(&config, &origin);
+    let conn = origin.conn;
     let started = std::time::Instant::now();
     let rendered = match Identity::from_query(&query.unwrap_or_default()) {
         Ok(id) => {
@@ -105,13 +127,13 @@ pub async fn ipxe(
 /// that are not a MAC (UUID, hex IP, `default`) get 404 at once so it moves on.
 pub async fn pxelinux_config(
     State(config): State<Shared>,
-    Extension(conn): Extension<Conn>,
-    headers: HeaderMap,
+    origin: Origin,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
     let config = config.load_full();
-    let base = base(&config, &headers, &conn);
+    let base = base(&config, &origin);
+    let conn = origin.conn;
     let metrics = crate::metrics::get();
     let Some(mac) = name.strip_prefix("01-").and_then(|m| m.parse::<Mac>().ok()) else {
         metrics.request("http", "pxelinux", "not_found");
