@@ -5,13 +5,13 @@
 //! reads and types into. Every process is started here and stopped by its own
 //! PID when its handle is dropped; every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{have_tool, pxed_bin, repo, skip, Netns};
+use super::{have_tool, pxed_bin, repo, skip, Daemon, Netns};
 
 /// pxed's address on the lab bridge.
 pub const SERVER_IP: &str = "10.97.0.1";
@@ -342,66 +342,6 @@ pub fn dnsmasq(ns: &str, interface: &str, extra: &[String]) -> Daemon {
     let d = Daemon::spawn(cmd, "dnsmasq");
     d.wait_log("DHCP, sockets bound", Duration::from_secs(20));
     d
-}
-
-/// A helper daemon (dnsmasq, a static HTTP server) with its stderr kept.
-/// Stopped by its own PID when dropped.
-pub struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    name: String,
-}
-
-impl Daemon {
-    pub fn spawn(mut cmd: Command, name: &str) -> Daemon {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Daemon {
-            child,
-            log,
-            name: name.to_string(),
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not log {needle:?} within {timeout:?}; log:\n{log}",
-                    self.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A process whose stdout is a serial console: kept whole (raw bytes), copied

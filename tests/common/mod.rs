@@ -75,18 +75,94 @@ impl ConfigDir {
     }
 }
 
-/// Appended to the log when pxed closes its stderr (it exited).
-const EXITED: &str = "<pxed exited>\n";
+/// Appended to a daemon's log when it closes its stderr (it exited).
+const EXITED: &str = "<exited>\n";
 
-/// A running `pxed serve`. Stopped (by its own PID) when dropped.
-pub struct Pxed {
+/// A background process whose stderr is collected into a log that tests can
+/// wait on. Stopped (by its own PID) when dropped.
+pub struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
+    name: String,
+}
+
+impl Daemon {
+    pub fn spawn(mut cmd: Command, name: &str) -> Daemon {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let echo = std::env::var_os("PXED_TEST_ECHO")
+            .is_some()
+            .then(|| name.to_string());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(name) = &echo {
+                    eprintln!("[{name}] {line}");
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+            sink.lock().unwrap().push_str(EXITED);
+        });
+        Daemon {
+            child,
+            log,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log if the
+    /// process exits or the time runs out first.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if log.ends_with(EXITED) || Instant::now() > deadline {
+                panic!(
+                    "{} did not log {needle:?} within {timeout:?}; log:\n{log}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `pxed serve`.
+pub struct Pxed {
+    daemon: Daemon,
 }
 
 impl Pxed {
     /// Starts `pxed serve --config <config>`, optionally inside a network
-    /// namespace, and waits until it logs that HTTP is listening.
+    /// namespace, and waits until it logs that it is listening.
     pub fn start(config: &Path, netns: Option<&str>) -> Pxed {
         let mut cmd = match netns {
             Some(ns) => {
@@ -102,44 +178,19 @@ impl Pxed {
             std::env::var("PXED_LOG")
                 .unwrap_or_else(|_| "debug,handlebars=info,hyper=info,notify=info".into()),
         );
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn pxed");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("PXED_TEST_ECHO").is_some() {
-                    eprintln!("[pxed] {line}");
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-            sink.lock().unwrap().push_str(EXITED);
-        });
-        let p = Pxed { child, log };
+        let p = Pxed {
+            daemon: Daemon::spawn(cmd, "pxed"),
+        };
         p.wait_log("http listening", Duration::from_secs(20));
         p
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.daemon.log()
     }
 
-    /// Waits until the log contains `needle`; panics with the log otherwise.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            if log.ends_with(EXITED) || Instant::now() > deadline {
-                panic!("pxed did not log {needle:?} within {timeout:?}; log:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.daemon.wait_log(needle, timeout)
     }
 
     /// The address a listener logged as `<what> listening addr=<addr>`.
@@ -164,27 +215,20 @@ impl Pxed {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.daemon.pid()
     }
 
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
+            .arg(self.pid().to_string())
             .status()
             .unwrap();
         assert!(ok.success());
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Pxed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.is_running()
     }
 }
 
