@@ -22,6 +22,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
 }
@@ -29,6 +34,7 @@ pub struct ReloadLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    sent_bytes: Family<ProtocolLabels, Counter>,
     render_seconds: Histogram,
     reloads: Family<ReloadLabels, Counter>,
     config_age: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -48,6 +54,12 @@ impl Metrics {
             "requests",
             "Requests by protocol, endpoint and outcome",
             requests.clone(),
+        );
+        let sent_bytes = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "sent_bytes",
+            "Payload bytes sent by transfers, by protocol",
+            sent_bytes.clone(),
         );
         // 1 µs to ~16 ms: a cached script is sub-microsecond, a fresh render tens of µs.
         let render_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
@@ -73,6 +85,7 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            sent_bytes,
             render_seconds,
             reloads,
             config_age,
@@ -88,6 +101,12 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    pub fn sent(&self, protocol: &'static str, bytes: u64) {
+        self.sent_bytes
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc_by(bytes);
     }
 
     pub fn render_time(&self, seconds: f64) {

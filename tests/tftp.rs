@@ -440,10 +440,24 @@ fn pxelinux_config_is_rendered_per_machine() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(tftp_requests(&s, "pxelinux", "ok"), 2.0);
+    let sent = metric(&s, "pxed_sent_bytes_total{protocol=\"tftp\"}");
+    assert_eq!(
+        sent,
+        (menu.len() + other.len()) as f64,
+        "bytes sent counted"
+    );
 }
 
-/// `pxed_requests_total{protocol="tftp",endpoint=…,outcome=…}` from /metrics.
-fn tftp_requests(s: &Server, endpoint: &str, outcome: &str) -> f64 {
+/// The value of the /metrics sample whose line starts with `sample`.
+fn metric(s: &Server, sample: &str) -> f64 {
+    scrape(s)
+        .lines()
+        .find(|l| l.starts_with(sample))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn scrape(s: &Server) -> String {
     let admin = s.pxed.addr("admin");
     let mut conn = std::net::TcpStream::connect(admin).unwrap();
     write!(
@@ -454,6 +468,11 @@ fn tftp_requests(s: &Server, endpoint: &str, outcome: &str) -> f64 {
     let mut metrics = String::new();
     conn.read_to_string(&mut metrics).unwrap();
     metrics
+}
+
+/// `pxed_requests_total{protocol="tftp",endpoint=…,outcome=…}` from /metrics.
+fn tftp_requests(s: &Server, endpoint: &str, outcome: &str) -> f64 {
+    scrape(s)
         .lines()
         .find(|l| {
             l.starts_with("pxed_requests_total{")

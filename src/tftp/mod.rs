@@ -273,7 +273,10 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, permit: Own
     let (outcome, bytes) = transfer::run(&socket, &content, params).await;
     drop(socket);
     drop(permit);
-    crate::metrics::get().request("tftp", endpoint, outcome.label());
+    let metrics = crate::metrics::get();
+    // Bytes first: whoever sees the transfer counted also sees its bytes.
+    metrics.sent("tftp", bytes);
+    metrics.request("tftp", endpoint, outcome.label());
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let (blksize, windowsize) = (params.blksize, params.windowsize);
     match &outcome {
