@@ -832,10 +832,15 @@ fn legacy_pxe_rom_gets_undionly_and_fetches_it_by_tftp() {
         std::fs::read(undionly).unwrap(),
         "TFTP copy differs"
     );
-    let log = pxed.wait_log("undionly.kpxe", Duration::from_secs(5));
+    // The server logs the transfer once it has the last ACK, which may trail
+    // the client's exit; the DHCP lines name undionly.kpxe too, so wait for
+    // the TFTP line itself.
+    let log = pxed.wait_log("tftp transfer", Duration::from_secs(5));
     assert!(
-        log.lines()
-            .any(|l| l.contains("undionly.kpxe") && l.contains(&ip.to_string())),
+        log.lines().any(|l| l.contains("tftp transfer")
+            && l.contains("undionly.kpxe")
+            && l.contains(&ip.to_string())
+            && l.contains("outcome=\"complete\"")),
         "transfer not logged for {ip}:\n{log}"
     );
 }
