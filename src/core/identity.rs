@@ -55,6 +55,18 @@ impl Mac {
         self.join("-")
     }
 
+    /// `01-52-54-00-12-34-56`: how pxelinux names a machine's config file
+    /// (ARP hardware type 1, then the MAC).
+    pub fn pxelinux_name(&self) -> String {
+        format!("01-{}", self.hyphenated())
+    }
+
+    /// The MAC a pxelinux config file name stands for; `None` for the other
+    /// names pxelinux tries (UUID, hex IP, `default`).
+    pub fn from_pxelinux_name(name: &str) -> Option<Mac> {
+        name.strip_prefix("01-")?.parse().ok()
+    }
+
     /// `525400123456`.
     pub fn hex(&self) -> String {
         self.join("")
@@ -455,6 +467,8 @@ mod tests {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
         assert_eq!(want.hyphenated(), "52-54-00-ab-cd-ef");
+        assert_eq!(Mac::from_pxelinux_name(&want.pxelinux_name()), Some(want));
+        assert_eq!(Mac::from_pxelinux_name("default"), None);
         assert_eq!(want.hex(), "525400abcdef");
     }
 

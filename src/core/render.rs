@@ -350,8 +350,10 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
     // product (for the menu title) only: lpxelinux loses option 210 when 209
     // grows past ~240 bytes, which a full identity query with real SMBIOS
     // strings does (tests/e2e.rs, pxelinux_menu_survives_a_long_smbios_identity).
-    let mac_hyphen = id.mac.map(|m| m.hyphenated()).unwrap_or_default();
-    let mut menu_name = format!("pxelinux.cfg/01-{mac_hyphen}");
+    let file = id
+        .mac
+        .map_or_else(|| "01-".to_string(), |m| m.pxelinux_name());
+    let mut menu_name = format!("pxelinux.cfg/{file}");
     if let Some(r) = rule {
         menu_name.push_str(&format!("?rule={}", query_escape(&r.name)));
         if let Some(p) = &id.product {

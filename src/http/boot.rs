@@ -135,7 +135,7 @@ pub async fn pxelinux_config(
     let base = base(&config, &origin);
     let conn = origin.conn;
     let metrics = crate::metrics::get();
-    let Some(mac) = name.strip_prefix("01-").and_then(|m| m.parse::<Mac>().ok()) else {
+    let Some(mac) = Mac::from_pxelinux_name(&name) else {
         metrics.request("http", "pxelinux", "not_found");
         return (StatusCode::NOT_FOUND, "not a per-machine config name\n").into_response();
     };

@@ -179,7 +179,7 @@ enum Refusal {
 async fn open(state: &State, name: &str) -> Result<Content, Refusal> {
     let config = state.config.load_full();
     if let Some(cfg) = pxelinux_cfg_name(name) {
-        let Some(mac) = cfg.strip_prefix("01-").and_then(|m| m.parse::<Mac>().ok()) else {
+        let Some(mac) = Mac::from_pxelinux_name(cfg) else {
             return Err(Refusal::NotFound("not a per-machine pxelinux config name"));
         };
         return match config
