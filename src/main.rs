@@ -138,11 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let base = match base_url {
                 Some(u) => Base::from_url(&u)
                     .ok_or_else(|| anyhow::anyhow!("--base-url {u:?} is not http://host[:port]"))?,
-                None => c
-                    .server
-                    .public_url
-                    .clone()
-                    .unwrap_or_else(|| Base::from_addr(c.server.http_listen)),
+                None => c.server.base_at(None),
             };
             let rendered = match format {
                 Format::Ipxe => c.policy.ipxe_script(&id, &base),

@@ -88,6 +88,16 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// How a machine that reached pxed at `ip` finds the HTTP server: the
+    /// configured `public_url`, else `http://<ip>:<http port>`; without an
+    /// `ip`, the `http_listen` address.
+    pub fn base_at(&self, ip: Option<std::net::IpAddr>) -> Base {
+        self.public_url.clone().unwrap_or_else(|| {
+            let ip = ip.unwrap_or(self.http_listen.ip());
+            Base::from_addr(SocketAddr::new(ip, self.http_listen.port()))
+        })
+    }
+
     /// Every root an asset may come from, in lookup order.
     pub fn asset_roots(&self) -> impl Iterator<Item = &Path> {
         std::iter::once(self.assets_dir.as_path())

@@ -14,7 +14,7 @@
 //! committed before it leaves), lease changes alone, or the reason for silence.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::v4::{
     DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
@@ -25,7 +25,6 @@ use super::packet::Request;
 use super::server::Iface;
 use crate::config::{Config, DhcpMode, Subnet};
 use crate::core::decide::{self, Handout, VendorClass};
-use crate::core::Base;
 
 /// Which socket a packet came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,12 +419,7 @@ fn boot_options(
     m: &mut Message,
     full: bool,
 ) -> bool {
-    let base = config.server.public_url.clone().unwrap_or_else(|| {
-        Base::from_addr(SocketAddr::new(
-            server.into(),
-            config.server.http_listen.port(),
-        ))
-    });
+    let base = config.server.base_at(Some(server.into()));
     let d = decide::decide(
         &config.policy,
         &config.dhcp.loaders,

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::config::{Config, Shared};
-use crate::core::{Base, BootKind, Identity};
+use crate::core::{BootKind, Identity};
 use crate::reload::Status;
 
 #[derive(Clone)]
@@ -177,11 +177,7 @@ async fn preview(State(state): State<AdminState>, RawQuery(query): RawQuery) -> 
             let _ = write!(body, "<p class=bad>{}</p>", e(&err.to_string()));
         }
         Ok(id) if !query.is_empty() => {
-            let base = config
-                .server
-                .public_url
-                .clone()
-                .unwrap_or_else(|| Base::from_addr(config.server.http_listen));
+            let base = config.server.base_at(None);
             let _ = write!(
                 body,
                 "<h2>Why</h2><pre>{}</pre>",
