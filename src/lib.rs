@@ -6,6 +6,7 @@ pub mod assets;
 pub mod config;
 pub mod core;
 pub mod dhcp;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod reload;

@@ -1,4 +1,4 @@
-//! The `pxed` command line: serve, check, render, explain.
+//! The `pxed` command line: serve, check, render, explain, events.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,17 @@ enum Command {
     Explain {
         #[command(flatten)]
         machine: MachineArgs,
+    },
+    /// Print recorded boot events (DHCP, TFTP, scripts, assets), oldest first.
+    Events {
+        #[arg(long, default_value = "machines.toml")]
+        config: PathBuf,
+        /// Only this machine's events (any MAC notation).
+        #[arg(long)]
+        mac: Option<String>,
+        /// The newest this many events.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
     },
 }
 
@@ -154,6 +165,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let c = load(&machine.config)?;
             let id = machine.identity()?;
             print!("{}", c.policy.rules.explain(&id));
+            Ok(())
+        }
+        Command::Events { config, mac, limit } => {
+            let c = load(&config)?;
+            let db = c.events.db.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: [events] db = \"\": nothing is recorded",
+                    config.display()
+                )
+            })?;
+            let mac = mac.as_deref().map(str::parse::<Mac>).transpose()?;
+            let reader = pxed::events::Reader::open(db)?;
+            for event in reader.events(mac, limit)? {
+                println!("{event}");
+            }
             Ok(())
         }
     }

@@ -31,6 +31,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let shared: Shared = Arc::new(ArcSwap::new(config.clone()));
+    // Without its record pxed still boots machines: say so and go on.
+    if let Err(e) = crate::events::start(&config.events) {
+        tracing::error!("boot events are not recorded: {e:#}");
+    }
 
     // Bind every listener before announcing any: "listening" means started.
     let http_addr = config.server.http_listen;

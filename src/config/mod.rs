@@ -5,9 +5,11 @@
 //! whole, so a broken edit never replaces a working one.
 
 mod dhcp;
+mod events;
 mod wire;
 
 pub use dhcp::{DhcpConfig, DhcpMode, Reservation, Subnet};
+pub use events::EventsConfig;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -118,6 +120,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `[dhcp]` and the rules' reservations (see `config/dhcp.rs`).
     pub dhcp: DhcpConfig,
+    /// `[events]` (see `config/events.rs`).
+    pub events: EventsConfig,
 }
 
 /// Loads and fully validates the config at `path`.
@@ -192,6 +196,7 @@ impl Loader<'_> {
             wire.defaults.as_ref(),
             base_dir,
         );
+        let events = self.events(wire.events.as_ref(), &dhcp.lease_db, base_dir);
         let (templates, template_files) = self.templates(&server.templates_dir);
         let mut rules = Vec::new();
         let mut names = HashSet::new();
@@ -240,6 +245,7 @@ impl Loader<'_> {
             loaded_at: SystemTime::now(),
             warnings,
             dhcp,
+            events,
         })
     }
 

@@ -13,6 +13,7 @@ use super::Conn;
 use crate::config::{Config, Shared};
 use crate::core::identity::query_pairs;
 use crate::core::{Base, Identity, Mac, Rendered};
+use crate::events::{self, Event, Stage};
 
 /// Who asked and how they reached us: the connection and the `Host` header,
 /// taken without copying the rest of the request's headers.
@@ -76,6 +77,7 @@ pub async fn bootstrap(State(config): State<Shared>, origin: Origin) -> Response
     let conn = origin.conn;
     tracing::debug!(peer = %conn.peer, "boot.ipxe");
     crate::metrics::get().request("http", "boot.ipxe", "ok");
+    events::record_with(|| Event::new(Stage::Bootstrap, "ok", "boot.ipxe").ip(conn.peer.ip()));
     text(config.policy.bootstrap(&base))
 }
 
@@ -93,6 +95,18 @@ pub async fn ipxe(
             let rendered = config.policy.ipxe_script(&id, &base);
             let mac = fmt_mac(id.mac);
             let product = id.product.as_ref().map(|p| p.safe());
+            events::record_with(|| {
+                let (outcome, detail) = match &rendered.rule {
+                    Some(_) => ("ok", "iPXE script"),
+                    None => ("no_rule", "no rule matches: retry script"),
+                };
+                Event::new(Stage::Script, outcome, detail)
+                    .mac(id.mac)
+                    .ip(conn.peer.ip())
+                    .rule(rendered.rule.as_deref())
+                    .arch(id.arch)
+                    .product(product.clone())
+            });
             match &rendered.rule {
                 Some(rule) => {
                     tracing::info!(%mac, peer = %conn.peer, %rule, ?product, "ipxe script rendered")
@@ -105,6 +119,10 @@ pub async fn ipxe(
         }
         Err(e) => {
             tracing::warn!(peer = %conn.peer, error = %e, "malformed render request; sent the retry script");
+            events::record_with(|| {
+                Event::new(Stage::Script, "malformed", format!("bad request: {e}"))
+                    .ip(conn.peer.ip())
+            });
             let message = format!("bad request from this machine: {e}");
             config.policy.retry(&Identity::default(), &base, &message)
         }
@@ -153,15 +171,34 @@ pub async fn pxelinux_config(
     {
         Some(rendered) => {
             tracing::info!(rule = ?rendered.rule, "pxelinux config rendered");
+            record_menu(&id, &conn, "ok", "pxelinux menu", rendered.rule.as_deref());
             metrics.request("http", "pxelinux", "ok");
             text(rendered)
         }
         None => {
             tracing::warn!("no rule matches; no pxelinux config");
+            record_menu(&id, &conn, "no_rule", "no rule matches: no menu", None);
             metrics.request("http", "pxelinux", "no_rule");
             (StatusCode::NOT_FOUND, "no rule matches this machine\n").into_response()
         }
     }
+}
+
+fn record_menu(
+    id: &Identity,
+    conn: &Conn,
+    outcome: &'static str,
+    detail: &str,
+    rule: Option<&str>,
+) {
+    events::record_with(|| {
+        Event::new(Stage::Menu, outcome, detail)
+            .mac(id.mac)
+            .ip(conn.peer.ip())
+            .rule(rule)
+            .arch(id.arch)
+            .product(id.product.as_ref().map(|p| p.safe()))
+    });
 }
 
 fn fmt_mac(mac: Option<Mac>) -> String {
