@@ -13,6 +13,7 @@
 //! repeated within a minute (a boot loop, a benchmark) into one row with a
 //! count, so a fast loop cannot flood the database.
 
+pub mod repeats;
 pub mod store;
 
 use std::collections::HashMap;

@@ -4,6 +4,7 @@
 //! and both writers share it, and `busy_timeout` makes a writer wait for the
 //! other's short transaction instead of failing.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
@@ -83,21 +84,22 @@ impl Writer {
             .collect())
     }
 
-    /// Stores a batch in one transaction: new rows, repeats folded into their
-    /// earlier row, and each machine's summary.
+    /// Stores a batch in one transaction: new rows, and each machine's
+    /// summary. Repeats (see [`Memory::repeat_of`]) only raise the count of
+    /// their earlier row, once per row per batch, so a boot loop or a load
+    /// test costs a counter in memory per step, not a write.
     pub(super) fn write(
         &mut self,
         batch: &mut Vec<Event>,
         memory: &mut Memory,
     ) -> rusqlite::Result<()> {
+        let mut folds: HashMap<i64, (u32, i64)> = HashMap::new();
+        let mut seen: HashMap<String, i64> = HashMap::new();
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (at, last_at, mac, ip, stage, outcome, rule, arch, product, detail)
                  VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            let mut fold = tx.prepare_cached(
-                "UPDATE events SET count = count + 1, last_at = ?2 WHERE id = ?1",
             )?;
             let mut machine = tx.prepare_cached(
                 "INSERT INTO machines (mac, first_at, last_at, stage, outcome, ip, rule, arch, product)
@@ -112,27 +114,29 @@ impl Writer {
             for e in batch.drain(..) {
                 let at = millis(e.at);
                 let mac = e.mac.map(|m| m.to_string());
+                if let Some(id) = memory.repeat_of(&e) {
+                    let fold = folds.entry(id).or_insert((0, at));
+                    fold.0 += 1;
+                    fold.1 = at;
+                    if let Some(mac) = mac {
+                        seen.insert(mac, at);
+                    }
+                    continue;
+                }
                 let ip = e.ip.map(|ip| ip.to_string());
                 let arch = e.arch.map(|a| a.name());
-                let repeat = memory.repeat_of(&e);
-                match repeat {
-                    Some(id) => {
-                        fold.execute(params![id, at])?;
-                    }
-                    None => {
-                        insert.execute(params![
-                            at,
-                            mac,
-                            ip,
-                            e.stage.name(),
-                            e.outcome,
-                            e.rule,
-                            arch,
-                            e.product,
-                            e.detail
-                        ])?;
-                    }
-                }
+                insert.execute(params![
+                    at,
+                    mac,
+                    ip,
+                    e.stage.name(),
+                    e.outcome,
+                    e.rule,
+                    arch,
+                    e.product,
+                    e.detail
+                ])?;
+                let id = tx.last_insert_rowid();
                 if let Some(mac) = &mac {
                     machine.execute(params![
                         mac,
@@ -145,10 +149,20 @@ impl Writer {
                         e.product,
                         e.stage.decides_rule()
                     ])?;
+                    seen.remove(mac);
                 }
-                if repeat.is_none() {
-                    memory.remember(tx.last_insert_rowid(), e);
-                }
+                memory.remember(id, e);
+            }
+            let mut fold = tx.prepare_cached(
+                "UPDATE events SET count = count + ?2, last_at = max(last_at, ?3) WHERE id = ?1",
+            )?;
+            for (id, (n, at)) in folds {
+                fold.execute(params![id, n, at])?;
+            }
+            let mut touch =
+                tx.prepare_cached("UPDATE machines SET last_at = max(last_at, ?2) WHERE mac = ?1")?;
+            for (mac, at) in seen {
+                touch.execute(params![mac, at])?;
             }
         }
         tx.commit()

@@ -13,7 +13,7 @@ use super::Conn;
 use crate::config::{Config, Shared};
 use crate::core::identity::query_pairs;
 use crate::core::{Base, Identity, Mac, Rendered};
-use crate::events::{self, Event, Stage};
+use crate::events::{self, repeats, Event, Stage};
 
 /// Who asked and how they reached us: the connection and the `Host` header,
 /// taken without copying the rest of the request's headers.
@@ -93,8 +93,7 @@ pub async fn ipxe(
     let rendered = match Identity::from_query(&query.unwrap_or_default()) {
         Ok(id) => {
             let rendered = config.policy.ipxe_script(&id, &base);
-            let mac = fmt_mac(id.mac);
-            let product = id.product.as_ref().map(|p| p.safe());
+            let product = || id.product.as_ref().map(|p| p.safe());
             events::record_with(|| {
                 let (outcome, detail) = match &rendered.rule {
                     Some(_) => ("ok", "iPXE script"),
@@ -105,14 +104,23 @@ pub async fn ipxe(
                     .ip(conn.peer.ip())
                     .rule(rendered.rule.as_deref())
                     .arch(id.arch)
-                    .product(product.clone())
+                    .product(product())
             });
-            match &rendered.rule {
-                Some(rule) => {
-                    tracing::info!(%mac, peer = %conn.peer, %rule, ?product, "ipxe script rendered")
+            // A machine asking again for the same script within a minute is
+            // logged at debug only (and counted in its event record).
+            let fresh = id.mac.is_none_or(|m| {
+                repeats::renders().fresh(m, &rendered.rule, std::time::Instant::now())
+            });
+            let mac = || fmt_mac(id.mac);
+            match (&rendered.rule, fresh) {
+                (Some(rule), true) => {
+                    tracing::info!(mac = %mac(), peer = %conn.peer, %rule, product = ?product(), "ipxe script rendered")
                 }
-                None => {
-                    tracing::warn!(%mac, peer = %conn.peer, ?product, "no rule matches; sent the retry script")
+                (Some(rule), false) => {
+                    tracing::debug!(mac = %mac(), peer = %conn.peer, %rule, "ipxe script rendered again")
+                }
+                (None, _) => {
+                    tracing::warn!(mac = %mac(), peer = %conn.peer, product = ?product(), "no rule matches; sent the retry script")
                 }
             }
             rendered
