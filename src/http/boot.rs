@@ -108,9 +108,10 @@ pub async fn ipxe(
             });
             // A machine asking again for the same script within a minute is
             // logged at debug only (and counted in its event record).
-            let fresh = id.mac.is_none_or(|m| {
-                repeats::renders().fresh(m, &rendered.rule, std::time::Instant::now())
-            });
+            let fresh = match id.mac {
+                Some(m) => repeats::renders().fresh(m, &rendered.rule, std::time::Instant::now()),
+                None => true,
+            };
             let mac = || fmt_mac(id.mac);
             match (&rendered.rule, fresh) {
                 (Some(rule), true) => {
