@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// glibc's malloc was a quarter of the instructions of a cached render
+/// (callgrind, bench/http.sh load); see docs/decisions.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pxed::config;
 use pxed::core::{Arch, Base, ClientString, Identity, Mac, Uuid};
 

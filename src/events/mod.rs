@@ -138,6 +138,10 @@ impl Event {
 
 /// Events waiting for the writer; past this they are dropped and counted.
 const QUEUE: usize = 16_384;
+/// How long the writer gathers events before storing them: a few commits a
+/// second however busy it is (a commit per event cost more than the render
+/// it recorded), and still on screen well within a second.
+const GATHER: Duration = Duration::from_millis(200);
 /// Most events stored in one transaction.
 const BATCH: usize = 1024;
 /// A step that repeats the previous one of the same machine within this
@@ -278,8 +282,10 @@ fn run(
     let mut pruned = Instant::now();
     while let Ok(first) = rx.recv() {
         batch.push(first);
+        let until = Instant::now() + GATHER;
         while batch.len() < BATCH {
-            match rx.try_recv() {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
                 Ok(e) => batch.push(e),
                 Err(_) => break,
             }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::Conn;
 use crate::config::{Config, Shared};
 use crate::core::identity::query_pairs;
-use crate::core::{Base, Identity, Mac, Rendered};
+use crate::core::{Base, Identity, Mac};
 use crate::events::{self, repeats, Event, Stage};
 
 /// Who asked and how they reached us: the connection and the `Host` header,
@@ -56,7 +56,7 @@ fn base(config: &Config, origin: &Origin) -> Base {
         .unwrap_or_else(|| Base::from_addr(origin.conn.local))
 }
 
-fn text(rendered: Rendered) -> Response {
+fn text(body: String) -> Response {
     (
         [
             (
@@ -66,7 +66,7 @@ fn text(rendered: Rendered) -> Response {
             // Scripts depend on the rules of the moment: never cache them.
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        rendered.text,
+        body,
     )
         .into_response()
 }
@@ -78,7 +78,7 @@ pub async fn bootstrap(State(config): State<Shared>, origin: Origin) -> Response
     tracing::debug!(peer = %conn.peer, "boot.ipxe");
     crate::metrics::get().request("http", "boot.ipxe", "ok");
     events::record_with(|| Event::new(Stage::Bootstrap, "ok", "boot.ipxe").ip(conn.peer.ip()));
-    text(config.policy.bootstrap(&base))
+    text(config.policy.bootstrap(&base).text)
 }
 
 pub async fn ipxe(
@@ -90,9 +90,9 @@ pub async fn ipxe(
     let base = base(&config, &origin);
     let conn = origin.conn;
     let started = std::time::Instant::now();
-    let rendered = match Identity::from_query(&query.unwrap_or_default()) {
-        Ok(id) => {
-            let rendered = config.policy.ipxe_script(&id, &base);
+    let (body, matched) = match config.policy.answer(query.as_deref().unwrap_or(""), &base) {
+        Ok(answer) => {
+            let (id, rendered) = (&answer.id, &answer.rendered);
             let product = || id.product.as_ref().map(|p| p.safe());
             events::record_with(|| {
                 let (outcome, detail) = match &rendered.rule {
@@ -124,7 +124,7 @@ pub async fn ipxe(
                     tracing::warn!(mac = %mac(), peer = %conn.peer, product = ?product(), "no rule matches; sent the retry script")
                 }
             }
-            rendered
+            (rendered.text.clone(), rendered.rule.is_some())
         }
         Err(e) => {
             tracing::warn!(peer = %conn.peer, error = %e, "malformed render request; sent the retry script");
@@ -133,21 +133,14 @@ pub async fn ipxe(
                     .ip(conn.peer.ip())
             });
             let message = format!("bad request from this machine: {e}");
-            config.policy.retry(&Identity::default(), &base, &message)
+            let retry = config.policy.retry(&Identity::default(), &base, &message);
+            (retry.text, false)
         }
     };
     let metrics = crate::metrics::get();
     metrics.render_time(started.elapsed().as_secs_f64());
-    metrics.request(
-        "http",
-        "ipxe",
-        if rendered.rule.is_some() {
-            "ok"
-        } else {
-            "retry"
-        },
-    );
-    text(rendered)
+    metrics.request("http", "ipxe", if matched { "ok" } else { "retry" });
+    text(body)
 }
 
 /// `/pxelinux/pxelinux.cfg/01-<mac>[?rule=<name>&<identity query>]`. Names pxelinux tries
@@ -182,7 +175,7 @@ pub async fn pxelinux_config(
             tracing::info!(rule = ?rendered.rule, "pxelinux config rendered");
             record_menu(&id, &conn, "ok", "pxelinux menu", rendered.rule.as_deref());
             metrics.request("http", "pxelinux", "ok");
-            text(rendered)
+            text(rendered.text)
         }
         None => {
             tracing::warn!("no rule matches; no pxelinux config");
