@@ -8,6 +8,7 @@ pub mod core;
 pub mod dhcp;
 pub mod http;
 pub mod metrics;
+pub mod ra;
 pub mod reload;
 pub mod server;
 pub mod tftp;

@@ -5,9 +5,11 @@
 //! whole, so a broken edit never replaces a working one.
 
 mod dhcp;
+mod ra;
 mod wire;
 
 pub use dhcp::{DhcpConfig, DhcpMode, Reservation, Subnet};
+pub use ra::RaConfig;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -118,6 +120,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `[dhcp]` and the rules' reservations (see `config/dhcp.rs`).
     pub dhcp: DhcpConfig,
+    /// `[ipv6_ra]`, the Router Solicitation responder (see `config/ra.rs`).
+    pub ipv6_ra: RaConfig,
 }
 
 /// Loads and fully validates the config at `path`.
@@ -192,6 +196,7 @@ impl Loader<'_> {
             wire.defaults.as_ref(),
             base_dir,
         );
+        let ipv6_ra = self.ipv6_ra(wire.ipv6_ra.as_ref(), &dhcp.interfaces);
         let (templates, template_files) = self.templates(&server.templates_dir);
         let mut rules = Vec::new();
         let mut names = HashSet::new();
@@ -240,6 +245,7 @@ impl Loader<'_> {
             loaded_at: SystemTime::now(),
             warnings,
             dhcp,
+            ipv6_ra,
         })
     }
 
