@@ -124,6 +124,24 @@ pub struct Config {
     pub ipv6_ra: RaConfig,
 }
 
+/// The settings that differ between `old` and `new` but only take effect
+/// when pxed starts (the sockets they describe are opened once).
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.dhcp, &new.dhcp);
+    [
+        ("[dhcp] mode", a.mode != b.mode),
+        ("[dhcp] listen", a.listen != b.listen),
+        ("[dhcp] proxy_listen", a.proxy_listen != b.proxy_listen),
+        ("[dhcp] interfaces", a.interfaces != b.interfaces),
+        ("[dhcp] lease_db", a.lease_db != b.lease_db),
+        ("[dhcp] lease_fsync", a.lease_fsync != b.lease_fsync),
+        ("[ipv6_ra]", old.ipv6_ra.running() != new.ipv6_ra.running()),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
 /// Loads and fully validates the config at `path`.
 pub fn load(path: &Path) -> Result<Arc<Config>, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {

@@ -44,6 +44,15 @@ pub struct RaConfig {
     pub interval: Option<Duration>,
 }
 
+impl RaConfig {
+    /// What the responder does with this section: `None` when it is off
+    /// (then interfaces and interval do not matter).
+    pub fn running(&self) -> Option<(&[String], Option<Duration>)> {
+        self.enabled
+            .then_some((self.interfaces.as_slice(), self.interval))
+    }
+}
+
 impl Loader<'_> {
     /// Validates `[ipv6_ra]`; `dhcp_interfaces` is the default interface list.
     pub(super) fn ipv6_ra(

@@ -72,9 +72,7 @@ pub fn start(config: &Config) -> anyhow::Result<Option<impl Future<Output = ()> 
             .join_multicast_v6(&ALL_ROUTERS, w.index)
             .with_context(|| format!("[ipv6_ra]: cannot join ff02::2 on {}", w.name))?;
     }
-    socket
-        .set_nonblocking(true)
-        .context("[ipv6_ra] socket")?;
+    socket.set_nonblocking(true).context("[ipv6_ra] socket")?;
     // tokio's readiness API for any datagram fd without `unsafe`: the type
     // says UDP, but only `readable`/`try_io` and the raw fd are used.
     let fd = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket))
@@ -195,7 +193,10 @@ fn send_due(fd: std::os::fd::RawFd, schedule: &mut Schedule, watched: &[Watched]
         let link = links.iter().find(|l| l.index == s.ifindex);
         let Some((source, link)) = link.and_then(|l| Some((l.link_local?, l))) else {
             metrics.request("ra", "advertisement", "no_link_local");
-            tracing::debug!(iface = name, "ipv6 ra: no link-local address on the interface yet, advertisement not sent");
+            tracing::debug!(
+                iface = name,
+                "ipv6 ra: no link-local address on the interface yet, advertisement not sent"
+            );
             continue;
         };
         let (dest, kind) = match s.dest {

@@ -226,7 +226,9 @@ mod tests {
 
     /// What iPXE sends: type 133, four reserved bytes, its MAC.
     fn ipxe_rs() -> Vec<u8> {
-        vec![133, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56]
+        vec![
+            133, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56,
+        ]
     }
 
     #[test]
@@ -330,10 +332,7 @@ mod tests {
     #[test]
     fn the_probe_solicitation_is_well_formed() {
         let rs = solicitation(Some(MAC));
-        assert_eq!(
-            parse_solicitation(&rs, LL, 255).unwrap().mac,
-            Some(MAC)
-        );
+        assert_eq!(parse_solicitation(&rs, LL, 255).unwrap().mac, Some(MAC));
         assert_eq!(solicitation(None).len(), 8);
     }
 

@@ -76,7 +76,12 @@ pub fn check(config: &Config) -> Vec<Finding> {
         .dhcp
         .interfaces
         .iter()
-        .map(|name| (name.clone(), links.iter().find(|l| &l.name == name).cloned()))
+        .map(|name| {
+            (
+                name.clone(),
+                links.iter().find(|l| &l.name == name).cloned(),
+            )
+        })
         .collect();
     let results: Vec<(String, Probe)> = std::thread::scope(|scope| {
         let handles: Vec<_> = targets

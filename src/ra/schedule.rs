@@ -117,8 +117,7 @@ impl Schedule {
 
     /// Removes and returns every send due at `now`.
     pub fn take_due(&mut self, now: Instant) -> Vec<Send> {
-        let (due, later): (Vec<Send>, Vec<Send>) =
-            self.pending.iter().partition(|s| s.due <= now);
+        let (due, later): (Vec<Send>, Vec<Send>) = self.pending.iter().partition(|s| s.due <= now);
         self.pending = later;
         for s in &due {
             if s.dest == Dest::AllNodes {
@@ -260,10 +259,7 @@ mod tests {
         assert_eq!(unicast, UNICAST_BURST as usize);
         let due = s.take_due(t0);
         assert_eq!(due.len(), unicast + 1);
-        assert_eq!(
-            due.iter().filter(|d| d.dest == Dest::AllNodes).count(),
-            1
-        );
+        assert_eq!(due.iter().filter(|d| d.dest == Dest::AllNodes).count(), 1);
         // Tokens come back with time.
         assert!(matches!(
             s.solicited(t0 + Duration::from_secs(1), 1, host(1), None, 0 * MS),
