@@ -188,12 +188,12 @@ mod tests {
         );
         // iPXE solicits again before the answer left: no second answer.
         assert_eq!(
-            s.solicited(t0 + 125 * MS, 3, host(1), None, 0 * MS),
+            s.solicited(t0 + 125 * MS, 3, host(1), None, Duration::ZERO),
             Planned::Pending
         );
         // Another host, or the same host on another interface, is separate.
         assert!(matches!(
-            s.solicited(t0, 4, host(1), None, 0 * MS),
+            s.solicited(t0, 4, host(1), None, Duration::ZERO),
             Planned::Unicast(_)
         ));
         assert_eq!(s.next_due(), Some(t0));
@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(s.next_due(), None);
         // Answered: the next solicitation gets a new answer.
         assert!(matches!(
-            s.solicited(t0 + 300 * MS, 3, host(1), None, 0 * MS),
+            s.solicited(t0 + 300 * MS, 3, host(1), None, Duration::ZERO),
             Planned::Unicast(_)
         ));
     }
@@ -229,13 +229,13 @@ mod tests {
             Planned::Multicast(t0 + 100 * MS)
         );
         assert_eq!(
-            s.solicited(t0 + 50 * MS, 1, None, None, 0 * MS),
+            s.solicited(t0 + 50 * MS, 1, None, None, Duration::ZERO),
             Planned::Multicast(t0 + 100 * MS)
         );
         assert_eq!(s.take_due(t0 + 100 * MS).len(), 1);
         // The next multicast waits MIN_DELAY_BETWEEN_RAS after the last one.
         assert_eq!(
-            s.solicited(t0 + 200 * MS, 1, None, None, 0 * MS),
+            s.solicited(t0 + 200 * MS, 1, None, None, Duration::ZERO),
             Planned::Multicast(t0 + 100 * MS + MIN_DELAY_BETWEEN_RAS)
         );
         assert_eq!(
@@ -250,7 +250,7 @@ mod tests {
         let mut s = Schedule::default();
         let mut unicast = 0;
         for i in 0..10_000u16 {
-            match s.solicited(t0, 1, host(i), None, 0 * MS) {
+            match s.solicited(t0, 1, host(i), None, Duration::ZERO) {
                 Planned::Unicast(_) => unicast += 1,
                 Planned::Multicast(_) => {}
                 Planned::Pending => panic!("distinct hosts"),
@@ -262,7 +262,13 @@ mod tests {
         assert_eq!(due.iter().filter(|d| d.dest == Dest::AllNodes).count(), 1);
         // Tokens come back with time.
         assert!(matches!(
-            s.solicited(t0 + Duration::from_secs(1), 1, host(1), None, 0 * MS),
+            s.solicited(
+                t0 + Duration::from_secs(1),
+                1,
+                host(1),
+                None,
+                Duration::ZERO
+            ),
             Planned::Unicast(_)
         ));
         // Pending answers never exceed MAX_PENDING.
