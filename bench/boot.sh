@@ -20,7 +20,9 @@
 # Usage (root): bench/boot.sh [RUNS]           (default 5 boots per server)
 # Environment:  ACCEL=tcg|kvm (default tcg), PXED_BIN (default
 #               target/release/pxed, built if missing), TIMEOUT per boot in
-#               seconds (default 300).
+#               seconds (default 300), KEEP=1 keeps the consoles (lines stamped
+#               with arrival times) and server logs (pxed at debug for DHCP and
+#               RA) in the printed directory.
 # Uses only a network namespace it creates (10.97.0.1/16 on a bridge); every
 # process it starts is stopped by PID.
 set -euo pipefail
@@ -58,7 +60,11 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     ip netns del "$NS" 2>/dev/null || true
-    rm -rf "$WORK"
+    if [ "${KEEP:-}" = 1 ]; then
+        echo "logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
@@ -158,13 +164,13 @@ wait_for() {
 }
 wait_for ip netns exec "$NS" busybox wget -q -O /dev/null "http://$IP:8081/boot.ipxe"
 
-# Starts the DHCP side of configuration $1 and waits until it answers.
+# Starts the DHCP side of configuration $1, logging to $2, and waits until it answers.
 start_servers() {
-    local c=$1 log=$WORK/$1.server.log
+    local c=$1 log=$2
     : > "$log"
     case $c in
     pxed-*)
-        PXED_LOG=info,pxed::ra=debug ip netns exec "$NS" "$PXED_BIN" serve --config "$WORK/$c/machines.toml" 2>"$log" &
+        PXED_LOG=info,pxed::ra=debug,pxed::dhcp=debug ip netns exec "$NS" "$PXED_BIN" serve --config "$WORK/$c/machines.toml" 2>"$log" &
         SERVERS=($!)
         wait_for grep -q "dhcp listening" "$log"
         wait_for ip netns exec "$NS" busybox wget -q -O /dev/null "http://$IP:8080/boot.ipxe"
@@ -199,13 +205,13 @@ stamp() {
     done
 }
 
-# One boot of configuration $1 into console log $2; prints
-# "total firmware ifconf files kernel" in seconds.
+# One boot of configuration $1 into console log $2 (server log $3); sets
+# RESULT to "total firmware ifconf files kernel" in seconds.
 boot_once() {
-    local c=$1 log=$2
+    local c=$1 log=$2 server_log=$3
     local start qpid
     : > "$log"
-    start_servers "$c"
+    start_servers "$c" "$server_log"
     start=$EPOCHREALTIME
     ip netns exec "$NS" qemu-system-x86_64 -accel "$ACCEL" -nographic -m 512 -no-reboot -boot n \
         -smbios type=1,product='Express5800/i120Ra-e1 [N8100-1482Y]' \
@@ -232,15 +238,15 @@ boot_once() {
     stop_servers
     grep -qa "pxed.rule=${RULE[$c]}" "$log" || { echo "bench/boot.sh: $c booted the wrong script" >&2; return 1; }
     if [ "$c" = pxed-on ]; then
-        grep -q "router advertisement sent.*mac=${MAC[$c]}" "$WORK/$c.server.log" ||
+        grep -q "router advertisement sent.*mac=${MAC[$c]}" "$server_log" ||
             { echo "bench/boot.sh: pxed-on sent no advertisement to the guest" >&2; return 1; }
     fi
-    awk -v s="$start" -v m="$MARKER" '
+    RESULT=$(awk -v s="$start" -v m="$MARKER" '
         /Configuring \(net0/ && !cs { cs = prev; ce = $1 }
         /initrd\.gz\.\.\..*ok/ && !f { f = $1 }
         index($0, m) && !k { k = $1 }
         { prev = $1 }
-        END { printf "%.2f %.2f %.2f %.2f %.2f\n", k - s, cs - s, ce - cs, f - ce, k - f }' "$log"
+        END { printf "%.2f %.2f %.2f %.2f %.2f\n", k - s, cs - s, ce - cs, f - ce, k - f }' "$log")
 }
 
 median() {
@@ -254,7 +260,8 @@ for c in "${CONFIGS[@]}"; do : > "$WORK/$c.times"; done
 for i in $(seq "$RUNS"); do
     line="run $i:"
     for c in "${CONFIGS[@]}"; do
-        read -r total fw ifc files kern < <(boot_once "$c" "$WORK/console-$c-$i.log")
+        boot_once "$c" "$WORK/console-$c-$i.log" "$WORK/server-$c-$i.log"
+        read -r total fw ifc files kern <<< "$RESULT"
         echo "$total $fw $ifc $files $kern" >> "$WORK/$c.times"
         line+=" $c $total ($fw + $ifc + $files + $kern) |"
     done
