@@ -18,7 +18,8 @@
 #   kernel    -> /init's marker
 #
 # Usage (root): bench/boot.sh [RUNS]           (default 5 boots per server)
-# Environment:  ACCEL=tcg|kvm (default tcg), PXED_BIN (default
+# Environment:  ACCEL=tcg|kvm (default tcg), NIC=e1000|virtio-net-pci (the guest NIC,
+#               default e1000 as in the e2e lab), PXED_BIN (default
 #               target/release/pxed, built if missing), TIMEOUT per boot in
 #               seconds (default 300), KEEP=1 keeps the consoles (lines stamped
 #               with arrival times) and server logs (pxed at debug for DHCP and
@@ -29,6 +30,7 @@ set -euo pipefail
 
 RUNS=${1:-5}
 ACCEL=${ACCEL:-tcg}
+NIC=${NIC:-e1000}
 TIMEOUT=${TIMEOUT:-300}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PXED_BIN=${PXED_BIN:-$REPO/target/release/pxed}
@@ -216,7 +218,7 @@ boot_once() {
     ip netns exec "$NS" qemu-system-x86_64 -accel "$ACCEL" -nographic -m 512 -no-reboot -boot n \
         -smbios type=1,product='Express5800/i120Ra-e1 [N8100-1482Y]' \
         -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
-        -device e1000,netdev=n0,mac="${MAC[$c]}" </dev/null > >(stamp >"$log") 2>&1 &
+        -device "$NIC",netdev=n0,mac="${MAC[$c]}" </dev/null > >(stamp >"$log") 2>&1 &
     qpid=$!
     PIDS+=("$qpid")
     local deadline=$((SECONDS + TIMEOUT))
@@ -253,7 +255,7 @@ median() {
     sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-echo "boot benchmark: $RUNS boots per server, accel $ACCEL, $(nproc) CPUs, payload $(cat "$PAYLOAD/kernel-package"), reference dnsmasq + $REF_HTTP"
+echo "boot benchmark: $RUNS boots per server, accel $ACCEL, NIC $NIC, $(nproc) CPUs, payload $(cat "$PAYLOAD/kernel-package"), reference dnsmasq + $REF_HTTP"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "seconds: total (firmware + ifconf + files + kernel)"
 for c in "${CONFIGS[@]}"; do : > "$WORK/$c.times"; done
