@@ -145,7 +145,7 @@ fn receive(buf: &[u8], arrival: socket::Arrival, watched: &[Watched], schedule: 
         return;
     };
     let parsed = if arrival.truncated {
-        Err(packet::Malformed::Short(arrival.len))
+        Err(packet::Malformed::TooLong(buf.len()))
     } else {
         packet::parse_solicitation(&buf[..arrival.len], arrival.source, arrival.hop_limit)
     };

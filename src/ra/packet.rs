@@ -43,6 +43,8 @@ pub enum Malformed {
     Code(u8),
     #[error("{0} bytes, shorter than the fixed header")]
     Short(usize),
+    #[error("longer than the {0}-byte receive buffer")]
+    TooLong(usize),
     #[error("an option with length 0 or past the end of the packet")]
     OptionLength,
     #[error("a source link-layer address option from the unspecified address")]
