@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod ra;
 pub mod reload;
 pub mod server;
 pub mod tftp;

@@ -136,6 +136,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
             }
+            for finding in pxed::ra::probe::check(&c) {
+                match finding {
+                    pxed::ra::probe::Finding::Warning(w) => eprintln!("warning: {w}"),
+                    pxed::ra::probe::Finding::Note(n) => eprintln!("note: {n}"),
+                }
+            }
             println!(
                 "{}: ok, {} rules, {} files",
                 config.display(),

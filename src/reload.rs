@@ -24,6 +24,9 @@ pub fn reload(path: &Path, shared: &Shared) -> Result<(), config::ConfigErrors> 
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    for section in config::restart_only_changes(&shared.load(), &config) {
+        tracing::warn!("{section} changed: it is read at start only; the running server keeps the old value until pxed restarts");
+    }
     shared.store(config);
     Ok(())
 }

@@ -54,6 +54,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         None => None,
     };
     let dhcp = crate::dhcp::start(&shared)?;
+    let ra = crate::ra::start(&config)?;
 
     let reload_status = Arc::new(crate::reload::Status::default());
     let reloader = crate::reload::Reloader::install(
@@ -78,6 +79,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     tasks.spawn(reloader.run());
     if let Some(dhcp) = dhcp {
         tasks.spawn(dhcp);
+    }
+    if let Some(ra) = ra {
+        tasks.spawn(ra);
     }
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -38,16 +38,7 @@ impl Lab {
 
     /// Runs `f` on a thread inside the client namespace.
     fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.cli.name);
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let ns = std::fs::File::open(&path).expect("open netns");
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .expect("client thread")
-        })
+        self.cli.run(f)
     }
 }
 

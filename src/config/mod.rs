@@ -6,10 +6,12 @@
 
 mod dhcp;
 mod events;
+mod ra;
 mod wire;
 
 pub use dhcp::{DhcpConfig, DhcpMode, Reservation, Subnet};
 pub use events::EventsConfig;
+pub use ra::RaConfig;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -122,6 +124,27 @@ pub struct Config {
     pub dhcp: DhcpConfig,
     /// `[events]` (see `config/events.rs`).
     pub events: EventsConfig,
+    /// `[ipv6_ra]`, the Router Solicitation responder (see `config/ra.rs`).
+    pub ipv6_ra: RaConfig,
+}
+
+/// The settings that differ between `old` and `new` but only take effect
+/// when pxed starts (the sockets they describe are opened once).
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.dhcp, &new.dhcp);
+    [
+        ("[dhcp] mode", a.mode != b.mode),
+        ("[dhcp] listen", a.listen != b.listen),
+        ("[dhcp] proxy_listen", a.proxy_listen != b.proxy_listen),
+        ("[dhcp] interfaces", a.interfaces != b.interfaces),
+        ("[dhcp] lease_db", a.lease_db != b.lease_db),
+        ("[dhcp] lease_fsync", a.lease_fsync != b.lease_fsync),
+        ("[ipv6_ra]", old.ipv6_ra.running() != new.ipv6_ra.running()),
+        ("[events]", old.events != new.events),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 /// Loads and fully validates the config at `path`.
@@ -197,6 +220,7 @@ impl Loader<'_> {
             base_dir,
         );
         let events = self.events(wire.events.as_ref(), &dhcp.lease_db, base_dir);
+        let ipv6_ra = self.ipv6_ra(wire.ipv6_ra.as_ref(), &dhcp.interfaces);
         let (templates, template_files) = self.templates(&server.templates_dir);
         let mut rules = Vec::new();
         let mut names = HashSet::new();
@@ -246,6 +270,7 @@ impl Loader<'_> {
             warnings,
             dhcp,
             events,
+            ipv6_ra,
         })
     }
 

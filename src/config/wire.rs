@@ -22,6 +22,8 @@ pub struct File {
     pub dhcp: Option<Spanned<super::dhcp::Wire>>,
     /// `[events]`, read and validated in `config/events.rs`.
     pub events: Option<Spanned<super::events::Wire>>,
+    /// `[ipv6_ra]`, read and validated in `config/ra.rs`.
+    pub ipv6_ra: Option<Spanned<super::ra::Wire>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
