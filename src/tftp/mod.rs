@@ -12,6 +12,7 @@
 //! `netascii` requests are served byte for byte, like `octet` (boot files are
 //! binary; converting line ends would change `tsize`).
 
+mod batch;
 mod content;
 mod packet;
 mod transfer;
