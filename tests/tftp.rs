@@ -275,7 +275,8 @@ fn windowed_loss_is_resent_from_the_acknowledged_block() {
     let bytes = pattern(512 * 20 + 7, 9);
     s.dir.asset("win.bin", &bytes);
     let c = client();
-    c.send_to(&rrq("win.bin", &[("windowsize", "8")]), s.addr).unwrap();
+    c.send_to(&rrq("win.bin", &[("windowsize", "8")]), s.addr)
+        .unwrap();
     let (oack, from) = recv(&c);
     assert_eq!(oack_value(&oack, "windowsize").as_deref(), Some("8"));
     c.send_to(&ack(0), from).unwrap();

@@ -46,7 +46,11 @@ pub async fn send(socket: &UdpSocket, packets: Packets<'_>) -> (usize, Option<io
     let per_send = MAX_SEGMENTS.min(MAX_PAYLOAD / segment).max(1);
     let mut sent = 0;
     for chunk in buf.chunks(per_send * segment) {
-        let in_chunk = Packets { buf: chunk, segment }.count();
+        let in_chunk = Packets {
+            buf: chunk,
+            segment,
+        }
+        .count();
         if in_chunk > 1 && !GSO_REFUSED.load(Ordering::Relaxed) {
             match send_segmented(socket, chunk, segment).await {
                 Ok(()) => {
@@ -78,7 +82,8 @@ fn refused(e: &io::Error) -> bool {
 }
 
 async fn send_segmented(socket: &UdpSocket, chunk: &[u8], segment: usize) -> io::Result<()> {
-    let gso_size = u16::try_from(segment).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let gso_size =
+        u16::try_from(segment).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let fd = socket.as_raw_fd();
     let n = socket
         .async_io(Interest::WRITABLE, || {

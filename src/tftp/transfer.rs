@@ -164,7 +164,14 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
                 break;
             }
         }
-        let (sent, err) = batch::send(socket, batch::Packets { buf: &packets, segment }).await;
+        let (sent, err) = batch::send(
+            socket,
+            batch::Packets {
+                buf: &packets,
+                segment,
+            },
+        )
+        .await;
         next += sent as u64;
         if let Some(e) = err {
             if gone(&e) {
