@@ -164,14 +164,19 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
                 break;
             }
         }
-        let (sent, err) = batch::send(
-            socket,
-            batch::Packets {
+        let (sent, err) = if packets.len() <= segment {
+            // Lockstep and the storm: one packet, a plain `send`.
+            match socket.send(&packets).await {
+                Ok(_) => (1, None),
+                Err(e) => (0, Some(e)),
+            }
+        } else {
+            let window = batch::Packets {
                 buf: &packets,
                 segment,
-            },
-        )
-        .await;
+            };
+            batch::send(socket, window).await
+        };
         next += sent as u64;
         if let Some(e) = err {
             if gone(&e) {
