@@ -39,6 +39,16 @@ impl Packets<'_> {
 /// out, and the error that stopped the rest (the caller treats the unsent ones
 /// as lost, or the client as gone on ECONNREFUSED).
 pub async fn send(socket: &UdpSocket, packets: Packets<'_>) -> (usize, Option<io::Error>) {
+    send_with(socket, packets, &GSO_REFUSED).await
+}
+
+/// [`send`] with the "kernel refused GSO" flag passed in (tests force the
+/// fallback with their own).
+async fn send_with(
+    socket: &UdpSocket,
+    packets: Packets<'_>,
+    gso_refused: &AtomicBool,
+) -> (usize, Option<io::Error>) {
     let Packets { buf, segment } = packets;
     if segment == 0 {
         return (0, None);
@@ -51,14 +61,14 @@ pub async fn send(socket: &UdpSocket, packets: Packets<'_>) -> (usize, Option<io
             segment,
         }
         .count();
-        if in_chunk > 1 && !GSO_REFUSED.load(Ordering::Relaxed) {
+        if in_chunk > 1 && !gso_refused.load(Ordering::Relaxed) {
             match send_segmented(socket, chunk, segment).await {
                 Ok(()) => {
                     sent += in_chunk;
                     continue;
                 }
                 Err(e) if refused(&e) => {
-                    GSO_REFUSED.store(true, Ordering::Relaxed);
+                    gso_refused.store(true, Ordering::Relaxed);
                     tracing::info!(error = %e, "tftp: the kernel refused UDP GSO; windows are sent packet by packet");
                 }
                 Err(e) => return (sent, Some(e)),
@@ -109,27 +119,31 @@ mod tests {
     use super::*;
 
     /// Every datagram arrives as its own packet, in order, with the short last
-    /// one intact, whether the kernel segments (GSO) or we fall back.
+    /// one intact, with GSO (where the kernel takes it) and with the
+    /// packet-by-packet fallback.
     #[tokio::test]
     async fn a_window_arrives_as_separate_datagrams() {
-        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        tx.connect(rx.local_addr().unwrap()).await.unwrap();
-        let segment = 100;
-        let mut buf = Vec::new();
-        for i in 0..70u8 {
-            buf.extend(std::iter::repeat_n(i, segment));
-        }
-        buf.extend([70u8; 33]);
-        let (sent, err) = send(&tx, Packets { buf: &buf, segment }).await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(sent, 71);
-        let mut got = [0u8; 2048];
-        for i in 0..71u8 {
-            let n = rx.recv(&mut got).await.unwrap();
-            let want = if i == 70 { 33 } else { segment };
-            assert_eq!(n, want, "datagram {i}");
-            assert!(got[..n].iter().all(|&b| b == i), "datagram {i}");
+        for refused in [false, true] {
+            let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            tx.connect(rx.local_addr().unwrap()).await.unwrap();
+            let segment = 100;
+            let mut buf = Vec::new();
+            for i in 0..70u8 {
+                buf.extend(std::iter::repeat_n(i, segment));
+            }
+            buf.extend([70u8; 33]);
+            let flag = AtomicBool::new(refused);
+            let (sent, err) = send_with(&tx, Packets { buf: &buf, segment }, &flag).await;
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(sent, 71);
+            let mut got = [0u8; 2048];
+            for i in 0..71u8 {
+                let n = rx.recv(&mut got).await.unwrap();
+                let want = if i == 70 { 33 } else { segment };
+                assert_eq!(n, want, "datagram {i}, GSO refused: {refused}");
+                assert!(got[..n].iter().all(|&b| b == i), "datagram {i}");
+            }
         }
     }
 }
