@@ -27,6 +27,12 @@ pub struct ProtocolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub protocol: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
 }
@@ -34,6 +40,7 @@ pub struct ReloadLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    dropped: Family<DropLabels, Counter>,
     sent_bytes: Family<ProtocolLabels, Counter>,
     render_seconds: Histogram,
     reloads: Family<ReloadLabels, Counter>,
@@ -54,6 +61,12 @@ impl Metrics {
             "requests",
             "Requests by protocol, endpoint and outcome",
             requests.clone(),
+        );
+        let dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "dropped",
+            "Requests dropped unanswered by a limit or as malformed, by protocol and reason",
+            dropped.clone(),
         );
         let sent_bytes = Family::<ProtocolLabels, Counter>::default();
         registry.register(
@@ -85,6 +98,7 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            dropped,
             sent_bytes,
             render_seconds,
             reloads,
@@ -101,6 +115,17 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// One request dropped: `reason` is a fixed label (`rate_mac`, `busy`, …).
+    pub fn dropped(&self, protocol: &'static str, reason: &'static str) {
+        self.dropped_n(protocol, reason, 1);
+    }
+
+    pub fn dropped_n(&self, protocol: &'static str, reason: &'static str, n: u64) {
+        self.dropped
+            .get_or_create(&DropLabels { protocol, reason })
+            .inc_by(n);
     }
 
     pub fn sent(&self, protocol: &'static str, bytes: u64) {

@@ -7,7 +7,7 @@
 mod dhcp;
 mod wire;
 
-pub use dhcp::{DhcpConfig, DhcpMode, Reservation, Subnet};
+pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Reservation, Subnet};
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

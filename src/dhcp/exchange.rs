@@ -20,7 +20,7 @@ use dhcproto::v4::{
     DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
 };
 
-use super::leases::{LeaseOp, Leases, State, OFFER_HOLD};
+use super::leases::{LeaseOp, Leases, State};
 use super::packet::Request;
 use super::server::Iface;
 use crate::config::{Config, DhcpMode, Subnet};
@@ -62,6 +62,26 @@ pub enum Outcome {
     Commit(Vec<LeaseOp>),
     /// Stay silent, for this reason (logged at debug).
     Ignore(String),
+    /// Stay silent because a limit says so: counted by reason on /metrics.
+    Limited(Limit, String),
+}
+
+/// The limits that silence a client (`pxed_dropped_total{reason=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// No free address in the pool (or the reservation is held).
+    PoolExhausted,
+    /// The MAC already holds `max_leases_per_mac` addresses.
+    MacLeases,
+}
+
+impl Limit {
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::PoolExhausted => "pool_exhausted",
+            Limit::MacLeases => "mac_leases",
+        }
+    }
 }
 
 /// Step 1: our address and the client's subnet. `iface` is the receiving
@@ -181,6 +201,22 @@ impl Full<'_> {
         if !leases.is_free_for(ip, &self.req.client_id, self.now) {
             return Err(format!("{ip} is held by another client"));
         }
+        if leases.of_client(&self.req.client_id).map(|l| l.ip) != Some(ip) {
+            self.mac_has_room(leases)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this MAC may take one more address under this client id.
+    fn mac_has_room(&self, leases: &Leases) -> Result<(), String> {
+        let cap = self.config.dhcp.limits.max_leases_per_mac;
+        let held = leases.held_by_mac(self.req.mac, &self.req.client_id, self.now);
+        if held >= cap {
+            return Err(format!(
+                "{} already holds {held} addresses under other client ids (max_leases_per_mac = {cap})",
+                self.req.mac
+            ));
+        }
         Ok(())
     }
 
@@ -233,6 +269,11 @@ impl Full<'_> {
 
 fn discover(cx: &Full, leases: &mut Leases) -> Outcome {
     let client = &cx.req.client_id;
+    if leases.of_client(client).is_none() {
+        if let Err(why) = cx.mac_has_room(leases) {
+            return Outcome::Limited(Limit::MacLeases, why);
+        }
+    }
     let Some(ip) = leases.allocate(
         cx.subnet,
         client,
@@ -241,13 +282,14 @@ fn discover(cx: &Full, leases: &mut Leases) -> Outcome {
         cx.reserved,
         cx.now,
     ) else {
-        return Outcome::Ignore(match cx.reserved_ip() {
+        let why = match cx.reserved_ip() {
             Some(r) => format!("the reserved address {r} is held by another client"),
             None => format!(
                 "pool of {}/{} exhausted: no free address to offer",
                 cx.subnet.network, cx.subnet.prefix
             ),
-        });
+        };
+        return Outcome::Limited(Limit::PoolExhausted, why);
     };
     // A client that already holds this address keeps its binding; anyone else
     // gets a short hold so two DISCOVERs never get the same offer.
@@ -255,7 +297,8 @@ fn discover(cx: &Full, leases: &mut Leases) -> Outcome {
         .get(ip)
         .is_some_and(|l| l.client == *client && l.state == State::Bound && l.expires > cx.now);
     if !bound {
-        leases.take(ip, client, cx.req.mac, State::Offered, cx.now + OFFER_HOLD);
+        let cap = cx.config.dhcp.limits.max_offers;
+        leases.offer(ip, client, cx.req.mac, cx.now, cap);
     }
     let mut m = cx.reply(MessageType::Offer);
     m.set_yiaddr(ip);
