@@ -53,6 +53,7 @@ pub struct Wire {
     pub rate_table_size: Option<Spanned<u32>>,
     pub max_offers: Option<Spanned<u32>>,
     pub max_leases_per_mac: Option<Spanned<u32>>,
+    pub max_leases_per_circuit: Option<Spanned<u32>>,
     #[serde(default, rename = "subnet")]
     pub subnets: Vec<Spanned<WireSubnet>>,
 }
@@ -168,6 +169,9 @@ pub struct DhcpLimits {
     /// Addresses one MAC may hold under different client ids (PXE ROM,
     /// installer and installed OS often send different ones).
     pub max_leases_per_mac: usize,
+    /// Addresses held through one relay circuit (giaddr + option 82 circuit
+    /// id: one switch port); 0 = no cap.
+    pub max_leases_per_circuit: usize,
 }
 
 impl Default for DhcpLimits {
@@ -179,6 +183,7 @@ impl Default for DhcpLimits {
             rate_table_size: 65_536,
             max_offers: MIN_OFFERS,
             max_leases_per_mac: 4,
+            max_leases_per_circuit: 32,
         }
     }
 }
@@ -403,6 +408,8 @@ impl Loader<'_> {
                 .map_or_else(|| DhcpLimits::offers_for(subnets), |n| n as usize),
             max_leases_per_mac: num(&w.max_leases_per_mac)
                 .map_or(d.max_leases_per_mac, |n| n as usize),
+            max_leases_per_circuit: num(&w.max_leases_per_circuit)
+                .map_or(d.max_leases_per_circuit, |n| n as usize),
         };
         for (v, key, min, max) in [
             (&w.rate_table_size, "rate_table_size", 16, 16_777_216),

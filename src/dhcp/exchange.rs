@@ -73,6 +73,8 @@ pub enum Limit {
     PoolExhausted,
     /// The MAC already holds `max_leases_per_mac` addresses.
     MacLeases,
+    /// The relay circuit already holds `max_leases_per_circuit` addresses.
+    CircuitLeases,
 }
 
 impl Limit {
@@ -80,6 +82,7 @@ impl Limit {
         match self {
             Limit::PoolExhausted => "pool_exhausted",
             Limit::MacLeases => "mac_leases",
+            Limit::CircuitLeases => "circuit_leases",
         }
     }
 }
@@ -202,22 +205,44 @@ impl Full<'_> {
             return Err(format!("{ip} is held by another client"));
         }
         if leases.of_client(&self.req.client_id).map(|l| l.ip) != Some(ip) {
-            self.mac_has_room(leases)?;
+            self.has_room(leases).map_err(|(_, why)| why)?;
         }
         Ok(())
     }
 
-    /// Whether this MAC may take one more address under this client id.
-    fn mac_has_room(&self, leases: &Leases) -> Result<(), String> {
-        let cap = self.config.dhcp.limits.max_leases_per_mac;
+    /// Whether this client may take one more address: its MAC, and the relay
+    /// circuit it came through, are under their caps.
+    fn has_room(&self, leases: &Leases) -> Result<(), (Limit, String)> {
+        let limits = &self.config.dhcp.limits;
         let held = leases.held_by_mac(self.req.mac, &self.req.client_id, self.now);
-        if held >= cap {
-            return Err(format!(
-                "{} already holds {held} addresses under other client ids (max_leases_per_mac = {cap})",
-                self.req.mac
+        if held >= limits.max_leases_per_mac {
+            return Err((
+                Limit::MacLeases,
+                format!(
+                    "{} already holds {held} addresses under other client ids (max_leases_per_mac = {})",
+                    self.req.mac, limits.max_leases_per_mac
+                ),
             ));
         }
+        if let (Some(c), cap @ 1..) = (self.req.circuit(), limits.max_leases_per_circuit) {
+            let held = leases.held_by_circuit(&c.key(), &self.req.client_id, self.now);
+            if held >= cap {
+                return Err((
+                    Limit::CircuitLeases,
+                    format!(
+                        "relay {} circuit {:?} already holds {held} addresses (max_leases_per_circuit = {cap})",
+                        c.giaddr,
+                        String::from_utf8_lossy(c.id)
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// After a take: which circuit the address went out through.
+    fn record_circuit(&self, leases: &mut Leases, ip: Ipv4Addr) {
+        leases.set_circuit(ip, self.req.circuit().map(|c| c.key()));
     }
 
     fn reply(&self, kind: MessageType) -> Message {
@@ -270,8 +295,8 @@ impl Full<'_> {
 fn discover(cx: &Full, leases: &mut Leases) -> Outcome {
     let client = &cx.req.client_id;
     if leases.of_client(client).is_none() {
-        if let Err(why) = cx.mac_has_room(leases) {
-            return Outcome::Limited(Limit::MacLeases, why);
+        if let Err((limit, why)) = cx.has_room(leases) {
+            return Outcome::Limited(limit, why);
         }
     }
     let Some(ip) = leases.allocate(
@@ -299,6 +324,7 @@ fn discover(cx: &Full, leases: &mut Leases) -> Outcome {
     if !bound {
         let cap = cx.config.dhcp.limits.max_offers;
         leases.offer(ip, client, cx.req.mac, cx.now, cap);
+        cx.record_circuit(leases, ip);
     }
     let mut m = cx.reply(MessageType::Offer);
     m.set_yiaddr(ip);
@@ -337,6 +363,7 @@ fn request(cx: &Full, leases: &mut Leases) -> Outcome {
         State::Bound,
         cx.now + u64::from(cx.subnet.lease_time),
     );
+    cx.record_circuit(leases, ip);
     let mut m = cx.reply(MessageType::Ack);
     m.set_yiaddr(ip);
     m.set_ciaddr(req.ciaddr());

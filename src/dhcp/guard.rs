@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use hashlink::LruCache;
 
+use super::packet::Circuit;
 use crate::config::DhcpLimits;
 use crate::core::Mac;
 
@@ -62,8 +63,8 @@ impl Bucket {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Source {
     Relay(Ipv4Addr),
-    /// Relay address and the circuit id sub-option's bytes (at most 255).
-    Circuit(Ipv4Addr, Box<[u8]>),
+    /// Relay address and circuit id ([`Circuit::key`]).
+    Circuit(Box<[u8]>),
 }
 
 /// The rate limiter of one receive loop (no locking: one loop, one guard).
@@ -95,7 +96,7 @@ impl Guard {
         limits: &DhcpLimits,
         mac: Mac,
         giaddr: Ipv4Addr,
-        relay_info: Option<&[u8]>,
+        circuit: Option<Circuit>,
         now: Instant,
     ) -> Result<(), Throttled> {
         if !giaddr.is_unspecified() {
@@ -109,11 +110,11 @@ impl Guard {
             {
                 return Err(Throttled::Relay);
             }
-            if let Some(circuit) = relay_info.and_then(circuit_id) {
+            if let Some(circuit) = circuit {
                 if limits.rate_per_circuit > 0
                     && !spend(
                         &mut self.relays,
-                        Source::Circuit(giaddr, circuit.into()),
+                        Source::Circuit(circuit.key()),
                         limits.rate_per_circuit,
                         now,
                     )
@@ -146,20 +147,6 @@ fn spend<K: std::hash::Hash + Eq>(
     // Inserting beyond the capacity evicts the least recently used entry.
     table.insert(key, b);
     ok
-}
-
-/// Sub-option 1 (agent circuit id) of an option 82 payload, if well formed.
-fn circuit_id(info: &[u8]) -> Option<&[u8]> {
-    let mut rest = info;
-    while let [code, len, tail @ ..] = rest {
-        let len = usize::from(*len);
-        let value = tail.get(..len)?;
-        if *code == 1 {
-            return Some(value);
-        }
-        rest = &tail[len..];
-    }
-    None
 }
 
 #[cfg(test)]
@@ -208,18 +195,17 @@ mod tests {
         let mut g = Guard::new(16);
         let t = Instant::now();
         let relay = Ipv4Addr::new(10, 0, 0, 1);
-        let port7 = [1, 6, b'p', b'o', b'r', b't', b'-', b'7'];
-        let port8 = [2, 1, 9, 1, 6, b'p', b'o', b'r', b't', b'-', b'8'];
+        let port = |id: &'static [u8]| Some(Circuit { giaddr: relay, id });
         // Random MACs behind one port: the port's budget (burst 4) applies.
         let ok = (0..50u8)
             .filter(|i| {
-                g.admit(&l, Mac([2, 0, 0, 0, 1, *i]), relay, Some(&port7), t)
+                g.admit(&l, Mac([2, 0, 0, 0, 1, *i]), relay, port(b"port-7"), t)
                     .is_ok()
             })
             .count();
         assert_eq!(ok, 4);
         // Another port of the same relay still gets through.
-        assert!(g.admit(&l, M, relay, Some(&port8), t).is_ok());
+        assert!(g.admit(&l, M, relay, port(b"port-8"), t).is_ok());
         // Without option 82 only the relay's budget counts: burst 200, of which
         // the 51 packets above spent 51.
         let ok = (0..500u16)
@@ -243,12 +229,15 @@ mod tests {
         let t = Instant::now();
         for i in 0..10_000u32 {
             let b = i.to_be_bytes();
-            let circuit = [1, 4, b[0], b[1], b[2], b[3]];
+            let relay = Ipv4Addr::new(10, 0, 0, 1);
             let _ = g.admit(
                 &l,
                 Mac([2, 0, b[0], b[1], b[2], b[3]]),
-                Ipv4Addr::new(10, 0, 0, 1),
-                Some(&circuit),
+                relay,
+                Some(Circuit {
+                    giaddr: relay,
+                    id: &b,
+                }),
                 t,
             );
         }
@@ -261,15 +250,5 @@ mod tests {
             let _ = g.admit(&l, Mac([2, 0, 0, 0, 9, i]), NONE, None, t);
             assert_eq!(g.admit(&l, M, NONE, None, t), Err(Throttled::Mac));
         }
-    }
-
-    #[test]
-    fn option_82_walk_is_bounds_checked() {
-        assert_eq!(circuit_id(&[1, 2, 7, 8]), Some(&[7u8, 8][..]));
-        assert_eq!(circuit_id(&[2, 1, 0, 1, 1, 9]), Some(&[9u8][..]));
-        assert_eq!(circuit_id(&[1, 200, 7]), None);
-        assert_eq!(circuit_id(&[2, 5, 1]), None);
-        assert_eq!(circuit_id(&[1]), None);
-        assert_eq!(circuit_id(&[]), None);
     }
 }

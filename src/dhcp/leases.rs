@@ -240,6 +240,11 @@ pub struct Leases {
     by_mac: HashMap<Mac, Vec<Ipv4Addr>>,
     /// Every entry by (expires, ip): reuse takes the first free one.
     by_expiry: BTreeSet<(u64, Ipv4Addr)>,
+    /// The relay circuit (giaddr + option 82 circuit id) each address was
+    /// handed out through, and its inverse: a cap per switch port needs the
+    /// count. Memory only: after a restart, counting starts again.
+    circuit_of: HashMap<Ipv4Addr, Box<[u8]>>,
+    by_circuit: HashMap<Box<[u8]>, HashSet<Ipv4Addr>>,
     /// Offers by (expires, ip), oldest first; expired ones are pruned lazily.
     offers: BTreeSet<(u64, Ipv4Addr)>,
     /// Next never-used address per pool (first, last).
@@ -305,16 +310,54 @@ impl Leases {
     /// How many addresses `mac` holds under client ids other than `client`
     /// (live offers and bindings).
     pub fn held_by_mac(&self, mac: Mac, client: &[u8], now: u64) -> usize {
-        self.by_mac.get(&mac).map_or(0, |ips| {
-            ips.iter()
-                .filter_map(|ip| self.by_ip.get(ip))
-                .filter(|l| {
-                    l.client != client
-                        && l.expires > now
-                        && matches!(l.state, State::Offered | State::Bound)
-                })
-                .count()
-        })
+        self.by_mac
+            .get(&mac)
+            .map_or(0, |ips| self.live_of_others(ips.iter(), client, now))
+    }
+
+    /// How many addresses clients other than `client` hold through this relay
+    /// circuit ([`super::packet::Circuit::key`]).
+    pub fn held_by_circuit(&self, circuit: &[u8], client: &[u8], now: u64) -> usize {
+        self.by_circuit
+            .get(circuit)
+            .map_or(0, |ips| self.live_of_others(ips.iter(), client, now))
+    }
+
+    fn live_of_others<'a>(
+        &self,
+        ips: impl Iterator<Item = &'a Ipv4Addr>,
+        client: &[u8],
+        now: u64,
+    ) -> usize {
+        ips.filter_map(|ip| self.by_ip.get(ip))
+            .filter(|l| {
+                l.client != client
+                    && l.expires > now
+                    && matches!(l.state, State::Offered | State::Bound)
+            })
+            .count()
+    }
+
+    /// Records that `ip` went out through `circuit` (or through none). Call
+    /// after [`Leases::take`] / [`Leases::offer`]; a new holder of an address
+    /// starts without a circuit.
+    pub fn set_circuit(&mut self, ip: Ipv4Addr, circuit: Option<Box<[u8]>>) {
+        self.clear_circuit(ip);
+        if let Some(c) = circuit {
+            self.by_circuit.entry(c.clone()).or_default().insert(ip);
+            self.circuit_of.insert(ip, c);
+        }
+    }
+
+    fn clear_circuit(&mut self, ip: Ipv4Addr) {
+        if let Some(old) = self.circuit_of.remove(&ip) {
+            if let Some(ips) = self.by_circuit.get_mut(&old) {
+                ips.remove(&ip);
+                if ips.is_empty() {
+                    self.by_circuit.remove(&old);
+                }
+            }
+        }
     }
 
     /// Picks an address for `client` in `subnet`: its reservation, then the
@@ -512,6 +555,13 @@ impl Leases {
     /// Puts `lease` in the table and every index, replacing the entry for its
     /// address. `by_client` is the caller's business (who holds what).
     fn insert(&mut self, lease: Lease) {
+        if self
+            .by_ip
+            .get(&lease.ip)
+            .is_some_and(|old| old.client != lease.client)
+        {
+            self.clear_circuit(lease.ip);
+        }
         if let Some(old) = self.by_ip.get(&lease.ip) {
             self.by_expiry.remove(&(old.expires, old.ip));
             self.offers.remove(&(old.expires, old.ip));
@@ -721,6 +771,30 @@ mod tests {
         let ip = t.allocate(&s, b"elsewhere", None, None, &none, 50).unwrap();
         t.take(ip, b"os", M, State::Bound, 100);
         assert_eq!(t.held_by_mac(M, b"fourth", 50), 3);
+    }
+
+    #[test]
+    fn addresses_per_circuit_follow_their_holder() {
+        let s = subnet(10, 20);
+        let mut t = Leases::default();
+        let none = HashSet::new();
+        let port: Box<[u8]> = Box::from(&b"relay+port-7"[..]);
+        for n in 0..3u32 {
+            let c = n.to_be_bytes();
+            let ip = t.allocate(&s, &c, None, None, &none, 0).unwrap();
+            t.offer(ip, &c, mac(n), 0, 100);
+            t.set_circuit(ip, Some(port.clone()));
+        }
+        assert_eq!(t.held_by_circuit(&port, b"other", 1), 3);
+        assert_eq!(t.held_by_circuit(&port, &0u32.to_be_bytes(), 1), 2);
+        assert_eq!(t.held_by_circuit(b"elsewhere", b"other", 1), 0);
+        // Offers expire; an address taken by a client elsewhere leaves the port.
+        assert_eq!(t.held_by_circuit(&port, b"other", OFFER_HOLD), 0);
+        let first = Ipv4Addr::new(10, 0, 0, 10);
+        t.take(first, b"direct", M, State::Bound, 1000);
+        t.set_circuit(first, None);
+        assert_eq!(t.held_by_circuit(&port, b"other", 1), 2);
+        assert!(t.by_circuit.values().all(|ips| !ips.contains(&first)));
     }
 
     #[test]

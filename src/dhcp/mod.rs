@@ -266,7 +266,7 @@ impl Receive<'_> {
             &config.dhcp.limits,
             req.mac,
             req.giaddr(),
-            req.relay_info.as_deref(),
+            req.circuit(),
             Instant::now(),
         ) {
             stats.limited.fetch_add(1, Ordering::Relaxed);
