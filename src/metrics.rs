@@ -41,6 +41,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     dropped: Family<DropLabels, Counter>,
+    in_progress: Family<ProtocolLabels, Gauge>,
     sent_bytes: Family<ProtocolLabels, Counter>,
     render_seconds: Histogram,
     reloads: Family<ReloadLabels, Counter>,
@@ -67,6 +68,12 @@ impl Metrics {
             "dropped",
             "Requests dropped unanswered by a limit or as malformed, by protocol and reason",
             dropped.clone(),
+        );
+        let in_progress = Family::<ProtocolLabels, Gauge>::default();
+        registry.register(
+            "in_progress",
+            "TFTP transfers and HTTP connections open now",
+            in_progress.clone(),
         );
         let sent_bytes = Family::<ProtocolLabels, Counter>::default();
         registry.register(
@@ -99,6 +106,7 @@ impl Metrics {
             registry,
             requests,
             dropped,
+            in_progress,
             sent_bytes,
             render_seconds,
             reloads,
@@ -126,6 +134,13 @@ impl Metrics {
         self.dropped
             .get_or_create(&DropLabels { protocol, reason })
             .inc_by(n);
+    }
+
+    /// A TFTP transfer or an HTTP connection starts (+1) or ends (-1).
+    pub fn in_progress(&self, protocol: &'static str, delta: i64) {
+        self.in_progress
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc_by(delta);
     }
 
     pub fn sent(&self, protocol: &'static str, bytes: u64) {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -482,6 +483,88 @@ fn tftp_requests(s: &Server, endpoint: &str, outcome: &str) -> f64 {
         })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// `pxed_in_progress{protocol="tftp"}`: transfers running now.
+fn active_transfers(s: &Server) -> f64 {
+    common::metric(&scrape(s), "pxed_in_progress", &[("protocol", "tftp")])
+}
+
+/// Issue 7, thousands of concurrent requests: 2,000 RRQs from 500 client ports
+/// that never acknowledge. Every accepted transfer stalls on its OACK for its
+/// whole retry budget (6 s with `timeout 1`), so all accepted transfers are
+/// concurrent: exactly `MAX_TRANSFERS` (512) get an OACK, the rest are dropped
+/// and counted. When the budget runs out no transfer is left (the gauge is back
+/// at 0), and a normal client is served.
+#[test]
+fn thousands_of_requests_respect_the_transfer_cap_and_none_stays_stuck() {
+    const CAP: usize = 512; // MAX_TRANSFERS in src/tftp/mod.rs
+    const REQUESTS: usize = 2000;
+    let s = server();
+    let bytes = pattern(70_000, 9);
+    s.dir.asset("undionly.kpxe", &bytes);
+    let clients: Vec<UdpSocket> = (0..500)
+        .map(|_| {
+            let c = client();
+            c.set_nonblocking(true).unwrap();
+            c
+        })
+        .collect();
+    let request = rrq("undionly.kpxe", &[("tsize", "0"), ("timeout", "1")]);
+    let sent = Instant::now();
+    for _ in 0..REQUESTS / clients.len() {
+        for c in &clients {
+            c.send_to(&request, s.addr).unwrap();
+        }
+    }
+    // Each transfer answers from its own port: (client, server port) pairs
+    // that sent an OACK, read for 4 s (inside every transfer's budget).
+    let mut transfers = HashSet::new();
+    let mut peak: f64 = 0.0;
+    let mut buf = [0u8; 2048];
+    while sent.elapsed() < Duration::from_secs(4) {
+        for (i, c) in clients.iter().enumerate() {
+            while let Ok((n, from)) = c.recv_from(&mut buf) {
+                assert_eq!(opcode(&buf[..n]), 6, "only OACKs: nobody acknowledged");
+                transfers.insert((i, from.port()));
+            }
+        }
+        peak = peak.max(active_transfers(&s));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let busy = common::metric(
+        &scrape(&s),
+        "pxed_dropped_total",
+        &[("protocol", "tftp"), ("reason", "busy")],
+    );
+    // No transfer stays stuck: all end within their retry budget.
+    let deadline = sent + Duration::from_secs(20);
+    while active_transfers(&s) > 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = active_transfers(&s);
+    let freed_after = sent.elapsed();
+    println!(
+        "tftp load: {REQUESTS} RRQs, {} transfers started (cap {CAP}), peak gauge {peak}, \
+         {busy} dropped as busy, {left} left after {freed_after:?}",
+        transfers.len()
+    );
+    assert_eq!(transfers.len(), CAP, "transfers started");
+    assert!(peak <= CAP as f64, "gauge {peak} above the cap");
+    assert!(
+        busy >= 1.0 && busy as usize <= REQUESTS - CAP,
+        "busy drops: {busy}"
+    );
+    assert_eq!(left, 0.0, "transfers still running after {freed_after:?}");
+    // Each timed out after its OACK and 5 retransmissions.
+    let log = s.pxed.log();
+    let timed_out = log.matches("outcome=\"timed out\"").count();
+    assert_eq!(timed_out, CAP, "timed-out transfers in the log");
+    // Back to normal: a client is served at once, byte for byte.
+    assert_eq!(
+        raw_get(s.addr, "undionly.kpxe", &[("blksize", "1468")]).unwrap(),
+        bytes
+    );
 }
 
 #[test]

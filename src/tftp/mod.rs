@@ -65,13 +65,44 @@ pub fn busy_drops() -> u64 {
 fn count_malformed() {
     MALFORMED.fetch_add(1, Ordering::Relaxed);
     crate::metrics::get().request("tftp", "malformed", "dropped");
+    crate::metrics::get().dropped("tftp", "malformed");
 }
 
 /// Binds the TFTP listener; a failure is one line naming the port and remedy.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
-    UdpSocket::bind(addr)
-        .await
-        .map_err(|e| crate::server::bind_error("TFTP (tftp_listen)", addr, e))
+    listener(addr).map_err(|e| crate::server::bind_error("TFTP (tftp_listen)", addr, e))
+}
+
+fn listener(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // A rack powering on sends its RRQs within a few milliseconds; with the
+    // default buffer (~200 KB, a few hundred requests) the kernel dropped
+    // part of a 2,000-request burst before pxed could count it. The kernel
+    // caps this at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// One of the [`MAX_TRANSFERS`] slots, held for the life of a transfer and
+/// counted as `pxed_in_progress{protocol="tftp"}`.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit) -> Slot {
+        crate::metrics::get().in_progress("tftp", 1);
+        Slot { _permit: permit }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        crate::metrics::get().in_progress("tftp", -1);
+    }
 }
 
 struct State {
@@ -117,6 +148,7 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
                 let Ok(permit) = state.slots.clone().try_acquire_owned() else {
                     let dropped = BUSY.fetch_add(1, Ordering::Relaxed) + 1;
                     crate::metrics::get().request("tftp", "rrq", "busy");
+                    crate::metrics::get().dropped("tftp", "busy");
                     // 1st, 2nd, 4th, 8th, … drop: visible without flooding the log.
                     if dropped.is_power_of_two() {
                         tracing::warn!(
@@ -129,7 +161,7 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
                     }
                     continue;
                 };
-                tokio::spawn(read(state.clone(), peer, request, permit));
+                tokio::spawn(read(state.clone(), peer, request, Slot::new(permit)));
             }
             Ok(Packet::Wrq(request)) => {
                 tracing::info!(%peer, file = ?request.filename, outcome = "refused", "tftp write request refused (read-only server)");
@@ -206,7 +238,7 @@ fn pxelinux_cfg_name(path: &str) -> Option<&str> {
 }
 
 /// Serves one read request, from resolving the name to the last ACK.
-async fn read(state: Arc<State>, peer: SocketAddr, request: Request, permit: OwnedSemaphorePermit) {
+async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot) {
     let started = Instant::now();
     let name = request.filename.trim_start_matches('/');
     let file = request.filename.as_str();
@@ -272,7 +304,7 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, permit: Own
     };
     let (outcome, bytes) = transfer::run(&socket, &content, params).await;
     drop(socket);
-    drop(permit);
+    drop(slot);
     let metrics = crate::metrics::get();
     // Bytes first: whoever sees the transfer counted also sees its bytes.
     metrics.sent("tftp", bytes);
