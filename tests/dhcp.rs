@@ -17,12 +17,8 @@ use dhcproto::{Decodable, Encodable};
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
 /// Two namespaces: `srv` (pxed, 10.77.0.1/24 on `vs`) and `cli` (`vc`).
-struct Lab;
-
-impl Lab {
-    fn new(tag: &str) -> NetnsPair {
-        NetnsPair::new(tag, "10.77.0.1/24")
-    }
+fn new_lab(tag: &str) -> NetnsPair {
+    NetnsPair::new(tag, "10.77.0.1/24")
 }
 
 fn config(dhcp: &str, rules: &str) -> ConfigDir {
@@ -165,7 +161,7 @@ fn firmware_gets_the_right_loader() {
     if !privileged("dhcp firmware") {
         return;
     }
-    let lab = Lab::new("dfw");
+    let lab = new_lab("dfw");
     let dir = config(FULL, "");
     let _pxed = start(&lab, &dir);
     lab.client(|| {
@@ -246,7 +242,7 @@ fn dora_renew_release_and_reservation() {
     if !privileged("dhcp dora") {
         return;
     }
-    let lab = Lab::new("ddo");
+    let lab = new_lab("ddo");
     let dir = config(
         FULL,
         r#"
@@ -363,7 +359,7 @@ fn pool_exhaustion_no_offer_and_nak() {
     if !privileged("dhcp exhaustion") {
         return;
     }
-    let lab = Lab::new("dex");
+    let lab = new_lab("dex");
     let dir = config(
         r#"
 [dhcp]
@@ -414,7 +410,7 @@ fn relay_via_giaddr_echoes_option_82() {
     if !privileged("dhcp relay") {
         return;
     }
-    let lab = Lab::new("drl");
+    let lab = new_lab("drl");
     // The "relay" lives in the client namespace: 10.77.0.2 on the server's
     // link, 10.88.0.1 on the remote subnet it relays for.
     lab.cli
@@ -466,7 +462,7 @@ fn proxy_mode_gives_no_address_and_answers_on_4011() {
     if !privileged("dhcp proxy") {
         return;
     }
-    let lab = Lab::new("dpx");
+    let lab = new_lab("dpx");
     let dir = config("[dhcp]\nmode = \"proxy\"\n", "");
     let _pxed = start(&lab, &dir);
     lab.client(|| {
@@ -506,7 +502,7 @@ fn malformed_packets_are_dropped_and_the_server_keeps_answering() {
     if !privileged("dhcp malformed") {
         return;
     }
-    let lab = Lab::new("dml");
+    let lab = new_lab("dml");
     let dir = config(FULL, "");
     let pxed = start(&lab, &dir);
     lab.client(|| {
@@ -569,7 +565,7 @@ fn full_mode_refuses_a_network_it_is_not_on() {
     if !privileged("dhcp refuse") {
         return;
     }
-    let lab = Lab::new("drf");
+    let lab = new_lab("drf");
     let dir = config(
         "[dhcp]\nmode = \"full\"\n[[dhcp.subnet]]\nnetwork = \"192.168.200.0/24\"\npool = \"192.168.200.10-192.168.200.20\"\n",
         "",
@@ -621,7 +617,7 @@ fn leases_survive_kill_9_under_load() {
     {
         return;
     }
-    let lab = Lab::new("dcr");
+    let lab = new_lab("dcr");
     lab.cli.sh("ip addr add 10.77.0.2/24 dev vc");
     let dir = config(
         r#"
@@ -782,7 +778,7 @@ fn legacy_pxe_rom_gets_undionly_and_fetches_it_by_tftp() {
         );
         return;
     }
-    let lab = Lab::new("dpxe");
+    let lab = new_lab("dpxe");
     let dir = ConfigDir::new(
         "http_listen = \"0.0.0.0:8080\"\ntftp_listen = \"0.0.0.0:69\"\nsearch_paths = [\"/usr/lib/ipxe\"]",
         &format!("{FULL}\n\n[defaults]\nkernel = \"vmlinuz\"\n\n[[rule]]\nname = \"default\"\n"),
@@ -867,7 +863,7 @@ fn random_mac_floods_take_only_their_share_of_the_pool() {
     if !privileged("dhcp flood") {
         return;
     }
-    let lab = Lab::new("dfl");
+    let lab = new_lab("dfl");
     // The relay: 10.77.0.2 on the server's link, relaying from port 67.
     lab.cli.sh("ip addr add 10.77.0.2/24 dev vc");
     let dir = config(
