@@ -383,6 +383,17 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Raises this process's soft open-files limit to at least `n` (up to the hard
+/// limit): a test that holds thousands of sockets needs more than the common
+/// default of 1,024.
+pub fn raise_open_files_limit(n: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < n {
+        setrlimit(Resource::RLIMIT_NOFILE, n.min(hard), hard).unwrap();
+    }
+}
+
 /// Runs a shell command; panics with its output if it fails.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
