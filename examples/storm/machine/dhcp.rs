@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Encodable};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -164,7 +164,8 @@ async fn dispatch(socket: Arc<UdpSocket>, waiters: Waiters) {
     }
 }
 
-/// A client message with what the firmware really sends: option 93 arch 0,
+/// A client message with what the firmware really sends: the broadcast flag,
+/// option 93 arch 0,
 /// 94 (UNDI 2.1), 97 (GUID), 60 `PXEClient:Arch:00000:UNDI:002001`, a
 /// parameter request list, and for iPXE user class `iPXE` (raw, as iPXE sends it).
 fn message(
@@ -182,6 +183,9 @@ fn message(
         Ipv4Addr::UNSPECIFIED,
         &mac,
     );
+    // iPXE and PXE ROMs set the broadcast flag: they cannot take a unicast
+    // before they have an address.
+    m.set_flags(Flags::default().set_broadcast());
     let o = m.opts_mut();
     o.insert(DhcpOption::MessageType(kind));
     o.insert(DhcpOption::MaxMessageSize(1260));
@@ -215,12 +219,14 @@ fn message(
 }
 
 fn lease(ack: &Message) -> Lease {
+    // Both are C strings to firmware: dnsmasq sends option 67 with its NUL.
     let boot_file = match ack.opts().get(OptionCode::BootfileName) {
-        Some(DhcpOption::BootfileName(v)) => String::from_utf8_lossy(v).into_owned(),
-        _ => String::from_utf8_lossy(ack.fname().unwrap_or_default())
-            .trim_end_matches('\0')
-            .to_string(),
+        Some(DhcpOption::BootfileName(v)) => v.as_slice(),
+        _ => ack.fname().unwrap_or_default(),
     };
+    let boot_file = String::from_utf8_lossy(boot_file)
+        .trim_end_matches('\0')
+        .to_string();
     Lease {
         ip: ack.yiaddr(),
         next_server: ack.siaddr(),
