@@ -20,7 +20,11 @@
 # and the namespaces are deleted on exit.
 #
 # Usage (root): bench/storm.sh [MACHINES]
-# Environment: CONCURRENCY=256, PROBE_SHARE=0.5, PEERS=1 (0: pxed only),
+# Environment: CONCURRENCY=256, PROBE_SHARE=0.5, SERVERS="pxed peers",
+#              DHCP_TRIES=4 (DORA attempts per DHCP step, waits of 1, 2, 4, 8 s
+#              as iPXE does; a NAK starts the next attempt),
+#              DNSMASQ_OPTS (extra dnsmasq flags, e.g. --leasefile-ro: no lease
+#              file, which dnsmasq otherwise rewrites whole on every change),
 #              SKIP_BUILD=1 (use the existing release build), KEEP=1 (keep the
 #              work directory with logs), NICE=-10.
 # Needs: iproute2, util-linux (taskset), ipxe (undionly.kpxe); for the peers
@@ -30,7 +34,9 @@ set -euo pipefail
 machines=${1:-10000}
 concurrency=${CONCURRENCY:-256}
 probe_share=${PROBE_SHARE:-0.5}
-peers=${PEERS:-1}
+servers=${SERVERS:-pxed peers}
+case " $servers " in *" peers "*) peers=1 ;; *) peers=0 ;; esac
+case " $servers " in *" pxed "*) with_pxed=1 ;; *) with_pxed=0 ;; esac
 prio="nice -n ${NICE:--10}"
 here=$(cd "$(dirname "$0")/.." && pwd)
 undionly=/usr/lib/ipxe/undionly.kpxe
@@ -42,7 +48,7 @@ done
 [ -f "$undionly" ] || { echo "bench/storm.sh: no $undionly (apt-get install ipxe)" >&2; exit 1; }
 if [ "$peers" = 1 ]; then
     for tool in dnsmasq nginx; do
-        command -v $tool >/dev/null || { echo "bench/storm.sh: $tool is not installed (PEERS=0 skips the peers)" >&2; exit 1; }
+        command -v $tool >/dev/null || { echo "bench/storm.sh: $tool is not installed (SERVERS=pxed skips the peers)" >&2; exit 1; }
     done
 fi
 
@@ -144,22 +150,24 @@ run_storm() { # name extra-flags... → summary in $work/storm-<name>.txt
     shift
     timeout $((machines / 20 + 300)) ip netns exec "$cli" $prio taskset -c 1 "$storm" \
         --interface vc --machines "$machines" --concurrency "$concurrency" \
-        --probe-share "$probe_share" --expect "$undionly" "$@" \
+        --probe-share "$probe_share" --dhcp-tries "${DHCP_TRIES:-4}" --expect "$undionly" "$@" \
         >"$work/storm-$name.txt" 2>&1 || true
     echo "== $name: $machines machines, concurrency $concurrency"
     cat "$work/storm-$name.txt"
 }
 
-# `ip netns exec`, `nice` and `taskset` exec the server: $! is the server's PID.
-PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed/machines.toml" \
-    2>"$work/pxed.log" &
-pxed_pid=$!
-pids+=("$pxed_pid")
-wait_udp 67 && wait_udp 69
-run_storm pxed
-echo "server_peak_rss_kib=$(rss_kib "$pxed_pid") (pxed)"
-kill "$pxed_pid" 2>/dev/null || true
-wait "$pxed_pid" 2>/dev/null || true
+if [ "$with_pxed" = 1 ]; then
+    # `ip netns exec`, `nice` and `taskset` exec the server: $! is its PID.
+    PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed/machines.toml" \
+        2>"$work/pxed.log" &
+    pxed_pid=$!
+    pids+=("$pxed_pid")
+    wait_udp 67 && wait_udp 69
+    run_storm pxed
+    echo "server_peak_rss_kib=$(rss_kib "$pxed_pid") (pxed)"
+    kill "$pxed_pid" 2>/dev/null || true
+    wait "$pxed_pid" 2>/dev/null || true
+fi
 
 if [ "$peers" = 1 ]; then
     ip netns exec "$srv" $prio taskset -c 0 dnsmasq --no-daemon --conf-file=/dev/null --port=0 \
@@ -169,7 +177,7 @@ if [ "$peers" = 1 ]; then
         --dhcp-userclass=set:ipxe,iPXE --dhcp-boot=tag:!ipxe,undionly.kpxe \
         --dhcp-boot=tag:ipxe,http://10.96.0.1:8080/boot.ipxe \
         --enable-tftp --tftp-root="$work/tftp" --tftp-max=512 \
-        --log-facility="$work/dnsmasq.log" &
+        --log-facility="$work/dnsmasq.log" ${DNSMASQ_OPTS:-} &
     dnsmasq_pid=$!
     pids+=("$dnsmasq_pid")
     ip netns exec "$srv" $prio taskset -c 0 nginx -c "$work/nginx/nginx.conf" 2>>"$work/nginx/error.log" &
@@ -188,12 +196,18 @@ if [ "$peers" = 1 ]; then
     kill "$dnsmasq_pid" "$nginx_pid" 2>/dev/null || true
     wait "$dnsmasq_pid" "$nginx_pid" 2>/dev/null || true
 
-    wall() { awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^wall_s=/) { sub("wall_s=", "", $i); print $i } }' "$1" | head -1; }
-    wp=$(wall "$work/storm-pxed.txt")
-    wq=$(wall "$work/storm-peers.txt")
+fi
+if [ "$peers" = 1 ] && [ "$with_pxed" = 1 ]; then
+    field() { # file key → value of key=value on the summary line
+        awk -v k="$2" '{ for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) { print substr($i, length(k) + 2); exit } }' "$1"
+    }
+    wp=$(field "$work/storm-pxed.txt" wall_s)
+    wq=$(field "$work/storm-peers.txt" wall_s)
+    fp=$(field "$work/storm-pxed.txt" failed)
+    fq=$(field "$work/storm-peers.txt" failed)
     echo
-    awk -v p="${wp:-0}" -v q="${wq:-0}" 'BEGIN {
-        if (p > 0 && q > 0) printf "wall time pxed / (dnsmasq + nginx) = %.2f s / %.2f s = %.2fx (lower is better for pxed)\n", p, q, p / q
+    awk -v p="${wp:-0}" -v q="${wq:-0}" -v fp="${fp:-?}" -v fq="${fq:-?}" 'BEGIN {
+        if (p > 0 && q > 0) printf "wall time pxed / (dnsmasq + nginx) = %.2f s / %.2f s = %.2fx (lower is better for pxed); failed machines: pxed %s, peers %s\n", p, q, p / q, fp, fq
         else print "wall time ratio: a run did not finish; see the summaries above" }'
 fi
 echo "(logs: $work; KEEP=1 keeps them)"

@@ -7,7 +7,8 @@
 //!
 //! ip netns exec <client-ns> target/release/examples/storm --interface vc \
 //!     --machines 10000 [--concurrency 256] [--probe-share 0.5] \
-//!     [--expect /usr/lib/ipxe/undionly.kpxe] [--pid <server pid>] [--static-script]
+//!     [--expect /usr/lib/ipxe/undionly.kpxe] [--pid <server pid>] [--static-script] \
+//!     [--dhcp-tries 4] [--dhcp-timeout-ms 1000] [--tftp-timeout-ms 1000]
 
 mod machine;
 
@@ -37,6 +38,7 @@ fn options() -> Result<(machine::Options, Option<u32>), String> {
             "--mac-base" => o.mac_base = num()? as u32,
             "--pid" => pid = Some(num()? as u32),
             "--dhcp-timeout-ms" => o.dhcp_timeout = Duration::from_millis(num()?),
+            "--dhcp-tries" => o.dhcp_tries = num()? as u32,
             "--tftp-timeout-ms" => o.tftp_timeout = Duration::from_millis(num()?),
             _ => return Err(format!("unknown flag {flag}")),
         }

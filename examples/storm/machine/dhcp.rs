@@ -31,6 +31,9 @@ pub struct Lease {
     pub boot_file: String,
 }
 
+/// The longest wait for one answer (iPXE stops doubling at 10 s).
+const MAX_WAIT: Duration = Duration::from_secs(8);
+
 type Waiters = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Message>>>>;
 
 /// The shared port-68 socket and its reply dispatcher.
@@ -61,7 +64,7 @@ impl Dhcp {
     }
 
     /// DISCOVER → OFFER → REQUEST → ACK, starting over on a NAK or silence,
-    /// `tries` times at most; each wait doubles from `timeout`.
+    /// `tries` times at most; each wait doubles from `timeout` up to 8 s.
     pub async fn dora(
         &self,
         mac: [u8; 6],
@@ -94,7 +97,7 @@ impl Dhcp {
             let discover = message(MessageType::Discover, mac, firmware, xid, vec![]);
             let Some(offer) = self.ask(&discover, MessageType::Offer, wait, rx).await else {
                 last = format!("no OFFER within {wait:?}");
-                wait *= 2;
+                wait = (wait * 2).min(MAX_WAIT);
                 continue;
             };
             let server = match offer.opts().get(OptionCode::ServerIdentifier) {
@@ -115,7 +118,7 @@ impl Dhcp {
                 Some(ack) => return Ok(lease(&ack)),
                 None => {
                     last = format!("no ACK within {wait:?} (or a NAK)");
-                    wait *= 2;
+                    wait = (wait * 2).min(MAX_WAIT);
                 }
             }
         }
