@@ -42,6 +42,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     dropped: Family<DropLabels, Counter>,
     in_progress: Family<ProtocolLabels, Gauge>,
+    tftp_waiting: Gauge,
     sent_bytes: Family<ProtocolLabels, Counter>,
     render_seconds: Histogram,
     reloads: Family<ReloadLabels, Counter>,
@@ -75,6 +76,12 @@ impl Metrics {
             "TFTP transfers and HTTP connections open now",
             in_progress.clone(),
         );
+        let tftp_waiting = Gauge::default();
+        registry.register(
+            "tftp_waiting",
+            "TFTP read requests waiting for a transfer slot",
+            tftp_waiting.clone(),
+        );
         let sent_bytes = Family::<ProtocolLabels, Counter>::default();
         registry.register(
             "sent_bytes",
@@ -107,6 +114,7 @@ impl Metrics {
             requests,
             dropped,
             in_progress,
+            tftp_waiting,
             sent_bytes,
             render_seconds,
             reloads,
@@ -141,6 +149,10 @@ impl Metrics {
         self.in_progress
             .get_or_create(&ProtocolLabels { protocol })
             .inc_by(delta);
+    }
+
+    pub fn tftp_waiting(&self, n: usize) {
+        self.tftp_waiting.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn sent(&self, protocol: &'static str, bytes: u64) {

@@ -12,6 +12,7 @@
 //! `netascii` requests are served byte for byte, like `octet` (boot files are
 //! binary; converting line ends would change `tsize`).
 
+mod admission;
 mod content;
 mod packet;
 mod transfer;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::assets::{self, AssetError};
 use crate::config::Shared;
@@ -37,9 +38,15 @@ pub const MAX_BLKSIZE: u16 = 1468;
 /// Largest window offered (RFC 7440): 64 blocks of 1468 bytes is ~94 KB in
 /// flight, within default socket buffers.
 pub const MAX_WINDOWSIZE: u16 = 64;
-/// Concurrent transfers; each holds one socket. Requests beyond it are dropped
-/// (the client retries its RRQ) and counted.
+/// Concurrent transfers; each holds one socket. Requests beyond it wait for a
+/// slot in arrival order ([`admission`]).
 pub const MAX_TRANSFERS: usize = 512;
+/// Clients waiting for a slot; requests beyond it are dropped (the client
+/// retries its RRQ) and counted.
+pub const MAX_WAITING: usize = 4 * MAX_TRANSFERS;
+/// A waiting client not heard from for this long has given up (ROMs resend
+/// their RRQ every few seconds): its turn is skipped.
+pub const WAITING_SILENCE: Duration = Duration::from_secs(5);
 /// Retransmission timeout when the client does not ask for one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Retransmissions of the same packet before a transfer is abandoned: a dead
@@ -112,6 +119,19 @@ struct State {
     /// Transfer sockets bind here (port 0): the listener's address.
     local_ip: IpAddr,
     slots: Arc<Semaphore>,
+    waiting: std::sync::Mutex<admission::Waiting<Request>>,
+    /// Rung when a request starts waiting.
+    queued: Notify,
+}
+
+impl State {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, admission::Waiting<Request>> {
+        // A panic while holding it cannot leave the queue inconsistent
+        // (push and pop are single map/deque operations): keep going.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Serves TFTP on `socket` until the task is dropped.
@@ -129,7 +149,10 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
         listener: socket,
         local_ip,
         slots: Arc::new(Semaphore::new(MAX_TRANSFERS)),
+        waiting: std::sync::Mutex::new(admission::Waiting::new(MAX_WAITING, WAITING_SILENCE)),
+        queued: Notify::new(),
     });
+    tokio::spawn(admit_waiting(state.clone()));
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, peer) = match state.listener.recv_from(&mut buf).await {
@@ -145,23 +168,18 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
         };
         match packet::parse(&buf[..n]) {
             Ok(Packet::Rrq(request)) => {
-                let Ok(permit) = state.slots.clone().try_acquire_owned() else {
-                    let dropped = BUSY.fetch_add(1, Ordering::Relaxed) + 1;
-                    crate::metrics::get().request("tftp", "rrq", "busy");
-                    crate::metrics::get().dropped("tftp", "busy");
-                    // 1st, 2nd, 4th, 8th, … drop: visible without flooding the log.
-                    if dropped.is_power_of_two() {
-                        tracing::warn!(
-                            %peer,
-                            file = ?request.filename,
-                            limit = MAX_TRANSFERS,
-                            dropped,
-                            "tftp transfer limit reached; request dropped (the client retries)"
-                        );
-                    }
-                    continue;
+                // Straight to a slot only when nobody is waiting (first come,
+                // first served).
+                let direct = match state.waiting().is_empty() {
+                    true => state.slots.clone().try_acquire_owned().ok(),
+                    false => None,
                 };
-                tokio::spawn(read(state.clone(), peer, request, Slot::new(permit)));
+                match direct {
+                    Some(permit) => {
+                        tokio::spawn(read(state.clone(), peer, request, Slot::new(permit)));
+                    }
+                    None => wait_for_slot(&state, peer, request),
+                }
             }
             Ok(Packet::Wrq(request)) => {
                 tracing::info!(%peer, file = ?request.filename, outcome = "refused", "tftp write request refused (read-only server)");
@@ -176,6 +194,63 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
             Err(e) => {
                 count_malformed();
                 tracing::debug!(%peer, error = %e, "tftp: malformed packet dropped");
+            }
+        }
+    }
+}
+
+/// Queues a request that found no free slot, or drops it when the queue is full.
+fn wait_for_slot(state: &State, peer: SocketAddr, request: Request) {
+    let metrics = crate::metrics::get();
+    let file = request.filename.clone();
+    let (queued, waiting) = {
+        let mut w = state.waiting();
+        let q = w.push(peer, request, Instant::now());
+        (q, w.len())
+    };
+    metrics.tftp_waiting(waiting);
+    match queued {
+        admission::Queued::New | admission::Queued::Repeat => state.queued.notify_one(),
+        admission::Queued::Full => {
+            let dropped = BUSY.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics.request("tftp", "rrq", "busy");
+            metrics.dropped("tftp", "busy");
+            // 1st, 2nd, 4th, 8th, … drop: visible without flooding the log.
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    %peer,
+                    file = ?file,
+                    transfers = MAX_TRANSFERS,
+                    waiting = MAX_WAITING,
+                    dropped,
+                    "tftp transfer slots and waiting list full; request dropped (the client retries)"
+                );
+            }
+        }
+    }
+}
+
+/// Hands free slots to waiting requests, oldest first, for the life of the
+/// server.
+async fn admit_waiting(state: Arc<State>) {
+    let metrics = crate::metrics::get();
+    loop {
+        state.queued.notified().await;
+        while !state.waiting().is_empty() {
+            let Ok(permit) = state.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (next, stale, left) = {
+                let mut w = state.waiting();
+                let (next, stale) = w.pop(Instant::now());
+                (next, stale, w.len())
+            };
+            metrics.tftp_waiting(left);
+            if stale > 0 {
+                metrics.dropped_n("tftp", "gave_up_waiting", stale as u64);
+            }
+            if let Some((peer, request)) = next {
+                tokio::spawn(read(state.clone(), peer, request, Slot::new(permit)));
             }
         }
     }

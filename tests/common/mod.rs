@@ -373,7 +373,10 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
 /// (0 when absent: a counter that never moved is not printed).
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
         .find(|l| {
             labels
                 .iter()
