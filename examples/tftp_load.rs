@@ -7,10 +7,11 @@
 //! cargo run --release --example tftp_load -- --server 127.0.0.1:69 --file undionly.kpxe \
 //!     --clients 200 [--blksize 1468] [--windowsize 16] [--expect path] [--deadline-s 60]
 
+#[path = "storm/machine/tftp.rs"]
+mod tftp;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-use tokio::net::UdpSocket;
 
 struct Args {
     server: SocketAddr,
@@ -61,134 +62,22 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn rrq(a: &Args) -> Vec<u8> {
-    let mut p = vec![0, 1];
-    let mut put = |s: &str| {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    };
-    put(&a.file);
-    put("octet");
-    put("tsize");
-    put("0");
-    if let Some(b) = a.blksize {
-        put("blksize");
-        put(&b.to_string());
+/// The request every client sends (the TFTP client is shared with the storm
+/// client: `storm/machine/tftp.rs`).
+fn request(a: &Args) -> tftp::Rrq {
+    tftp::Rrq {
+        file: a.file.clone(),
+        blksize: a.blksize,
+        windowsize: a.windowsize,
+        probe_size_first: false,
+        timeout: a.timeout,
+        retries: a.retries,
     }
-    if let Some(w) = a.windowsize {
-        put("windowsize");
-        put(&w.to_string());
-    }
-    p
-}
-
-fn ack(block: u16) -> [u8; 4] {
-    let b = block.to_be_bytes();
-    [0, 4, b[0], b[1]]
-}
-
-/// Option values from an OACK body.
-fn oack_option(body: &[u8], name: &str) -> Option<u64> {
-    let mut fields = body.split(|&b| b == 0);
-    while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
-        if k.eq_ignore_ascii_case(name.as_bytes()) {
-            return std::str::from_utf8(v).ok()?.parse().ok();
-        }
-    }
-    None
 }
 
 async fn fetch(a: &Args) -> Result<Vec<u8>, String> {
-    let sock = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let request = rrq(a);
-    sock.send_to(&request, a.server)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut tid: Option<SocketAddr> = None;
-    let mut last: Vec<u8> = request;
-    let (mut blksize, mut window) = (512usize, 1u32);
-    let mut expected: u16 = 1;
-    let mut since_ack = 0u32;
-    let mut gap_acked = false;
-    let mut got_data = false;
-    let mut data = Vec::new();
-    let mut retries = 0;
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let (n, from) = match tokio::time::timeout(a.timeout, sock.recv_from(&mut buf)).await {
-            Err(_) => {
-                retries += 1;
-                if retries > a.retries {
-                    return Err(format!("timed out after {} bytes", data.len()));
-                }
-                let to = tid.unwrap_or(a.server);
-                let _ = sock.send_to(&last, to).await;
-                continue;
-            }
-            Ok(r) => r.map_err(|e| e.to_string())?,
-        };
-        match tid {
-            None => tid = Some(from),
-            Some(t) if t != from => continue,
-            Some(_) => {}
-        }
-        let to = from;
-        let pkt = &buf[..n];
-        if n < 4 {
-            continue;
-        }
-        match u16::from_be_bytes([pkt[0], pkt[1]]) {
-            6 if !got_data => {
-                if let Some(b) = oack_option(&pkt[2..], "blksize") {
-                    blksize = b as usize;
-                }
-                if let Some(w) = oack_option(&pkt[2..], "windowsize") {
-                    window = w as u32;
-                }
-                last = ack(0).to_vec();
-                let _ = sock.send_to(&last, to).await;
-                retries = 0;
-            }
-            3 => {
-                got_data = true;
-                let block = u16::from_be_bytes([pkt[2], pkt[3]]);
-                let payload = &pkt[4..];
-                if block == expected {
-                    data.extend_from_slice(payload);
-                    expected = expected.wrapping_add(1);
-                    since_ack += 1;
-                    retries = 0;
-                    gap_acked = false;
-                    let end = payload.len() < blksize;
-                    if end || since_ack >= window {
-                        last = ack(block).to_vec();
-                        let _ = sock.send_to(&last, to).await;
-                        since_ack = 0;
-                    }
-                    if end {
-                        return Ok(data);
-                    }
-                } else if window == 1 || !gap_acked {
-                    // Duplicate (lockstep) or a gap (window): ACK the last
-                    // in-order block.
-                    gap_acked = true;
-                    last = ack(expected.wrapping_sub(1)).to_vec();
-                    let _ = sock.send_to(&last, to).await;
-                    since_ack = 0;
-                }
-            }
-            5 => {
-                return Err(format!(
-                    "ERROR {}: {}",
-                    u16::from_be_bytes([pkt[2], pkt[3]]),
-                    String::from_utf8_lossy(&pkt[4..n.saturating_sub(1).max(4)])
-                ))
-            }
-            _ => {}
-        }
-    }
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    tftp::fetch(local, a.server, &request(a)).await
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -32,6 +32,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub protocol: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
 }
@@ -39,6 +45,9 @@ pub struct ReloadLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    dropped: Family<DropLabels, Counter>,
+    in_progress: Family<ProtocolLabels, Gauge>,
+    tftp_waiting: Gauge,
     sent_bytes: Family<ProtocolLabels, Counter>,
     render_seconds: Histogram,
     reloads: Family<ReloadLabels, Counter>,
@@ -60,6 +69,24 @@ impl Metrics {
             "requests",
             "Requests by protocol, endpoint and outcome",
             requests.clone(),
+        );
+        let dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "dropped",
+            "Requests dropped unanswered by a limit or as malformed, by protocol and reason",
+            dropped.clone(),
+        );
+        let in_progress = Family::<ProtocolLabels, Gauge>::default();
+        registry.register(
+            "in_progress",
+            "TFTP transfers and HTTP connections open now",
+            in_progress.clone(),
+        );
+        let tftp_waiting = Gauge::default();
+        registry.register(
+            "tftp_waiting",
+            "TFTP read requests waiting for a transfer slot",
+            tftp_waiting.clone(),
         );
         let sent_bytes = Family::<ProtocolLabels, Counter>::default();
         registry.register(
@@ -97,6 +124,9 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            dropped,
+            in_progress,
+            tftp_waiting,
             sent_bytes,
             render_seconds,
             reloads,
@@ -114,6 +144,28 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// One request dropped: `reason` is a fixed label (`rate_mac`, `busy`, …).
+    pub fn dropped(&self, protocol: &'static str, reason: &'static str) {
+        self.dropped_n(protocol, reason, 1);
+    }
+
+    pub fn dropped_n(&self, protocol: &'static str, reason: &'static str, n: u64) {
+        self.dropped
+            .get_or_create(&DropLabels { protocol, reason })
+            .inc_by(n);
+    }
+
+    /// A TFTP transfer or an HTTP connection starts (+1) or ends (-1).
+    pub fn in_progress(&self, protocol: &'static str, delta: i64) {
+        self.in_progress
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc_by(delta);
+    }
+
+    pub fn tftp_waiting(&self, n: usize) {
+        self.tftp_waiting.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn sent(&self, protocol: &'static str, bytes: u64) {

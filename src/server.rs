@@ -25,7 +25,36 @@ pub fn bind_error(what: &str, addr: SocketAddr, err: std::io::Error) -> anyhow::
     anyhow::anyhow!("cannot listen on {addr} for {what}: {err}; {remedy}")
 }
 
+/// Descriptors pxed may hold at once besides its listeners: every HTTP
+/// connection and every TFTP transfer has one.
+const DESCRIPTORS_NEEDED: u64 =
+    (crate::http::MAX_CONNECTIONS + crate::tftp::MAX_TRANSFERS + 256) as u64;
+
+/// Raises the soft open-files limit to the hard one. The common soft default,
+/// 1,024, is below the HTTP connection cap: under a storm accept(2) would
+/// fail with EMFILE long before the cap is reached.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    if soft < DESCRIPTORS_NEEDED {
+        tracing::warn!(
+            limit = soft,
+            needed = DESCRIPTORS_NEEDED,
+            "the open-files limit is below what the HTTP connection and TFTP transfer caps need; \
+             raise it (systemd: LimitNOFILE=) or connections will wait for descriptors"
+        );
+    }
+}
+
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let config = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -38,13 +67,11 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
 
     // Bind every listener before announcing any: "listening" means started.
     let http_addr = config.server.http_listen;
-    let http = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .map_err(|e| bind_error("HTTP (http_listen)", http_addr, e))?;
+    let http =
+        crate::http::bind(http_addr).map_err(|e| bind_error("HTTP (http_listen)", http_addr, e))?;
     let admin = match config.server.admin_listen {
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
+            crate::http::bind(addr)
                 .map_err(|e| bind_error("the admin page (admin_listen)", addr, e))?,
         ),
         None => None,
@@ -67,11 +94,12 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     tasks.spawn(crate::http::serve(
         http,
         crate::http::router(shared.clone()),
+        "http",
     ));
     if let Some(admin) = admin {
         tracing::info!(addr = %admin.local_addr().context("admin listener address")?, "admin listening");
         let app = crate::http::admin::router(shared.clone(), reload_status.clone());
-        tasks.spawn(crate::http::serve(admin, app));
+        tasks.spawn(crate::http::serve(admin, app, "admin"));
     }
     if let Some(tftp) = tftp {
         tasks.spawn(crate::tftp::serve(tftp, shared.clone()));

@@ -194,3 +194,33 @@ fn ipv6_ra_section_is_validated() {
     let (ok, out) = check(&dir);
     assert!(ok && !out.contains("IPv6"), "{out}");
 }
+
+#[test]
+fn dhcp_limits_out_of_range() {
+    // Line 6 is `[dhcp]`; the limit keys follow.
+    let dir = ConfigDir::new(
+        "",
+        &format!("[dhcp]\nrate_table_size = 3\nmax_leases_per_mac = 0\n\n{OK_RULE}"),
+    );
+    rejects(
+        &dir,
+        "machines.toml",
+        "7:19",
+        "rate_table_size = 3: use 16 to 16777216",
+    );
+    rejects(
+        &dir,
+        "machines.toml",
+        "8:22",
+        "max_leases_per_mac = 0: use 1 to 1024",
+    );
+    // In range, and 0 for the rates (off): accepted.
+    let dir = ConfigDir::new(
+        "",
+        &format!(
+            "[dhcp]\nrate_per_mac = 0\nrate_per_circuit = 0\nrate_per_relay = 5000\nrate_table_size = 1024\nmax_offers = 10\nmax_leases_per_mac = 2\nmax_leases_per_circuit = 0\n\n{OK_RULE}"
+        ),
+    );
+    let (ok, out) = check(&dir);
+    assert!(ok, "{out}");
+}

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{privileged, ConfigDir, Netns, Pxed};
+use common::{privileged, ConfigDir, NetnsPair, Pxed};
 use dhcproto::v4::relay::{RelayAgentInformation, RelayCode, RelayInfo};
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Encodable};
@@ -17,29 +17,8 @@ use dhcproto::{Decodable, Encodable};
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
 /// Two namespaces: `srv` (pxed, 10.77.0.1/24 on `vs`) and `cli` (`vc`).
-struct Lab {
-    srv: Netns,
-    cli: Netns,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Lab {
-        let srv = Netns::new(&format!("{tag}s"));
-        let cli = Netns::new(&format!("{tag}c"));
-        common::sh(&format!(
-            "ip -n {s} link add vs type veth peer name vc netns {c} && \
-             ip -n {s} addr add 10.77.0.1/24 dev vs && ip -n {s} link set vs up && \
-             ip -n {c} link set vc up",
-            s = srv.name,
-            c = cli.name
-        ));
-        Lab { srv, cli }
-    }
-
-    /// Runs `f` on a thread inside the client namespace.
-    fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.cli.run(f)
-    }
+fn new_lab(tag: &str) -> NetnsPair {
+    NetnsPair::new(tag, "10.77.0.1/24")
 }
 
 fn config(dhcp: &str, rules: &str) -> ConfigDir {
@@ -171,7 +150,7 @@ fn dora(sock: &UdpSocket, mac: [u8; 6], extra: Vec<DhcpOption>) -> (Message, Mes
     (offer, ack)
 }
 
-fn start(lab: &Lab, dir: &ConfigDir) -> Pxed {
+fn start(lab: &NetnsPair, dir: &ConfigDir) -> Pxed {
     let p = Pxed::start(&dir.config(), Some(&lab.srv.name));
     p.wait_log("dhcp listening", Duration::from_secs(10));
     p
@@ -182,7 +161,7 @@ fn firmware_gets_the_right_loader() {
     if !privileged("dhcp firmware") {
         return;
     }
-    let lab = Lab::new("dfw");
+    let lab = new_lab("dfw");
     let dir = config(FULL, "");
     let _pxed = start(&lab, &dir);
     lab.client(|| {
@@ -263,7 +242,7 @@ fn dora_renew_release_and_reservation() {
     if !privileged("dhcp dora") {
         return;
     }
-    let lab = Lab::new("ddo");
+    let lab = new_lab("ddo");
     let dir = config(
         FULL,
         r#"
@@ -380,7 +359,7 @@ fn pool_exhaustion_no_offer_and_nak() {
     if !privileged("dhcp exhaustion") {
         return;
     }
-    let lab = Lab::new("dex");
+    let lab = new_lab("dex");
     let dir = config(
         r#"
 [dhcp]
@@ -431,7 +410,7 @@ fn relay_via_giaddr_echoes_option_82() {
     if !privileged("dhcp relay") {
         return;
     }
-    let lab = Lab::new("drl");
+    let lab = new_lab("drl");
     // The "relay" lives in the client namespace: 10.77.0.2 on the server's
     // link, 10.88.0.1 on the remote subnet it relays for.
     lab.cli
@@ -483,7 +462,7 @@ fn proxy_mode_gives_no_address_and_answers_on_4011() {
     if !privileged("dhcp proxy") {
         return;
     }
-    let lab = Lab::new("dpx");
+    let lab = new_lab("dpx");
     let dir = config("[dhcp]\nmode = \"proxy\"\n", "");
     let _pxed = start(&lab, &dir);
     lab.client(|| {
@@ -523,7 +502,7 @@ fn malformed_packets_are_dropped_and_the_server_keeps_answering() {
     if !privileged("dhcp malformed") {
         return;
     }
-    let lab = Lab::new("dml");
+    let lab = new_lab("dml");
     let dir = config(FULL, "");
     let pxed = start(&lab, &dir);
     lab.client(|| {
@@ -586,7 +565,7 @@ fn full_mode_refuses_a_network_it_is_not_on() {
     if !privileged("dhcp refuse") {
         return;
     }
-    let lab = Lab::new("drf");
+    let lab = new_lab("drf");
     let dir = config(
         "[dhcp]\nmode = \"full\"\n[[dhcp.subnet]]\nnetwork = \"192.168.200.0/24\"\npool = \"192.168.200.10-192.168.200.20\"\n",
         "",
@@ -638,7 +617,7 @@ fn leases_survive_kill_9_under_load() {
     {
         return;
     }
-    let lab = Lab::new("dcr");
+    let lab = new_lab("dcr");
     lab.cli.sh("ip addr add 10.77.0.2/24 dev vc");
     let dir = config(
         r#"
@@ -799,7 +778,7 @@ fn legacy_pxe_rom_gets_undionly_and_fetches_it_by_tftp() {
         );
         return;
     }
-    let lab = Lab::new("dpxe");
+    let lab = new_lab("dpxe");
     let dir = ConfigDir::new(
         "http_listen = \"0.0.0.0:8080\"\ntftp_listen = \"0.0.0.0:69\"\nsearch_paths = [\"/usr/lib/ipxe\"]",
         &format!("{FULL}\n\n[defaults]\nkernel = \"vmlinuz\"\n\n[[rule]]\nname = \"default\"\n"),
@@ -854,7 +833,7 @@ fn boot_events_of_a_full_simulated_boot_in_order() {
         );
         return;
     }
-    let lab = Lab::new("devt");
+    let lab = new_lab("devt");
     let dir = ConfigDir::new(
         "http_listen = \"0.0.0.0:8080\"\ntftp_listen = \"0.0.0.0:69\"\nsearch_paths = [\"/usr/lib/ipxe\"]",
         &format!(
@@ -953,4 +932,179 @@ fn boot_events_of_a_full_simulated_boot_in_order() {
     }
     // Another machine's events are not in this one's list.
     assert!(events("52:54:00:77:00:61").is_empty());
+}
+
+/// A locally administered MAC from a counter (distinct for every `n`).
+fn flood_mac(tag: u8, n: u32) -> [u8; 6] {
+    let b = n.to_be_bytes();
+    [0x02, tag, b[0], b[1], b[2], b[3]]
+}
+
+/// DORA as a real client does it: up to `tries` attempts (a lost DISCOVER or a
+/// NAK starts over).
+fn dora_retrying(sock: &UdpSocket, mac: [u8; 6], tries: u32) -> Option<Ipv4Addr> {
+    for _ in 0..tries {
+        let d = packet(MessageType::Discover, mac, vec![]);
+        let Some(offer) = ask(sock, &d, bcast(67), WAIT) else {
+            continue;
+        };
+        let r = packet(
+            MessageType::Request,
+            mac,
+            vec![
+                DhcpOption::RequestedIpAddress(offer.yiaddr()),
+                DhcpOption::ServerIdentifier(SERVER),
+            ],
+        );
+        match ask(sock, &r, bcast(67), WAIT) {
+            Some(a) if msg_type(&a) == Some(MessageType::Ack) => return Some(a.yiaddr()),
+            _ => continue,
+        }
+    }
+    None
+}
+
+/// Issue 7, pool protection. Two floods of random MACs against a 240-address
+/// pool, either of which exhausts it without the limits (checked: with
+/// `max_offers` and `max_leases_per_circuit` lifted this test fails):
+/// - 20,000 DISCOVERs sent directly (each offer would hold an address 30 s):
+///   the offer cap lets them hold at most `max_offers` = 40 addresses;
+/// - DISCOVERs and INIT-REBOOT REQUESTs for every pool address from random
+///   MACs behind one relay port (option 82 circuit): at most
+///   `max_leases_per_circuit` = 20 ACKs, the rest refused or over the port's
+///   rate.
+///
+/// Meanwhile well-behaved clients get addresses, drops are counted by reason
+/// on /metrics, and pxed's peak RSS stays under a generous bound while the
+/// rate limiter's table (capped at 1,000) sees 25,000 MACs.
+#[test]
+fn random_mac_floods_take_only_their_share_of_the_pool() {
+    if !privileged("dhcp flood") {
+        return;
+    }
+    let lab = new_lab("dfl");
+    // The relay: 10.77.0.2 on the server's link, relaying from port 67.
+    lab.cli.sh("ip addr add 10.77.0.2/24 dev vc");
+    let dir = config(
+        r#"
+[dhcp]
+mode = "full"
+max_offers = 40
+max_leases_per_circuit = 20
+rate_table_size = 1000
+[[dhcp.subnet]]
+network = "10.77.0.0/24"
+pool = "10.77.0.10-10.77.0.249"
+lease_time = 3600
+"#,
+        "",
+    );
+    let pxed = start(&lab, &dir);
+    let rss_before = common::status_kib(pxed.pid(), "VmHWM");
+    const FLOOD: u32 = 20_000;
+    let (good_during, good_after) = lab.client(|| {
+        std::thread::scope(|scope| {
+            let flood = scope.spawn(|| {
+                let s = socket(68);
+                for n in 0..FLOOD {
+                    let d = packet(MessageType::Discover, flood_mac(0xd1, n), vec![]);
+                    // A full send buffer drops the packet: the flood is best effort.
+                    let _ = s.send_to(&d.to_vec().unwrap(), bcast(67));
+                    if n % 2000 == 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            });
+            // A machine booting in the middle of the flood.
+            std::thread::sleep(Duration::from_millis(100));
+            let good_during = dora_retrying(&socket(68), mac(0x60), 5);
+            flood.join().unwrap();
+
+            // Through the relay port: DISCOVER, then REQUEST an address
+            // directly, for every pool address, each from a new MAC.
+            let relay = socket(67);
+            let mut info = RelayAgentInformation::default();
+            info.insert(RelayInfo::AgentCircuitId(b"port-9".to_vec()));
+            let relayed = |mut m: Message| {
+                m.set_giaddr(Ipv4Addr::new(10, 77, 0, 2));
+                m.opts_mut()
+                    .insert(DhcpOption::RelayAgentInformation(info.clone()));
+                let _ = relay.send_to(&m.to_vec().unwrap(), SocketAddrV4::new(SERVER, 67));
+            };
+            for round in 0..20u32 {
+                for host in 10..=249u8 {
+                    let m = flood_mac(0xd2, round << 8 | u32::from(host));
+                    relayed(packet(MessageType::Discover, m, vec![]));
+                    relayed(packet(
+                        MessageType::Request,
+                        m,
+                        vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+                            10, 77, 0, host,
+                        ))],
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+
+            // Machines booting after both floods, within the 30 s offer hold.
+            let s = socket(68);
+            let good_after: Vec<Option<Ipv4Addr>> = (0..5)
+                .map(|i| dora_retrying(&s, mac(0x70 + i), 3))
+                .collect();
+            (good_during, good_after)
+        })
+    });
+    let rss_after = common::status_kib(pxed.pid(), "VmHWM");
+    let admin = pxed.addr("admin");
+    let metrics = lab.srv.sh(&format!("curl -sf http://{admin}/metrics"));
+    let dropped = |reason: &str| {
+        common::metric(
+            &metrics,
+            "pxed_dropped_total",
+            &[("protocol", "dhcp"), ("reason", reason)],
+        )
+    };
+    // What the leases say (ACKs are committed before they are sent).
+    std::thread::sleep(Duration::from_millis(300));
+    let db = rusqlite::Connection::open(dir.path().join("pxed-leases.sqlite")).unwrap();
+    let bound = |mac_like: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM leases WHERE state = 1 AND mac LIKE ?1",
+            [mac_like],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let (relay_bound, all_bound) = (bound("02:d2:%"), bound("%"));
+    println!(
+        "dhcp flood: {FLOOD} direct DISCOVERs + {} relayed DISCOVER/REQUEST pairs; the relay port holds {relay_bound} leases; \
+         {all_bound} bound in all; dropped rate_circuit={} circuit_leases={}; good client during: {good_during:?}, after: {good_after:?}; \
+         VmHWM {rss_before} -> {rss_after} KiB",
+        20 * 240,
+        dropped("rate_circuit"),
+        dropped("circuit_leases"),
+    );
+    assert!(
+        good_during.is_some(),
+        "no address for a client during the flood"
+    );
+    assert!(
+        good_after.iter().all(Option::is_some),
+        "clients after the flood: {good_after:?}"
+    );
+    assert!(
+        (1..=20).contains(&relay_bound),
+        "one relay port holds {relay_bound} addresses"
+    );
+    assert!(dropped("rate_circuit") > 0.0, "{metrics}");
+    assert!(dropped("circuit_leases") > 0.0, "{metrics}");
+    // The relay port's 20 and the 6 well-behaved clients; the direct flood
+    // only made offers.
+    assert!(all_bound <= 20 + 6, "{all_bound} bound leases");
+    // Generous: a debug build idles at ~20 MiB; unbounded tables keyed by
+    // 25,000 MACs would not stay near it.
+    assert!(
+        rss_after < 96 * 1024,
+        "pxed peak RSS {rss_after} KiB after the flood"
+    );
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use common::{ConfigDir, Pxed};
 
@@ -569,4 +570,205 @@ fn asset_paths_never_leave_their_root() {
     );
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     drop(s.pxed);
+}
+
+/// `pxed_in_progress{protocol="http"}`: open connections on the HTTP listener
+/// (read from the admin listener, which has its own count).
+fn open_connections(s: &Server) -> f64 {
+    let admin = s.pxed.addr("admin");
+    let (_, body) = raw(
+        admin,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    common::metric(
+        &String::from_utf8_lossy(&body),
+        "pxed_in_progress",
+        &[("protocol", "http")],
+    )
+}
+
+/// Whether the server has closed `c` (EOF or reset), without blocking.
+fn closed_by_server(c: &mut TcpStream) -> bool {
+    c.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    c.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// Issue 7, slowloris: 400 connections send their request head one byte a
+/// second, 50 more sit idle after a keep-alive request. A normal request is
+/// served meanwhile; every slow and idle connection is closed by the server
+/// after the header timeout (10 s; the bound here is generous, the point is
+/// that they end), and the open-connection gauge returns to 0.
+#[test]
+fn slowloris_and_idle_keepalive_connections_are_closed() {
+    let s = server();
+    let started = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..400)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            c.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            c
+        })
+        .collect();
+    let mut idle: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            c.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            c
+        })
+        .collect();
+    assert!(open_connections(&s) >= 450.0);
+    // A machine booting during the attack is served.
+    let (head, body) = get(s.addr, "/ipxe?mac=52:54:00:12:34:56");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with("#!ipxe"), "{body}");
+    let served_during = started.elapsed();
+    // Keep dripping bytes until the server has closed every connection.
+    let deadline = started + Duration::from_secs(30);
+    let mut slow_open = slow.len();
+    let mut idle_open = idle.len();
+    while (slow_open > 0 || idle_open > 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        slow.retain_mut(|c| c.write_all(b"x").is_ok() && !closed_by_server(c));
+        idle.retain_mut(|c| !closed_by_server(c));
+        slow_open = slow.len();
+        idle_open = idle.len();
+    }
+    let all_closed = started.elapsed();
+    println!(
+        "slowloris: normal request served after {served_during:?}; 400 slow + 50 idle connections \
+         closed by the server within {all_closed:?}"
+    );
+    assert_eq!(slow_open, 0, "slowloris connections still open after 30 s");
+    assert_eq!(
+        idle_open, 0,
+        "idle keep-alive connections still open after 30 s"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_connections(&s) > 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(open_connections(&s), 0.0);
+}
+
+/// The status line of the answer to `request`, written from another thread
+/// (the server may answer before it has read everything). `None`: closed
+/// without an answer.
+fn status_of(addr: SocketAddr, request: Vec<u8>) -> Option<u16> {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut writer = c.try_clone().unwrap();
+    let w = std::thread::spawn(move || {
+        let _ = writer.write_all(&request);
+    });
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    drop(c);
+    let _ = w.join();
+    let line = String::from_utf8_lossy(&head).into_owned();
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Issue 7, oversized requests: a clear status each, never a hang, and the
+/// server goes on serving.
+#[test]
+fn oversized_heads_and_queries_get_a_clear_status() {
+    let s = server();
+    let request = |target: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes()
+    };
+    let long_line = format!("X-Long: {}\r\n", "a".repeat(40 * 1024));
+    let many: String = (0..200).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+    let query = format!(
+        "/ipxe?mac=52:54:00:12:34:56&product={}",
+        "A".repeat(20 * 1024)
+    );
+    let huge = format!("/ipxe?product={}", "A".repeat(200 * 1024));
+    for (what, req, want) in [
+        (
+            "a 40 KiB header line",
+            request("/boot.ipxe", &long_line),
+            431,
+        ),
+        ("200 headers", request("/boot.ipxe", &many), 431),
+        ("a 20 KiB query", request(&query, ""), 414),
+        ("a 200 KiB request target", request(&huge, ""), 431),
+        (
+            "a request line that is not HTTP",
+            b"\x16\x03\x01 hello\r\n\r\n".to_vec(),
+            400,
+        ),
+    ] {
+        assert_eq!(status_of(s.addr, req), Some(want), "{what}");
+    }
+    // Long but reasonable identities (4 KiB product) are still served.
+    let (head, body) = get(
+        s.addr,
+        &format!("/ipxe?mac=52:54:00:12:34:56&product={}", "B".repeat(4096)),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with("#!ipxe"));
+}
+
+/// Issue 7, the connection cap: 4,096 open connections (`MAX_CONNECTIONS`)
+/// hold every slot; more connections wait in the kernel's accept queue and are
+/// not served while the slots are taken, the gauge never passes the cap, and
+/// the waiting request is served once the header timeout frees slots.
+#[test]
+fn the_connection_cap_holds_and_the_server_recovers() {
+    const CAP: usize = 4096; // MAX_CONNECTIONS in src/http/mod.rs
+    common::raise_open_files_limit(CAP as u64 + 1024);
+    let s = server();
+    let held: Vec<TcpStream> = (0..CAP + 100)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut open = 0.0;
+    while open < CAP as f64 && Instant::now() < deadline {
+        open = open_connections(&s);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(open, CAP as f64, "connections accepted");
+    // One more machine: its connection waits for a slot.
+    let started = Instant::now();
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(
+        c.read(&mut buf).is_err(),
+        "served although every slot was taken"
+    );
+    assert!(open_connections(&s) <= CAP as f64);
+    // The idle connections time out (header timeout) and it is served.
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let n = c.read(&mut buf).unwrap();
+    println!(
+        "connection cap: {} open, a new request waited {:?}",
+        CAP,
+        started.elapsed()
+    );
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    drop(held);
 }

@@ -4,7 +4,10 @@
 //! config.
 
 mod common;
+#[path = "../examples/storm/machine/tftp.rs"]
+mod tftp_client;
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -533,6 +536,150 @@ fn tftp_requests(s: &Server, endpoint: &str, outcome: &str) -> f64 {
         })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A `/metrics` sample of the TFTP server.
+fn tftp_metric(s: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
+    common::metric(&scrape(s), name, labels)
+}
+
+/// Issue 7, thousands of concurrent requests, in three waves:
+/// 1. 512 clients that never acknowledge take every transfer slot
+///    (`MAX_TRANSFERS`) for their whole retry budget (6 s with `timeout 1`);
+/// 2. 2,600 one-shot requests from other ports: 2,048 wait for a slot
+///    (`MAX_WAITING`), the rest are dropped and counted as busy;
+/// 3. 20 clients that behave like PXE ROMs (resend the RRQ every second):
+///    they wait their turn and are served once the stalled transfers end.
+///
+/// The slots are never exceeded, no transfer stays stuck (the gauges return
+/// to 0: the one-shot requests, silent since, are skipped when their turn
+/// comes), and a normal client is served afterwards.
+#[test]
+fn thousands_of_requests_respect_the_transfer_cap_and_none_stays_stuck() {
+    const SLOTS: usize = 512; // MAX_TRANSFERS in src/tftp/mod.rs
+    const WAITING: usize = 2048; // MAX_WAITING
+    const ONE_SHOT: usize = 2600;
+    common::raise_open_files_limit(8192);
+    let s = server();
+    let bytes = pattern(70_000, 9);
+    s.dir.asset("undionly.kpxe", &bytes);
+    let nonblocking = |_| {
+        let c = client();
+        c.set_nonblocking(true).unwrap();
+        c
+    };
+    let stalled: Vec<UdpSocket> = (0..SLOTS).map(nonblocking).collect();
+    let stall = rrq("undionly.kpxe", &[("tsize", "0"), ("timeout", "1")]);
+    for c in &stalled {
+        c.send_to(&stall, s.addr).unwrap();
+    }
+    let started = Instant::now();
+    while tftp_metric(&s, "pxed_in_progress", &[("protocol", "tftp")]) < SLOTS as f64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "slots not taken"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let one_shot: Vec<UdpSocket> = (0..ONE_SHOT).map(nonblocking).collect();
+    for c in &one_shot {
+        c.send_to(&stall, s.addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let waiting = tftp_metric(&s, "pxed_tftp_waiting", &[]);
+    let busy = tftp_metric(
+        &s,
+        "pxed_dropped_total",
+        &[("protocol", "tftp"), ("reason", "busy")],
+    );
+    let active = tftp_metric(&s, "pxed_in_progress", &[("protocol", "tftp")]);
+    // Wave 3, on threads: ROM-like clients, with the storm's TFTP client.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let roms: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = s.addr;
+            runtime.spawn(async move {
+                let request = tftp_client::Rrq {
+                    file: "undionly.kpxe".into(),
+                    blksize: Some(1432),
+                    windowsize: None,
+                    probe_size_first: false,
+                    timeout: Duration::from_secs(1),
+                    retries: 30,
+                };
+                let local = SocketAddr::from(([127, 0, 0, 1], 0));
+                let started = Instant::now();
+                let r = tftp_client::fetch(local, addr, &request).await;
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    let roms: Vec<_> = roms
+        .into_iter()
+        .map(|h| runtime.block_on(h).unwrap())
+        .collect();
+    // Each stalled client saw OACKs from exactly one transfer port.
+    let mut buf = [0u8; 2048];
+    let mut transfers = HashSet::new();
+    for (i, c) in stalled.iter().enumerate() {
+        while let Ok((n, from)) = c.recv_from(&mut buf) {
+            assert_eq!(opcode(&buf[..n]), 6, "only OACKs: nobody acknowledged");
+            transfers.insert((i, from.port()));
+        }
+    }
+    // No transfer stays stuck, nobody is left waiting.
+    let deadline = started + Duration::from_secs(30);
+    let idle = || {
+        tftp_metric(&s, "pxed_in_progress", &[("protocol", "tftp")]) == 0.0
+            && tftp_metric(&s, "pxed_tftp_waiting", &[]) == 0.0
+    };
+    while !idle() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let gave_up = tftp_metric(
+        &s,
+        "pxed_dropped_total",
+        &[("protocol", "tftp"), ("reason", "gave_up_waiting")],
+    );
+    let slowest = roms.iter().map(|r| r.1).max().unwrap_or_default();
+    println!(
+        "tftp load: {SLOTS} stalled + {ONE_SHOT} one-shot + 20 ROM-like clients: {} transfers \
+         for the stalled, then {active} active, {waiting} waiting, {busy} dropped as busy; \
+         ROM-like clients served within {slowest:?}; {gave_up} silent waiters skipped; idle after {:?}",
+        transfers.len(),
+        started.elapsed()
+    );
+    assert_eq!(transfers.len(), SLOTS, "transfers of the stalled clients");
+    assert_eq!(active, SLOTS as f64, "active transfers");
+    assert!(
+        waiting <= WAITING as f64 && waiting > 0.0,
+        "waiting: {waiting}"
+    );
+    assert!(
+        busy >= 1.0 && waiting + busy <= ONE_SHOT as f64,
+        "busy: {busy}"
+    );
+    for (r, _) in &roms {
+        assert_eq!(
+            r.as_deref().ok(),
+            Some(bytes.as_slice()),
+            "a ROM-like client: {r:?}"
+        );
+    }
+    assert!(idle(), "transfers or waiters left after 30 s");
+    assert!(gave_up >= 1.0, "silent waiters were never skipped");
+    // Back to normal: a client is served at once, byte for byte.
+    assert_eq!(
+        raw_get(s.addr, "undionly.kpxe", &[("blksize", "1468")]).unwrap(),
+        bytes
+    );
+    // Nobody got an answer without a slot: the one-shot clients that were
+    // dropped or skipped heard nothing.
+    let answered = one_shot
+        .iter()
+        .filter(|c| c.recv_from(&mut buf).is_ok())
+        .count();
+    assert!(answered <= WAITING, "{answered} one-shot clients answered");
 }
 
 #[test]

@@ -34,7 +34,7 @@ const DEFAULT_LEASE_DB: &str = "pxed-leases.sqlite";
 const DEFAULT_LEASE_TIME: u32 = 3600;
 
 /// `[dhcp]` as serde reads it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Wire {
     pub mode: Option<Spanned<String>>,
@@ -47,6 +47,13 @@ pub struct Wire {
     pub efi_loader: Option<Spanned<String>>,
     pub arm32_loader: Option<Spanned<String>>,
     pub arm64_loader: Option<Spanned<String>>,
+    pub rate_per_mac: Option<Spanned<u32>>,
+    pub rate_per_circuit: Option<Spanned<u32>>,
+    pub rate_per_relay: Option<Spanned<u32>>,
+    pub rate_table_size: Option<Spanned<u32>>,
+    pub max_offers: Option<Spanned<u32>>,
+    pub max_leases_per_mac: Option<Spanned<u32>>,
+    pub max_leases_per_circuit: Option<Spanned<u32>>,
     #[serde(default, rename = "subnet")]
     pub subnets: Vec<Spanned<WireSubnet>>,
 }
@@ -139,6 +146,63 @@ pub struct DhcpConfig {
     pub reserved_ips: HashSet<Ipv4Addr>,
     /// Rule name → the loader a PXE ROM matching that rule gets.
     pub rule_loaders: HashMap<String, String>,
+    pub limits: DhcpLimits,
+}
+
+/// Flood protection (docs/dhcp.md, "Limits"). Rates are DHCP messages per
+/// second with bursts of twice that; 0 turns a rate limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpLimits {
+    /// Per client MAC (chaddr).
+    pub rate_per_mac: u32,
+    /// Per relay address + option 82 circuit id (one switch port).
+    pub rate_per_circuit: u32,
+    /// Per relay address, whatever the circuit. Off by default: a relay
+    /// without option 82 speaks for a whole network, whose size pxed cannot know.
+    pub rate_per_relay: u32,
+    /// MACs, and relay sources, the rate limiter remembers (each table);
+    /// read at start.
+    pub rate_table_size: usize,
+    /// Addresses held by outstanding offers, all subnets together; beyond it
+    /// the oldest offer is let go. Default: a quarter of all pool addresses.
+    pub max_offers: usize,
+    /// Addresses one MAC may hold under different client ids (PXE ROM,
+    /// installer and installed OS often send different ones).
+    pub max_leases_per_mac: usize,
+    /// Addresses held through one relay circuit (giaddr + option 82 circuit
+    /// id: one switch port); 0 = no cap.
+    pub max_leases_per_circuit: usize,
+}
+
+impl Default for DhcpLimits {
+    fn default() -> DhcpLimits {
+        DhcpLimits {
+            rate_per_mac: 10,
+            rate_per_circuit: 100,
+            rate_per_relay: 0,
+            rate_table_size: 65_536,
+            max_offers: MIN_OFFERS,
+            max_leases_per_mac: 4,
+            max_leases_per_circuit: 32,
+        }
+    }
+}
+
+/// The default `max_offers` never goes below this (tiny test pools).
+const MIN_OFFERS: usize = 64;
+
+impl DhcpLimits {
+    /// The default offer cap for these subnets: a quarter of their pools.
+    fn offers_for(subnets: &[Subnet]) -> usize {
+        let addresses: u64 = subnets
+            .iter()
+            .filter_map(|s| s.pool)
+            .map(|(a, b)| u64::from(u32::from(b) - u32::from(a)) + 1)
+            .sum();
+        usize::try_from(addresses / 4)
+            .unwrap_or(usize::MAX)
+            .max(MIN_OFFERS)
+    }
 }
 
 impl DhcpConfig {
@@ -173,26 +237,8 @@ impl Loader<'_> {
                 }
             }
         }
-        let empty;
-        let w = match w {
-            Some(w) => w.get_ref(),
-            None => {
-                empty = Wire {
-                    mode: None,
-                    listen: None,
-                    proxy_listen: None,
-                    interfaces: None,
-                    lease_db: None,
-                    lease_fsync: None,
-                    bios_loader: None,
-                    efi_loader: None,
-                    arm32_loader: None,
-                    arm64_loader: None,
-                    subnets: Vec::new(),
-                };
-                &empty
-            }
-        };
+        let empty = Wire::default();
+        let w = w.map_or(&empty, |w| w.get_ref());
         let mode = match &w.mode {
             None => DhcpMode::Off,
             Some(m) => match m.get_ref().as_str() {
@@ -324,6 +370,7 @@ impl Loader<'_> {
                 }
             }
         }
+        let limits = self.dhcp_limits(w, &subnets);
         DhcpConfig {
             mode,
             listen,
@@ -344,7 +391,38 @@ impl Loader<'_> {
             reservations,
             reserved_ips: taken,
             rule_loaders,
+            limits,
         }
+    }
+
+    /// `rate_*`, `max_offers`, `max_leases_per_mac`: defaults, bounds.
+    fn dhcp_limits(&mut self, w: &Wire, subnets: &[Subnet]) -> DhcpLimits {
+        let d = DhcpLimits::default();
+        let num = |v: &Option<Spanned<u32>>| v.as_ref().map(|v| *v.get_ref());
+        let limits = DhcpLimits {
+            rate_per_mac: num(&w.rate_per_mac).unwrap_or(d.rate_per_mac),
+            rate_per_circuit: num(&w.rate_per_circuit).unwrap_or(d.rate_per_circuit),
+            rate_per_relay: num(&w.rate_per_relay).unwrap_or(d.rate_per_relay),
+            rate_table_size: num(&w.rate_table_size).map_or(d.rate_table_size, |n| n as usize),
+            max_offers: num(&w.max_offers)
+                .map_or_else(|| DhcpLimits::offers_for(subnets), |n| n as usize),
+            max_leases_per_mac: num(&w.max_leases_per_mac)
+                .map_or(d.max_leases_per_mac, |n| n as usize),
+            max_leases_per_circuit: num(&w.max_leases_per_circuit)
+                .map_or(d.max_leases_per_circuit, |n| n as usize),
+        };
+        for (v, key, min, max) in [
+            (&w.rate_table_size, "rate_table_size", 16, 16_777_216),
+            (&w.max_offers, "max_offers", 1, u32::MAX),
+            (&w.max_leases_per_mac, "max_leases_per_mac", 1, 1024),
+        ] {
+            if let Some(v) = v {
+                if !(min..=max).contains(v.get_ref()) {
+                    self.error(v, format!("{key} = {}: use {min} to {max}", v.get_ref()));
+                }
+            }
+        }
+        limits
     }
 
     /// A loader is a file name under the asset roots (or an absolute URL).

@@ -9,7 +9,7 @@ mod events;
 mod ra;
 mod wire;
 
-pub use dhcp::{DhcpConfig, DhcpMode, Reservation, Subnet};
+pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Reservation, Subnet};
 pub use events::EventsConfig;
 pub use ra::RaConfig;
 

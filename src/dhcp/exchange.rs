@@ -20,7 +20,7 @@ use dhcproto::v4::{
     DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
 };
 
-use super::leases::{LeaseOp, Leases, State, OFFER_HOLD};
+use super::leases::{LeaseOp, Leases, State};
 use super::packet::Request;
 use super::server::Iface;
 use crate::config::{Config, DhcpMode, Subnet};
@@ -62,6 +62,29 @@ pub enum Outcome {
     Commit(Vec<LeaseOp>),
     /// Stay silent, for this reason (logged at debug).
     Ignore(String),
+    /// Stay silent because a limit says so: counted by reason on /metrics.
+    Limited(Limit, String),
+}
+
+/// The limits that silence a client (`pxed_dropped_total{reason=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// No free address in the pool (or the reservation is held).
+    PoolExhausted,
+    /// The MAC already holds `max_leases_per_mac` addresses.
+    MacLeases,
+    /// The relay circuit already holds `max_leases_per_circuit` addresses.
+    CircuitLeases,
+}
+
+impl Limit {
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::PoolExhausted => "pool_exhausted",
+            Limit::MacLeases => "mac_leases",
+            Limit::CircuitLeases => "circuit_leases",
+        }
+    }
 }
 
 /// Step 1: our address and the client's subnet. `iface` is the receiving
@@ -181,7 +204,45 @@ impl Full<'_> {
         if !leases.is_free_for(ip, &self.req.client_id, self.now) {
             return Err(format!("{ip} is held by another client"));
         }
+        if leases.of_client(&self.req.client_id).map(|l| l.ip) != Some(ip) {
+            self.has_room(leases).map_err(|(_, why)| why)?;
+        }
         Ok(())
+    }
+
+    /// Whether this client may take one more address: its MAC, and the relay
+    /// circuit it came through, are under their caps.
+    fn has_room(&self, leases: &Leases) -> Result<(), (Limit, String)> {
+        let limits = &self.config.dhcp.limits;
+        let held = leases.held_by_mac(self.req.mac, &self.req.client_id, self.now);
+        if held >= limits.max_leases_per_mac {
+            return Err((
+                Limit::MacLeases,
+                format!(
+                    "{} already holds {held} addresses under other client ids (max_leases_per_mac = {})",
+                    self.req.mac, limits.max_leases_per_mac
+                ),
+            ));
+        }
+        if let (Some(c), cap @ 1..) = (self.req.circuit(), limits.max_leases_per_circuit) {
+            let held = leases.held_by_circuit(&c.key(), &self.req.client_id, self.now);
+            if held >= cap {
+                return Err((
+                    Limit::CircuitLeases,
+                    format!(
+                        "relay {} circuit {:?} already holds {held} addresses (max_leases_per_circuit = {cap})",
+                        c.giaddr,
+                        String::from_utf8_lossy(c.id)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a take: which circuit the address went out through.
+    fn record_circuit(&self, leases: &mut Leases, ip: Ipv4Addr) {
+        leases.set_circuit(ip, self.req.circuit().map(|c| c.key()));
     }
 
     fn reply(&self, kind: MessageType) -> Message {
@@ -233,6 +294,11 @@ impl Full<'_> {
 
 fn discover(cx: &Full, leases: &mut Leases) -> Outcome {
     let client = &cx.req.client_id;
+    if leases.of_client(client).is_none() {
+        if let Err((limit, why)) = cx.has_room(leases) {
+            return Outcome::Limited(limit, why);
+        }
+    }
     let Some(ip) = leases.allocate(
         cx.subnet,
         client,
@@ -241,13 +307,14 @@ fn discover(cx: &Full, leases: &mut Leases) -> Outcome {
         cx.reserved,
         cx.now,
     ) else {
-        return Outcome::Ignore(match cx.reserved_ip() {
+        let why = match cx.reserved_ip() {
             Some(r) => format!("the reserved address {r} is held by another client"),
             None => format!(
                 "pool of {}/{} exhausted: no free address to offer",
                 cx.subnet.network, cx.subnet.prefix
             ),
-        });
+        };
+        return Outcome::Limited(Limit::PoolExhausted, why);
     };
     // A client that already holds this address keeps its binding; anyone else
     // gets a short hold so two DISCOVERs never get the same offer.
@@ -255,7 +322,9 @@ fn discover(cx: &Full, leases: &mut Leases) -> Outcome {
         .get(ip)
         .is_some_and(|l| l.client == *client && l.state == State::Bound && l.expires > cx.now);
     if !bound {
-        leases.take(ip, client, cx.req.mac, State::Offered, cx.now + OFFER_HOLD);
+        let cap = cx.config.dhcp.limits.max_offers;
+        leases.offer(ip, client, cx.req.mac, cx.now, cap);
+        cx.record_circuit(leases, ip);
     }
     let mut m = cx.reply(MessageType::Offer);
     m.set_yiaddr(ip);
@@ -294,6 +363,7 @@ fn request(cx: &Full, leases: &mut Leases) -> Outcome {
         State::Bound,
         cx.now + u64::from(cx.subnet.lease_time),
     );
+    cx.record_circuit(leases, ip);
     let mut m = cx.reply(MessageType::Ack);
     m.set_yiaddr(ip);
     m.set_ciaddr(req.ciaddr());

@@ -10,7 +10,7 @@
 //! committer (`commit.rs`) applies them in one transaction before it sends the
 //! ACKs that depend on them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -224,12 +224,37 @@ impl LeaseStore for MemoryStore {
 }
 
 /// The in-memory lease table: the allocator.
+///
+/// Every operation a client can trigger is O(log n) or amortised O(1), so a
+/// flood cannot make each packet cost a scan of the pool:
+/// - never-used addresses are handed out by a cursor per pool that only moves
+///   forward (an address behind it always has an entry, see [`Leases::retire`]);
+/// - reuse takes the longest-expired entry from `by_expiry`;
+/// - held offers are capped ([`Leases::offer`]), the oldest let go first.
+///
+/// Its size is bounded by the configuration: one entry per pool or reserved
+/// address, whatever clients send.
 #[derive(Debug, Default)]
 pub struct Leases {
     by_ip: HashMap<Ipv4Addr, Lease>,
     by_client: HashMap<Vec<u8>, Ipv4Addr>,
-    /// Next address to try, per subnet (by network address).
-    cursors: HashMap<Ipv4Addr, u32>,
+    /// Addresses per hardware address: one machine shows several client ids
+    /// (PXE ROM, installer, installed OS), and a cap per MAC needs the count.
+    by_mac: HashMap<Mac, Vec<Ipv4Addr>>,
+    /// Every entry by (expires, ip): reuse takes the first free one.
+    by_expiry: BTreeSet<(u64, Ipv4Addr)>,
+    /// The relay circuit (giaddr + option 82 circuit id) each address was
+    /// handed out through, and its inverse: a cap per switch port needs the
+    /// count. Memory only: after a restart, counting starts again.
+    circuit_of: HashMap<Ipv4Addr, Box<[u8]>>,
+    by_circuit: HashMap<Box<[u8]>, HashSet<Ipv4Addr>>,
+    /// Offers by (expires, ip), oldest first; expired ones are pruned lazily.
+    offers: BTreeSet<(u64, Ipv4Addr)>,
+    /// Next never-used address per pool (first, last).
+    cursors: HashMap<(Ipv4Addr, Ipv4Addr), u32>,
+    /// Reserved addresses a cursor stepped over: if a reload frees one, it can
+    /// still be handed out (the cursor does not come back for it).
+    skipped_reserved: BTreeSet<Ipv4Addr>,
 }
 
 impl Leases {
@@ -239,7 +264,7 @@ impl Leases {
             if !l.client.is_empty() {
                 t.by_client.insert(l.client.clone(), l.ip);
             }
-            t.by_ip.insert(l.ip, l);
+            t.insert(l);
         }
         t
     }
@@ -256,6 +281,11 @@ impl Leases {
         self.by_ip.get(&ip)
     }
 
+    /// Offers currently held (expired ones may still count until the next offer).
+    pub fn offers_held(&self) -> usize {
+        self.offers.len()
+    }
+
     /// The address this client holds or was offered, whatever its state.
     pub fn of_client(&self, client: &[u8]) -> Option<&Lease> {
         self.by_client
@@ -269,8 +299,67 @@ impl Leases {
     pub fn is_free_for(&self, ip: Ipv4Addr, client: &[u8], now: u64) -> bool {
         match self.by_ip.get(&ip) {
             None => true,
-            Some(l) if l.state == State::Declined => l.expires <= now,
-            Some(l) => l.client == client || l.expires <= now || l.state == State::Released,
+            Some(l) => Self::free_for(l, client, now),
+        }
+    }
+
+    fn free_for(l: &Lease, client: &[u8], now: u64) -> bool {
+        match l.state {
+            State::Declined => l.expires <= now,
+            _ => l.client == client || l.expires <= now || l.state == State::Released,
+        }
+    }
+
+    /// How many addresses `mac` holds under client ids other than `client`
+    /// (live offers and bindings).
+    pub fn held_by_mac(&self, mac: Mac, client: &[u8], now: u64) -> usize {
+        self.by_mac
+            .get(&mac)
+            .map_or(0, |ips| self.live_of_others(ips.iter(), client, now))
+    }
+
+    /// How many addresses clients other than `client` hold through this relay
+    /// circuit ([`super::packet::Circuit::key`]).
+    pub fn held_by_circuit(&self, circuit: &[u8], client: &[u8], now: u64) -> usize {
+        self.by_circuit
+            .get(circuit)
+            .map_or(0, |ips| self.live_of_others(ips.iter(), client, now))
+    }
+
+    fn live_of_others<'a>(
+        &self,
+        ips: impl Iterator<Item = &'a Ipv4Addr>,
+        client: &[u8],
+        now: u64,
+    ) -> usize {
+        ips.filter_map(|ip| self.by_ip.get(ip))
+            .filter(|l| {
+                l.client != client
+                    && l.expires > now
+                    && matches!(l.state, State::Offered | State::Bound)
+            })
+            .count()
+    }
+
+    /// Records that `ip` went out through `circuit` (or through none). Call
+    /// after [`Leases::take`] / [`Leases::offer`]; a new holder of an address
+    /// starts without a circuit.
+    pub fn set_circuit(&mut self, ip: Ipv4Addr, circuit: Option<Box<[u8]>>) {
+        self.clear_circuit(ip);
+        if let Some(c) = circuit {
+            self.by_circuit.entry(c.clone()).or_default().insert(ip);
+            self.circuit_of.insert(ip, c);
+        }
+    }
+
+    fn clear_circuit(&mut self, ip: Ipv4Addr) {
+        if let Some(old) = self.circuit_of.remove(&ip) {
+            if let Some(ips) = self.by_circuit.get_mut(&old) {
+                ips.remove(&ip);
+                if ips.is_empty() {
+                    self.by_circuit.remove(&old);
+                }
+            }
         }
     }
 
@@ -301,23 +390,54 @@ impl Leases {
                 return Some(ip);
             }
         }
-        let (first, last) = subnet.pool?;
-        let (first, last) = (u32::from(first), u32::from(last));
-        let size = last - first + 1;
-        let cursor = self.cursors.entry(subnet.network).or_insert(first);
-        let start = (*cursor).clamp(first, last);
-        for i in 0..size {
-            let ip = Ipv4Addr::from(first + (start - first + i) % size);
-            if !self.by_ip.contains_key(&ip) && !reserved.contains(&ip) {
-                *cursor = u32::from(ip).saturating_add(1);
-                return Some(ip);
+        let pool = subnet.pool?;
+        if let Some(ip) = self.never_used(pool, reserved) {
+            return Some(ip);
+        }
+        if let Some(ip) = self
+            .skipped_reserved
+            .iter()
+            .find(|ip| usable(**ip) && !self.by_ip.contains_key(ip))
+        {
+            return Some(*ip);
+        }
+        // Longest-expired first; `(now, MAX)` includes everything expired by now.
+        self.by_expiry
+            .range(..=(now, Ipv4Addr::BROADCAST))
+            .map(|(_, ip)| *ip)
+            .find(|ip| {
+                usable(*ip)
+                    && self
+                        .by_ip
+                        .get(ip)
+                        .is_some_and(|l| Self::free_for(l, client, now))
+            })
+    }
+
+    /// The next address of `pool` nobody ever had, moving the pool's cursor.
+    fn never_used(
+        &mut self,
+        (first, last): (Ipv4Addr, Ipv4Addr),
+        reserved: &HashSet<Ipv4Addr>,
+    ) -> Option<Ipv4Addr> {
+        let (lo, hi) = (u32::from(first), u32::from(last));
+        let cursor = self.cursors.entry((first, last)).or_insert(lo);
+        while *cursor <= hi {
+            let ip = Ipv4Addr::from(*cursor);
+            if !self.by_ip.contains_key(&ip) {
+                if !reserved.contains(&ip) {
+                    // The cursor stays: the address has no entry until taken.
+                    return Some(ip);
+                }
+                self.skipped_reserved.insert(ip);
+            }
+            *cursor += 1;
+            if *cursor == 0 {
+                // 255.255.255.255 as the last address: wrapped.
+                break;
             }
         }
-        self.by_ip
-            .values()
-            .filter(|l| usable(l.ip) && self.is_free_for(l.ip, client, now))
-            .min_by_key(|l| (l.expires, u32::from(l.ip)))
-            .map(|l| l.ip)
+        None
     }
 
     /// Takes `ip` for `client` in `state` until `expires`. Returns what must
@@ -340,8 +460,8 @@ impl Leases {
         }
         if let Some(prev) = self.by_client.insert(client.to_vec(), ip) {
             if prev != ip {
-                if let Some(p) = self.by_ip.remove(&prev) {
-                    if p.state != State::Offered {
+                if let Some(p) = self.retire(prev) {
+                    if p != State::Offered {
                         ops.push(LeaseOp::Delete(prev));
                     }
                 }
@@ -357,8 +477,26 @@ impl Leases {
         if state != State::Offered {
             ops.push(LeaseOp::Put(lease.clone()));
         }
-        self.by_ip.insert(ip, lease);
+        self.insert(lease);
         ops
+    }
+
+    /// Holds `ip` for `client` until `now + OFFER_HOLD`. With `max_offers`
+    /// held already, the oldest offer is let go first: its address is free
+    /// again, and its client's REQUEST is still ACKed if nobody took it since.
+    /// So a flood of DISCOVERs holds at most `max_offers` addresses.
+    pub fn offer(&mut self, ip: Ipv4Addr, client: &[u8], mac: Mac, now: u64, max_offers: usize) {
+        while let Some(&(expires, oldest)) = self.offers.first() {
+            let expired = expires <= now;
+            if !expired && self.offers.len() < max_offers.max(1) {
+                break;
+            }
+            self.offers.remove(&(expires, oldest));
+            if !expired && oldest != ip {
+                self.set_expiry(oldest, now);
+            }
+        }
+        self.take(ip, client, mac, State::Offered, now + OFFER_HOLD);
     }
 
     /// Forgets an offer the client turned down (it chose another server).
@@ -366,7 +504,7 @@ impl Leases {
         if let Some(l) = self.of_client(client) {
             if l.state == State::Offered {
                 let ip = l.ip;
-                self.by_ip.remove(&ip);
+                self.retire(ip);
                 self.by_client.remove(client);
             }
         }
@@ -374,24 +512,77 @@ impl Leases {
 
     /// A client says `ip` is in use by someone else: quarantine it.
     pub fn decline(&mut self, ip: Ipv4Addr, client: &[u8], now: u64) -> Option<LeaseOp> {
-        let l = self.by_ip.get_mut(&ip).filter(|l| l.client == client)?;
+        let mut l = self.by_ip.get(&ip).filter(|l| l.client == client)?.clone();
         l.client = Vec::new();
         l.state = State::Declined;
         l.expires = now + QUARANTINE;
         let op = LeaseOp::Put(l.clone());
+        self.insert(l);
         self.by_client.remove(client);
         Some(op)
     }
 
     /// A client gives `ip` back.
     pub fn release(&mut self, ip: Ipv4Addr, client: &[u8], now: u64) -> Option<LeaseOp> {
-        let l = self
+        let mut l = self
             .by_ip
-            .get_mut(&ip)
-            .filter(|l| l.client == client && l.state == State::Bound)?;
+            .get(&ip)
+            .filter(|l| l.client == client && l.state == State::Bound)?
+            .clone();
         l.state = State::Released;
         l.expires = now;
-        Some(LeaseOp::Put(l.clone()))
+        let op = LeaseOp::Put(l.clone());
+        self.insert(l);
+        Some(op)
+    }
+
+    /// Frees `ip` but keeps its entry, expired since forever: an address never
+    /// loses its entry, which is what lets the never-used cursor move only
+    /// forward. Returns the state it had.
+    fn retire(&mut self, ip: Ipv4Addr) -> Option<State> {
+        let state = self.by_ip.get(&ip)?.state;
+        self.set_expiry(ip, 0);
+        Some(state)
+    }
+
+    /// Changes when `ip`'s entry expires; an offer moved into the past stops
+    /// counting as held.
+    fn set_expiry(&mut self, ip: Ipv4Addr, expires: u64) {
+        if let Some(mut l) = self.by_ip.get(&ip).cloned() {
+            l.expires = expires;
+            self.insert(l);
+            self.offers.remove(&(expires, ip));
+        }
+    }
+
+    /// Puts `lease` in the table and every index, replacing the entry for its
+    /// address. `by_client` is the caller's business (who holds what).
+    fn insert(&mut self, lease: Lease) {
+        if self
+            .by_ip
+            .get(&lease.ip)
+            .is_some_and(|old| old.client != lease.client)
+        {
+            self.clear_circuit(lease.ip);
+        }
+        if let Some(old) = self.by_ip.get(&lease.ip) {
+            self.by_expiry.remove(&(old.expires, old.ip));
+            self.offers.remove(&(old.expires, old.ip));
+            if let Some(ips) = self.by_mac.get_mut(&old.mac) {
+                ips.retain(|a| *a != old.ip);
+                if ips.is_empty() {
+                    self.by_mac.remove(&old.mac);
+                }
+            }
+        }
+        self.by_expiry.insert((lease.expires, lease.ip));
+        if lease.state == State::Offered {
+            self.offers.insert((lease.expires, lease.ip));
+        }
+        if !lease.client.is_empty() {
+            self.by_mac.entry(lease.mac).or_default().push(lease.ip);
+        }
+        self.by_ip.insert(lease.ip, lease);
     }
 }
 
@@ -483,5 +674,145 @@ mod tests {
         assert_eq!(rows[0].expires, 60);
         let t2 = Leases::from_stored(rows);
         assert_eq!(t2.of_client(b"c").map(|l| l.ip), Some(b));
+    }
+
+    fn mac(n: u32) -> Mac {
+        let b = n.to_be_bytes();
+        Mac([2, 0, b[0], b[1], b[2], b[3]])
+    }
+
+    /// DISCOVER as the exchange does it: allocate, then hold as an offer.
+    fn discover(t: &mut Leases, s: &Subnet, n: u32, now: u64, cap: usize) -> Option<Ipv4Addr> {
+        let client = n.to_be_bytes();
+        let ip = t.allocate(s, &client, None, None, &HashSet::new(), now)?;
+        t.offer(ip, &client, mac(n), now, cap);
+        Some(ip)
+    }
+
+    #[test]
+    fn a_discover_flood_holds_at_most_max_offers_addresses() {
+        let s = subnet(10, 19);
+        let mut t = Leases::default();
+        for n in 0..10_000 {
+            assert!(
+                discover(&mut t, &s, n, 1000, 3).is_some(),
+                "flood client {n}"
+            );
+            assert!(t.offers_held() <= 3);
+        }
+        let held = (10..=19)
+            .map(|i| Ipv4Addr::new(10, 0, 0, i))
+            .filter(|ip| !t.is_free_for(*ip, b"newcomer", 1000))
+            .count();
+        assert_eq!(held, 3, "only the newest offers hold an address");
+        // A well-behaved client arriving during the flood gets an address and
+        // binds it.
+        let ip = t
+            .allocate(&s, b"newcomer", None, None, &HashSet::new(), 1000)
+            .expect("an address for the newcomer");
+        t.take(ip, b"newcomer", M, State::Bound, 5000);
+        assert!(!t.is_free_for(ip, b"flood", 1001));
+        // The table holds one entry per pool address, whatever the flood sent.
+        assert_eq!(t.len(), 10);
+        // Offers expire: after the hold, nothing is held by the flood.
+        assert!(discover(&mut t, &s, 99_999, 1000 + OFFER_HOLD, 3).is_some());
+        assert_eq!(t.offers_held(), 1);
+    }
+
+    #[test]
+    fn reuse_takes_the_longest_expired_and_skips_live_leases() {
+        let s = subnet(1, 200);
+        let mut t = Leases::default();
+        let none = HashSet::new();
+        for n in 0..200u32 {
+            let c = n.to_be_bytes();
+            let ip = t.allocate(&s, &c, None, None, &none, 0).unwrap();
+            // Expiry order is the reverse of address order; every third lives on.
+            let expires = if n % 3 == 0 {
+                10_000
+            } else {
+                500 - u64::from(n)
+            };
+            t.take(ip, &c, mac(n), State::Bound, expires);
+        }
+        assert_eq!(t.allocate(&s, b"x", None, None, &none, 300), None);
+        let mut last = 0;
+        for k in 0..100u32 {
+            let c = format!("new{k}");
+            let Some(ip) = t.allocate(&s, c.as_bytes(), None, None, &none, 1000) else {
+                break;
+            };
+            let old = t.get(ip).unwrap().clone();
+            assert!(old.expires >= last && old.expires <= 1000, "{old:?}");
+            last = old.expires;
+            t.take(ip, c.as_bytes(), M, State::Bound, 5000);
+        }
+        // 133 expired leases were reusable; the 67 live ones were never touched.
+        let live = (0..200u32).filter(|n| n % 3 == 0).count();
+        assert_eq!(
+            (1..=200)
+                .filter(|i| t.get(Ipv4Addr::new(10, 0, 0, *i)).unwrap().expires == 10_000)
+                .count(),
+            live
+        );
+    }
+
+    #[test]
+    fn addresses_per_mac_count_other_client_ids_only_while_live() {
+        let s = subnet(10, 20);
+        let mut t = Leases::default();
+        let none = HashSet::new();
+        for id in [&b"rom"[..], b"os", b"installer"] {
+            let ip = t.allocate(&s, id, None, None, &none, 0).unwrap();
+            t.take(ip, id, M, State::Bound, 100);
+        }
+        assert_eq!(t.held_by_mac(M, b"rom", 50), 2);
+        assert_eq!(t.held_by_mac(M, b"fourth", 50), 3);
+        assert_eq!(t.held_by_mac(mac(7), b"fourth", 50), 0);
+        assert_eq!(t.held_by_mac(M, b"fourth", 100), 0, "expired");
+        // Moving a client to another address keeps one count, not two.
+        let ip = t.allocate(&s, b"elsewhere", None, None, &none, 50).unwrap();
+        t.take(ip, b"os", M, State::Bound, 100);
+        assert_eq!(t.held_by_mac(M, b"fourth", 50), 3);
+    }
+
+    #[test]
+    fn addresses_per_circuit_follow_their_holder() {
+        let s = subnet(10, 20);
+        let mut t = Leases::default();
+        let none = HashSet::new();
+        let port: Box<[u8]> = Box::from(&b"relay+port-7"[..]);
+        for n in 0..3u32 {
+            let c = n.to_be_bytes();
+            let ip = t.allocate(&s, &c, None, None, &none, 0).unwrap();
+            t.offer(ip, &c, mac(n), 0, 100);
+            t.set_circuit(ip, Some(port.clone()));
+        }
+        assert_eq!(t.held_by_circuit(&port, b"other", 1), 3);
+        assert_eq!(t.held_by_circuit(&port, &0u32.to_be_bytes(), 1), 2);
+        assert_eq!(t.held_by_circuit(b"elsewhere", b"other", 1), 0);
+        // Offers expire; an address taken by a client elsewhere leaves the port.
+        assert_eq!(t.held_by_circuit(&port, b"other", OFFER_HOLD), 0);
+        let first = Ipv4Addr::new(10, 0, 0, 10);
+        t.take(first, b"direct", M, State::Bound, 1000);
+        t.set_circuit(first, None);
+        assert_eq!(t.held_by_circuit(&port, b"other", 1), 2);
+        assert!(t.by_circuit.values().all(|ips| !ips.contains(&first)));
+    }
+
+    #[test]
+    fn a_moved_client_frees_its_old_address_for_others() {
+        let s = subnet(10, 11);
+        let mut t = Leases::default();
+        let none = HashSet::new();
+        let a = t.allocate(&s, b"c", None, None, &none, 0).unwrap();
+        t.take(a, b"c", M, State::Bound, 100);
+        let b = t.allocate(&s, b"d", None, None, &none, 0).unwrap();
+        // "c" moves onto the other address (it asked for it after "d" left).
+        t.take(b, b"d", M, State::Offered, 1);
+        t.drop_offer(b"d");
+        t.take(b, b"c", M, State::Bound, 100);
+        assert_eq!(t.allocate(&s, b"e", None, None, &none, 10), Some(a));
+        assert_eq!(t.of_client(b"c").map(|l| l.ip), Some(b));
     }
 }

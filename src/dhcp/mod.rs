@@ -4,6 +4,7 @@
 //!
 //! - [`server`]: sockets, `IP_PKTINFO`, sending, interface addresses;
 //! - [`packet`]: bytes → validated request (hostile input stops here);
+//! - [`guard`]: rate limits per MAC, relay circuit and relay (flood protection);
 //! - [`exchange`]: RFC 2131 per message, as small steps, no I/O;
 //! - [`leases`]: the in-memory allocator and the SQLite store behind a trait;
 //! - [`commit`]: group commit, and ACKs sent only after their commit.
@@ -13,6 +14,7 @@
 
 pub mod commit;
 pub mod exchange;
+pub mod guard;
 pub mod leases;
 pub mod packet;
 pub mod server;
@@ -21,7 +23,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use dhcproto::Encodable;
@@ -32,6 +34,7 @@ use crate::core::decide;
 use crate::events::{self, Event};
 use commit::{Committer, Job};
 use exchange::{Outcome, Place, Port};
+use guard::Guard;
 use leases::{LeaseStore, Leases, SqliteStore};
 use server::{Interfaces, Outgoing, Sender};
 
@@ -40,6 +43,8 @@ use server::{Interfaces, Outgoing, Sender};
 pub struct Stats {
     pub received: AtomicU64,
     pub malformed: AtomicU64,
+    /// Over a rate limit, or silenced by a lease limit (pool, per MAC).
+    pub limited: AtomicU64,
     pub ignored: AtomicU64,
     pub replies: AtomicU64,
 }
@@ -166,6 +171,8 @@ async fn serve(
 ) {
     let fd = socket.as_raw_fd();
     let mut interfaces = Interfaces::read();
+    // The table size is read at start; the rates follow reloads.
+    let mut guard = Guard::new(shared.load().dhcp.limits.rate_table_size);
     let mut buf = vec![0u8; 4096];
     let mut jobs = Vec::new();
     loop {
@@ -188,19 +195,35 @@ async fn serve(
                 sender: &sender,
                 stats: &stats,
             };
-            if let Some(job) = cx.process(&buf, arrival, &mut leases, &mut interfaces) {
+            let state = State {
+                leases: &mut leases,
+                interfaces: &mut interfaces,
+                guard: &mut guard,
+            };
+            if let Some(job) = cx.process(&buf, arrival, state) {
                 jobs.push(job);
             }
         }
         if !jobs.is_empty() {
             match &committer {
                 Some(c) => {
-                    c.submit(std::mem::take(&mut jobs));
+                    let n = jobs.len() as u64;
+                    if !c.submit(std::mem::take(&mut jobs)) {
+                        // The disk is slower than the network: these clients retry.
+                        crate::metrics::get().dropped_n("dhcp", "commit_queue_full", n);
+                    }
                 }
                 None => jobs.clear(),
             }
         }
     }
+}
+
+/// What the receive loop owns and each datagram may change.
+struct State<'a> {
+    leases: &'a mut Leases,
+    interfaces: &'a mut Interfaces,
+    guard: &'a mut Guard,
 }
 
 /// What the receive loop needs to answer one datagram.
@@ -214,32 +237,45 @@ struct Receive<'a> {
 impl Receive<'_> {
     /// Parses, decides and sends one datagram; returns the job to commit when
     /// the answer depends on a lease change.
-    fn process(
-        &self,
-        buf: &[u8],
-        arrival: server::Arrival,
-        leases: &mut Leases,
-        interfaces: &mut Interfaces,
-    ) -> Option<Job> {
+    fn process(&self, buf: &[u8], arrival: server::Arrival, state: State) -> Option<Job> {
+        let State {
+            leases,
+            interfaces,
+            guard,
+        } = state;
         let stats = self.stats;
         stats.received.fetch_add(1, Ordering::Relaxed);
         let metrics = crate::metrics::get();
-        if arrival.truncated {
+        let malformed = |why: &dyn std::fmt::Display| {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             metrics.request("dhcp", "malformed", "dropped");
-            tracing::debug!(src = %arrival.src, "dropped: {}", packet::Rejected::Truncated);
+            metrics.dropped("dhcp", "malformed");
+            tracing::debug!(src = %arrival.src, len = arrival.len, "dropped: {why}");
+        };
+        if arrival.truncated {
+            malformed(&packet::Rejected::Truncated);
             return None;
         }
         let req = match packet::parse(&buf[..arrival.len]) {
             Ok(r) => r,
             Err(why) => {
-                stats.malformed.fetch_add(1, Ordering::Relaxed);
-                metrics.request("dhcp", "malformed", "dropped");
-                tracing::debug!(src = %arrival.src, len = arrival.len, "dropped: {why}");
+                malformed(&why);
                 return None;
             }
         };
         let config = self.shared.load();
+        if let Err(over) = guard.admit(
+            &config.dhcp.limits,
+            req.mac,
+            req.giaddr(),
+            req.circuit(),
+            Instant::now(),
+        ) {
+            stats.limited.fetch_add(1, Ordering::Relaxed);
+            metrics.dropped("dhcp", over.label());
+            tracing::debug!(mac = %req.mac, kind = ?req.kind, giaddr = %req.giaddr(), "dropped: over the {} limit", over.label());
+            return None;
+        }
         interfaces.refresh(arrival.ifindex);
         let iface = interfaces.get(arrival.ifindex);
         if let Some(i) = iface {
@@ -268,6 +304,13 @@ impl Receive<'_> {
                         format!("{}: no reply: {why}", kind_name(Some(req.kind))),
                     )
                 });
+                None
+            }
+            Outcome::Limited(limit, why) => {
+                stats.limited.fetch_add(1, Ordering::Relaxed);
+                metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
+                metrics.dropped("dhcp", limit.label());
+                tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
                 None
             }
             Outcome::Commit(ops) => {
@@ -389,11 +432,13 @@ async fn report(stats: Arc<Stats>) {
     let mut last = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let dropped = stats.malformed.load(Ordering::Relaxed);
+        let dropped =
+            stats.malformed.load(Ordering::Relaxed) + stats.limited.load(Ordering::Relaxed);
         if dropped != last {
             tracing::info!(
                 received = stats.received.load(Ordering::Relaxed),
-                malformed = dropped,
+                malformed = stats.malformed.load(Ordering::Relaxed),
+                limited = stats.limited.load(Ordering::Relaxed),
                 ignored = stats.ignored.load(Ordering::Relaxed),
                 replies = stats.replies.load(Ordering::Relaxed),
                 "dhcp packet counters"

@@ -62,6 +62,48 @@ impl Request {
     pub fn giaddr(&self) -> Ipv4Addr {
         self.msg.giaddr()
     }
+
+    /// The relay and the port behind it: giaddr and option 82's circuit id
+    /// (sub-option 1), when a relay sent both.
+    pub fn circuit(&self) -> Option<Circuit<'_>> {
+        let giaddr = self.giaddr();
+        if giaddr.is_unspecified() {
+            return None;
+        }
+        let id = self.relay_info.as_deref().and_then(circuit_id)?;
+        Some(Circuit { giaddr, id })
+    }
+}
+
+/// A relay's port: one switch port, usually one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Circuit<'a> {
+    pub giaddr: Ipv4Addr,
+    /// At most 255 bytes (one sub-option).
+    pub id: &'a [u8],
+}
+
+impl Circuit<'_> {
+    /// giaddr and circuit id as one byte string (a table key).
+    pub fn key(&self) -> Box<[u8]> {
+        let mut k = self.giaddr.octets().to_vec();
+        k.extend_from_slice(self.id);
+        k.into_boxed_slice()
+    }
+}
+
+/// Sub-option 1 (agent circuit id) of an option 82 payload, if well formed.
+fn circuit_id(info: &[u8]) -> Option<&[u8]> {
+    let mut rest = info;
+    while let [code, len, tail @ ..] = rest {
+        let len = usize::from(*len);
+        let value = tail.get(..len)?;
+        if *code == 1 {
+            return Some(value);
+        }
+        rest = &tail[len..];
+    }
+    None
 }
 
 /// Parses and validates one datagram.
@@ -229,6 +271,16 @@ mod tests {
         let mut buf = Vec::new();
         m.encode(&mut Encoder::new(&mut buf)).unwrap();
         buf
+    }
+
+    #[test]
+    fn option_82_walk_is_bounds_checked() {
+        assert_eq!(circuit_id(&[1, 2, 7, 8]), Some(&[7u8, 8][..]));
+        assert_eq!(circuit_id(&[2, 1, 0, 1, 1, 9]), Some(&[9u8][..]));
+        assert_eq!(circuit_id(&[1, 200, 7]), None);
+        assert_eq!(circuit_id(&[2, 5, 1]), None);
+        assert_eq!(circuit_id(&[1]), None);
+        assert_eq!(circuit_id(&[]), None);
     }
 
     #[test]

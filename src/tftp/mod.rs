@@ -12,6 +12,7 @@
 //! `netascii` requests are served byte for byte, like `octet` (boot files are
 //! binary; converting line ends would change `tsize`).
 
+mod admission;
 mod batch;
 mod content;
 mod packet;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::assets::{self, AssetError};
 use crate::config::Shared;
@@ -39,9 +40,15 @@ pub const MAX_BLKSIZE: u16 = 1468;
 /// Largest window offered (RFC 7440): 64 blocks of 1468 bytes is ~94 KB in
 /// flight, within default socket buffers.
 pub const MAX_WINDOWSIZE: u16 = 64;
-/// Concurrent transfers; each holds one socket. Requests beyond it are dropped
-/// (the client retries its RRQ) and counted.
+/// Concurrent transfers; each holds one socket. Requests beyond it wait for a
+/// slot in arrival order ([`admission`]).
 pub const MAX_TRANSFERS: usize = 512;
+/// Clients waiting for a slot; requests beyond it are dropped (the client
+/// retries its RRQ) and counted.
+pub const MAX_WAITING: usize = 4 * MAX_TRANSFERS;
+/// A waiting client not heard from for this long has given up (ROMs resend
+/// their RRQ every few seconds): its turn is skipped.
+pub const WAITING_SILENCE: Duration = Duration::from_secs(5);
 /// Retransmission timeout when the client does not ask for one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Retransmissions of the same packet before a transfer is abandoned: a dead
@@ -67,13 +74,44 @@ pub fn busy_drops() -> u64 {
 fn count_malformed() {
     MALFORMED.fetch_add(1, Ordering::Relaxed);
     crate::metrics::get().request("tftp", "malformed", "dropped");
+    crate::metrics::get().dropped("tftp", "malformed");
 }
 
 /// Binds the TFTP listener; a failure is one line naming the port and remedy.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
-    UdpSocket::bind(addr)
-        .await
-        .map_err(|e| crate::server::bind_error("TFTP (tftp_listen)", addr, e))
+    listener(addr).map_err(|e| crate::server::bind_error("TFTP (tftp_listen)", addr, e))
+}
+
+fn listener(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // A rack powering on sends its RRQs within a few milliseconds; with the
+    // default buffer (~200 KB, a few hundred requests) the kernel dropped
+    // part of a 2,000-request burst before pxed could count it. The kernel
+    // caps this at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// One of the [`MAX_TRANSFERS`] slots, held for the life of a transfer and
+/// counted as `pxed_in_progress{protocol="tftp"}`.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit) -> Slot {
+        crate::metrics::get().in_progress("tftp", 1);
+        Slot { _permit: permit }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        crate::metrics::get().in_progress("tftp", -1);
+    }
 }
 
 struct State {
@@ -83,6 +121,19 @@ struct State {
     /// Transfer sockets bind here (port 0): the listener's address.
     local_ip: IpAddr,
     slots: Arc<Semaphore>,
+    waiting: std::sync::Mutex<admission::Waiting<Request>>,
+    /// Rung when a request starts waiting.
+    queued: Notify,
+}
+
+impl State {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, admission::Waiting<Request>> {
+        // A panic while holding it cannot leave the queue inconsistent
+        // (push and pop are single map/deque operations): keep going.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Serves TFTP on `socket` until the task is dropped.
@@ -100,7 +151,10 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
         listener: socket,
         local_ip,
         slots: Arc::new(Semaphore::new(MAX_TRANSFERS)),
+        waiting: std::sync::Mutex::new(admission::Waiting::new(MAX_WAITING, WAITING_SILENCE)),
+        queued: Notify::new(),
     });
+    tokio::spawn(admit_waiting(state.clone()));
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, peer) = match state.listener.recv_from(&mut buf).await {
@@ -116,22 +170,18 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
         };
         match packet::parse(&buf[..n]) {
             Ok(Packet::Rrq(request)) => {
-                let Ok(permit) = state.slots.clone().try_acquire_owned() else {
-                    let dropped = BUSY.fetch_add(1, Ordering::Relaxed) + 1;
-                    crate::metrics::get().request("tftp", "rrq", "busy");
-                    // 1st, 2nd, 4th, 8th, … drop: visible without flooding the log.
-                    if dropped.is_power_of_two() {
-                        tracing::warn!(
-                            %peer,
-                            file = ?request.filename,
-                            limit = MAX_TRANSFERS,
-                            dropped,
-                            "tftp transfer limit reached; request dropped (the client retries)"
-                        );
-                    }
-                    continue;
+                // Straight to a slot only when nobody is waiting (first come,
+                // first served).
+                let direct = match state.waiting().is_empty() {
+                    true => state.slots.clone().try_acquire_owned().ok(),
+                    false => None,
                 };
-                tokio::spawn(read(state.clone(), peer, request, permit));
+                match direct {
+                    Some(permit) => {
+                        tokio::spawn(read(state.clone(), peer, request, Slot::new(permit)));
+                    }
+                    None => wait_for_slot(&state, peer, request),
+                }
             }
             Ok(Packet::Wrq(request)) => {
                 tracing::info!(%peer, file = ?request.filename, outcome = "refused", "tftp write request refused (read-only server)");
@@ -146,6 +196,63 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
             Err(e) => {
                 count_malformed();
                 tracing::debug!(%peer, error = %e, "tftp: malformed packet dropped");
+            }
+        }
+    }
+}
+
+/// Queues a request that found no free slot, or drops it when the queue is full.
+fn wait_for_slot(state: &State, peer: SocketAddr, request: Request) {
+    let metrics = crate::metrics::get();
+    let file = request.filename.clone();
+    let (queued, waiting) = {
+        let mut w = state.waiting();
+        let q = w.push(peer, request, Instant::now());
+        (q, w.len())
+    };
+    metrics.tftp_waiting(waiting);
+    match queued {
+        admission::Queued::New | admission::Queued::Repeat => state.queued.notify_one(),
+        admission::Queued::Full => {
+            let dropped = BUSY.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics.request("tftp", "rrq", "busy");
+            metrics.dropped("tftp", "busy");
+            // 1st, 2nd, 4th, 8th, … drop: visible without flooding the log.
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    %peer,
+                    file = ?file,
+                    transfers = MAX_TRANSFERS,
+                    waiting = MAX_WAITING,
+                    dropped,
+                    "tftp transfer slots and waiting list full; request dropped (the client retries)"
+                );
+            }
+        }
+    }
+}
+
+/// Hands free slots to waiting requests, oldest first, for the life of the
+/// server.
+async fn admit_waiting(state: Arc<State>) {
+    let metrics = crate::metrics::get();
+    loop {
+        state.queued.notified().await;
+        while !state.waiting().is_empty() {
+            let Ok(permit) = state.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (next, stale, left) = {
+                let mut w = state.waiting();
+                let (next, stale) = w.pop(Instant::now());
+                (next, stale, w.len())
+            };
+            metrics.tftp_waiting(left);
+            if stale > 0 {
+                metrics.dropped_n("tftp", "gave_up_waiting", stale as u64);
+            }
+            if let Some((peer, request)) = next {
+                tokio::spawn(read(state.clone(), peer, request, Slot::new(permit)));
             }
         }
     }
@@ -208,7 +315,7 @@ fn pxelinux_cfg_name(path: &str) -> Option<&str> {
 }
 
 /// Serves one read request, from resolving the name to the last ACK.
-async fn read(state: Arc<State>, peer: SocketAddr, request: Request, permit: OwnedSemaphorePermit) {
+async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot) {
     let started = Instant::now();
     let name = request.filename.trim_start_matches('/');
     let file = request.filename.as_str();
@@ -275,7 +382,7 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, permit: Own
     };
     let (outcome, bytes) = transfer::run(&socket, &content, params).await;
     drop(socket);
-    drop(permit);
+    drop(slot);
     let metrics = crate::metrics::get();
     // Bytes first: whoever sees the transfer counted also sees its bytes.
     metrics.sent("tftp", bytes);

@@ -336,6 +336,73 @@ impl Drop for Netns {
     }
 }
 
+/// Two namespaces joined by a veth pair: `srv` holds `vs` with `server_cidr`
+/// (where pxed runs), `cli` holds `vc`, up and without an address. Broadcasts
+/// from one side are real broadcasts on the other.
+pub struct NetnsPair {
+    pub srv: Netns,
+    pub cli: Netns,
+}
+
+impl NetnsPair {
+    pub fn new(tag: &str, server_cidr: &str) -> NetnsPair {
+        let srv = Netns::new(&format!("{tag}s"));
+        let cli = Netns::new(&format!("{tag}c"));
+        sh(&format!(
+            "ip -n {s} link add vs type veth peer name vc netns {c} && \
+             ip -n {s} addr add {server_cidr} dev vs && ip -n {s} link set vs up && \
+             ip -n {c} link set vc up",
+            s = srv.name,
+            c = cli.name
+        ));
+        NetnsPair { srv, cli }
+    }
+
+    /// Runs `f` on a thread inside the client namespace (threads it starts
+    /// are in that namespace too).
+    pub fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.cli.run(f)
+    }
+}
+
+/// A `/proc/<pid>/status` field in KiB, e.g. `VmHWM` (peak resident set).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The value of the sample `name{labels…}` in a Prometheus text exposition
+/// (0 when absent: a counter that never moved is not printed).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Raises this process's soft open-files limit to at least `n` (up to the hard
+/// limit): a test that holds thousands of sockets needs more than the common
+/// default of 1,024.
+pub fn raise_open_files_limit(n: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < n {
+        setrlimit(Resource::RLIMIT_NOFILE, n.min(hard), hard).unwrap();
+    }
+}
+
 /// Runs a shell command; panics with its output if it fails.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");

@@ -1,0 +1,193 @@
+//! A TFTP read client as boot firmware does it, for the load tools
+//! (`examples/storm`, `examples/tftp_load.rs`): RRQ with `tsize` (and
+//! `blksize`, `windowsize` when asked), the transfer locked to the server's
+//! first answering port, an ACK per block or per window, retransmission of the
+//! last packet on silence. With `probe_size_first`, it first does what PXE
+//! ROMs do: RRQ with `tsize` only, ERROR 8 to the OACK, then the real RRQ from
+//! the same port.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+
+#[derive(Debug, Clone)]
+pub struct Rrq {
+    pub file: String,
+    pub blksize: Option<u16>,
+    pub windowsize: Option<u16>,
+    /// The PXE ROM dance: a `tsize`-only RRQ aborted with ERROR 8 first.
+    pub probe_size_first: bool,
+    /// Wait for each answer this long before sending the last packet again.
+    pub timeout: Duration,
+    /// Retransmissions of one packet before giving up.
+    pub retries: u32,
+}
+
+fn rrq(file: &str, options: &[(&str, String)]) -> Vec<u8> {
+    let mut p = vec![0, 1];
+    for s in [file, "octet"]
+        .into_iter()
+        .chain(options.iter().flat_map(|(k, v)| [*k, v.as_str()]))
+    {
+        p.extend_from_slice(s.as_bytes());
+        p.push(0);
+    }
+    p
+}
+
+fn ack(block: u16) -> [u8; 4] {
+    let b = block.to_be_bytes();
+    [0, 4, b[0], b[1]]
+}
+
+/// Option values from an OACK body.
+fn oack_option(body: &[u8], name: &str) -> Option<u64> {
+    let mut fields = body.split(|&b| b == 0);
+    while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+        if k.eq_ignore_ascii_case(name.as_bytes()) {
+            return std::str::from_utf8(v).ok()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// Reads `r.file` from `server` on a fresh socket bound to `local`.
+pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec<u8>, String> {
+    let sock = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
+    // The aborted transfer's port: a late packet from it is not this transfer.
+    let aborted = match r.probe_size_first {
+        true => Some(probe_size(&sock, server, r).await?),
+        false => None,
+    };
+    let mut options = vec![("tsize", "0".to_string())];
+    if let Some(b) = r.blksize {
+        options.push(("blksize", b.to_string()));
+    }
+    if let Some(w) = r.windowsize {
+        options.push(("windowsize", w.to_string()));
+    }
+    let request = rrq(&r.file, &options);
+    sock.send_to(&request, server)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tid: Option<SocketAddr> = None;
+    let mut last: Vec<u8> = request;
+    let (mut blksize, mut window) = (512usize, 1u32);
+    let mut tsize = None;
+    let mut expected: u16 = 1;
+    let mut since_ack = 0u32;
+    let mut gap_acked = false;
+    let mut got_data = false;
+    let mut data = Vec::new();
+    let mut retries = 0;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = match tokio::time::timeout(r.timeout, sock.recv_from(&mut buf)).await {
+            Err(_) => {
+                retries += 1;
+                if retries > r.retries {
+                    return Err(format!("timed out after {} bytes", data.len()));
+                }
+                let _ = sock.send_to(&last, tid.unwrap_or(server)).await;
+                continue;
+            }
+            Ok(r) => r.map_err(|e| e.to_string())?,
+        };
+        if Some(from) == aborted {
+            continue;
+        }
+        match tid {
+            None => tid = Some(from),
+            Some(t) if t != from => continue,
+            Some(_) => {}
+        }
+        let pkt = &buf[..n];
+        if n < 4 {
+            continue;
+        }
+        match u16::from_be_bytes([pkt[0], pkt[1]]) {
+            6 if !got_data => {
+                if let Some(b) = oack_option(&pkt[2..], "blksize") {
+                    blksize = b as usize;
+                }
+                if let Some(w) = oack_option(&pkt[2..], "windowsize") {
+                    window = w as u32;
+                }
+                tsize = oack_option(&pkt[2..], "tsize");
+                last = ack(0).to_vec();
+                let _ = sock.send_to(&last, from).await;
+                retries = 0;
+            }
+            3 => {
+                got_data = true;
+                let block = u16::from_be_bytes([pkt[2], pkt[3]]);
+                let payload = &pkt[4..];
+                if block == expected {
+                    data.extend_from_slice(payload);
+                    expected = expected.wrapping_add(1);
+                    since_ack += 1;
+                    retries = 0;
+                    gap_acked = false;
+                    let end = payload.len() < blksize;
+                    if end || since_ack >= window {
+                        last = ack(block).to_vec();
+                        let _ = sock.send_to(&last, from).await;
+                        since_ack = 0;
+                    }
+                    if end {
+                        return match tsize {
+                            Some(t) if t != data.len() as u64 => {
+                                Err(format!("tsize {t}, got {} bytes", data.len()))
+                            }
+                            _ => Ok(data),
+                        };
+                    }
+                } else if window == 1 || !gap_acked {
+                    // Duplicate (lockstep) or a gap (window): ACK the last
+                    // in-order block.
+                    gap_acked = true;
+                    last = ack(expected.wrapping_sub(1)).to_vec();
+                    let _ = sock.send_to(&last, from).await;
+                    since_ack = 0;
+                }
+            }
+            5 => return Err(error_text(pkt)),
+            _ => {}
+        }
+    }
+}
+
+/// RRQ with `tsize` only; the OACK tells the size, ERROR 8 ends that
+/// transfer (what a PXE ROM does before its real request). Returns the port
+/// of the transfer it ended.
+async fn probe_size(sock: &UdpSocket, server: SocketAddr, r: &Rrq) -> Result<SocketAddr, String> {
+    let request = rrq(&r.file, &[("tsize", "0".to_string())]);
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..=r.retries {
+        sock.send_to(&request, server)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Ok(got) = tokio::time::timeout(r.timeout, sock.recv_from(&mut buf)).await else {
+            continue;
+        };
+        let (n, from) = got.map_err(|e| e.to_string())?;
+        let pkt = &buf[..n];
+        return match pkt.get(..2) {
+            Some([0, 6]) => {
+                let abort = b"\0\x05\0\x08tsize only\0";
+                let _ = sock.send_to(abort, from).await;
+                Ok(from)
+            }
+            Some([0, 5]) => Err(error_text(pkt)),
+            _ => Err(format!("unexpected answer to the size probe: {pkt:?}")),
+        };
+    }
+    Err("no answer to the size probe".into())
+}
+
+fn error_text(pkt: &[u8]) -> String {
+    let code = u16::from_be_bytes([pkt[2], pkt[3]]);
+    let text = pkt[4..].split(|&b| b == 0).next().unwrap_or_default();
+    format!("ERROR {code}: {}", String::from_utf8_lossy(text))
+}
