@@ -38,6 +38,12 @@ pub struct DropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub subnet: String,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
 }
@@ -54,6 +60,7 @@ pub struct Metrics {
     config_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     rules: Gauge,
     events_dropped: Family<ReasonLabels, Counter>,
+    pool: Family<PoolLabels, Gauge>,
 }
 
 pub fn get() -> &'static Metrics {
@@ -115,6 +122,12 @@ impl Metrics {
         );
         let rules = Gauge::default();
         registry.register("config_rules", "Rules in the serving config", rules.clone());
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "dhcp_pool_addresses",
+            "DHCP pool addresses by subnet and state (size, bound, offered, declined), every 5 s",
+            pool.clone(),
+        );
         let events_dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "events_dropped",
@@ -133,6 +146,7 @@ impl Metrics {
             config_age,
             rules,
             events_dropped,
+            pool,
         }
     }
 
@@ -176,6 +190,15 @@ impl Metrics {
 
     pub fn render_time(&self, seconds: f64) {
         self.render_seconds.observe(seconds);
+    }
+
+    pub fn pool(&self, subnet: &str, state: &'static str, n: u64) {
+        self.pool
+            .get_or_create(&PoolLabels {
+                subnet: subnet.to_string(),
+                state,
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn events_dropped(&self, reason: &'static str, n: usize) {

@@ -932,6 +932,31 @@ fn boot_events_of_a_full_simulated_boot_in_order() {
     }
     // Another machine's events are not in this one's list.
     assert!(events("52:54:00:77:00:61").is_empty());
+
+    // The pool gauges (refreshed every 5 s) count the one bound address.
+    let admin = pxed.addr("admin");
+    let scrape = || {
+        lab.srv.run(|| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(admin).unwrap();
+            write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+    };
+    let bound = "pxed_dhcp_pool_addresses{subnet=\"10.77.0.0/24\",state=\"bound\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(7);
+    let mut metrics = scrape();
+    while !metrics.contains(bound) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        metrics = scrape();
+    }
+    assert!(metrics.contains(bound), "{metrics}");
+    assert!(
+        metrics.contains("pxed_dhcp_pool_addresses{subnet=\"10.77.0.0/24\",state=\"size\"} 100"),
+        "{metrics}"
+    );
 }
 
 /// A locally administered MAC from a counter (distinct for every `n`).

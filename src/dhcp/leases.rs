@@ -223,6 +223,14 @@ impl LeaseStore for MemoryStore {
     }
 }
 
+/// Live addresses of one pool, by state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    pub bound: u64,
+    pub offered: u64,
+    pub declined: u64,
+}
+
 /// The in-memory lease table: the allocator.
 ///
 /// Every operation a client can trigger is O(log n) or amortised O(1), so a
@@ -267,6 +275,25 @@ impl Leases {
             t.insert(l);
         }
         t
+    }
+
+    /// How much of the pool `first..=last` is taken at `now` (the
+    /// `pxed_dhcp_pool_addresses` gauges). O(entries): called every few seconds.
+    pub fn pool_use(&self, first: Ipv4Addr, last: Ipv4Addr, now: u64) -> PoolUse {
+        let range = u32::from(first)..=u32::from(last);
+        let mut usage = PoolUse::default();
+        for l in self.by_ip.values() {
+            if !range.contains(&u32::from(l.ip)) || l.expires <= now {
+                continue;
+            }
+            match l.state {
+                State::Bound => usage.bound += 1,
+                State::Offered => usage.offered += 1,
+                State::Declined => usage.declined += 1,
+                State::Released => {}
+            }
+        }
+        usage
     }
 
     pub fn len(&self) -> usize {

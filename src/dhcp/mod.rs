@@ -175,10 +175,20 @@ async fn serve(
     let mut guard = Guard::new(shared.load().dhcp.limits.rate_table_size);
     let mut buf = vec![0u8; 4096];
     let mut jobs = Vec::new();
+    let mut publish = tokio::time::interval(POOL_GAUGES_EVERY);
+    let owns_pool = committer.is_some();
     loop {
-        if let Err(e) = socket.readable().await {
-            tracing::debug!(error = %e, "receive error");
-            continue;
+        tokio::select! {
+            readable = socket.readable() => {
+                if let Err(e) = readable {
+                    tracing::debug!(error = %e, "receive error");
+                    continue;
+                }
+            }
+            _ = publish.tick(), if owns_pool => {
+                publish_pool_use(&shared, &leases);
+                continue;
+            }
         }
         for _ in 0..READ_BATCH {
             let arrival = match socket.try_io(Interest::READABLE, || server::recv(fd, &mut buf)) {
@@ -215,6 +225,30 @@ async fn serve(
                 }
                 None => jobs.clear(),
             }
+        }
+    }
+}
+
+/// How often the pool-use gauges are brought up to date.
+const POOL_GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+fn publish_pool_use(shared: &Shared, leases: &Leases) {
+    let config = shared.load();
+    let metrics = crate::metrics::get();
+    for subnet in &config.dhcp.subnets {
+        let Some((first, last)) = subnet.pool else {
+            continue;
+        };
+        let name = format!("{}/{}", subnet.network, subnet.prefix);
+        let usage = leases.pool_use(first, last, now());
+        let size = u64::from(u32::from(last).saturating_sub(u32::from(first))) + 1;
+        for (state, n) in [
+            ("size", size),
+            ("bound", usage.bound),
+            ("offered", usage.offered),
+            ("declined", usage.declined),
+        ] {
+            metrics.pool(&name, state, n);
         }
     }
 }
