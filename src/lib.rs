@@ -11,3 +11,7 @@ pub mod metrics;
 pub mod reload;
 pub mod server;
 pub mod tftp;
+
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;

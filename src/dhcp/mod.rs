@@ -27,11 +27,12 @@ use anyhow::Context as _;
 use dhcproto::Encodable;
 use tokio::io::Interest;
 
-use crate::config::{DhcpMode, Shared};
+use crate::config::{Config, DhcpMode, Shared};
 use commit::{Committer, Job};
 use exchange::{Outcome, Place, Port};
-use leases::{LeaseStore, Leases, SqliteStore};
-use server::{Interfaces, Outgoing, Sender};
+use leases::{LeaseOp, LeaseStore, Leases, SqliteStore};
+use packet::Request;
+use server::{Arrival, Iface, Interfaces, Outgoing, Sender};
 
 /// Packet counters, logged every minute when something was dropped.
 #[derive(Default)]
@@ -210,8 +211,9 @@ struct Receive<'a> {
 }
 
 impl Receive<'_> {
-    /// Parses, decides and sends one datagram; returns the job to commit when
-    /// the answer depends on a lease change.
+    /// Answers one datagram ([`respond`]), counts and logs what happened and
+    /// sends the reply; returns the job to commit when the reply depends on a
+    /// lease change.
     fn process(
         &self,
         buf: &[u8],
@@ -228,73 +230,44 @@ impl Receive<'_> {
             tracing::debug!(src = %arrival.src, "dropped: {}", packet::Rejected::Truncated);
             return None;
         }
-        let req = match packet::parse(&buf[..arrival.len]) {
-            Ok(r) => r,
-            Err(why) => {
-                stats.malformed.fetch_add(1, Ordering::Relaxed);
-                metrics.request("dhcp", "malformed", "dropped");
-                tracing::debug!(src = %arrival.src, len = arrival.len, "dropped: {why}");
-                return None;
-            }
-        };
         let config = self.shared.load();
         interfaces.refresh(arrival.ifindex);
         let iface = interfaces.get(arrival.ifindex);
-        if let Some(i) = iface {
-            if !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name) {
-                stats.ignored.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(mac = %req.mac, iface = %i.name, "ignored: not one of [dhcp] interfaces");
-                return None;
+        let datagram = &buf[..arrival.len.min(buf.len())];
+        match respond(&config, leases, iface, &arrival, self.port, datagram, now()) {
+            Response::Malformed(why) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                metrics.request("dhcp", "malformed", "dropped");
+                tracing::debug!(src = %arrival.src, len = arrival.len, "dropped: {why}");
+                None
             }
-        }
-        let (server_ip, subnet) = exchange::locate(&config, iface, arrival.local, req.giaddr());
-        let place = Place {
-            server: server_ip,
-            subnet,
-            ifindex: arrival.ifindex,
-            port: self.port,
-            src: arrival.src,
-        };
-        match exchange::handle(&config, leases, &place, &req, now()) {
-            Outcome::Ignore(why) => {
+            Response::Silent { req, why } => {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
                 metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
                 tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
                 None
             }
-            Outcome::Commit(ops) => {
+            Response::Unencodable { req, error } => {
+                tracing::error!(mac = %req.mac, error = %error, "cannot encode a reply");
+                None
+            }
+            Response::Store { req, ops } => {
                 metrics.request("dhcp", kind_name(Some(req.kind)), "stored");
                 Some(Job { ops, reply: None })
             }
-            Outcome::Reply {
-                msg,
-                dest,
-                ifindex,
+            Response::Reply {
+                req,
+                kind,
+                yiaddr,
+                out,
                 commit,
             } => {
-                let bytes = match msg.to_vec() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot encode a reply");
-                        return None;
-                    }
-                };
-                tracing::debug!(mac = %req.mac, kind = ?msg.opts().msg_type(), yiaddr = %msg.yiaddr(), dest = %dest, "reply");
+                tracing::debug!(mac = %req.mac, kind = ?kind, yiaddr = %yiaddr, dest = %out.dest, "reply");
                 stats.replies.fetch_add(1, Ordering::Relaxed);
-                metrics.request(
-                    "dhcp",
-                    kind_name(Some(req.kind)),
-                    kind_name(msg.opts().msg_type()),
-                );
-                let out = Outgoing {
-                    bytes,
-                    dest,
-                    ifindex,
-                    src: server_ip,
-                };
+                metrics.request("dhcp", kind_name(Some(req.kind)), kind_name(kind));
                 if commit.is_empty() {
                     if let Err(e) = self.sender.send(&out) {
-                        tracing::debug!(dest = %dest, error = %e, "cannot send reply");
+                        tracing::debug!(dest = %out.dest, error = %e, "cannot send reply");
                     }
                     None
                 } else {
@@ -305,6 +278,92 @@ impl Receive<'_> {
                 }
             }
         }
+    }
+}
+
+/// The answer to one datagram, decided without I/O.
+#[derive(Debug)]
+pub enum Response {
+    /// Not a DHCP request pxed can read: dropped and counted.
+    Malformed(packet::Rejected),
+    /// A valid request that gets no answer, and why (logged at debug).
+    Silent { req: Box<Request>, why: String },
+    /// No answer, but lease changes to store (DECLINE, RELEASE).
+    Store {
+        req: Box<Request>,
+        ops: Vec<LeaseOp>,
+    },
+    /// The reply could not be encoded (a bug in pxed, not the client's fault).
+    Unencodable { req: Box<Request>, error: String },
+    /// A reply to send once `commit` is durable (at once when it is empty).
+    Reply {
+        req: Box<Request>,
+        kind: Option<dhcproto::v4::MessageType>,
+        yiaddr: std::net::Ipv4Addr,
+        out: Outgoing,
+        commit: Vec<LeaseOp>,
+    },
+}
+
+/// Everything pxed does with a received datagram short of touching a socket
+/// or the database: parse and validate it, check the receiving interface,
+/// find the subnet, run the RFC 2131 exchange against the lease table and the
+/// boot decision, and encode the reply. `iface` is the interface it arrived
+/// on (`None` if unknown). The receive loop and the fuzz target both call
+/// this, so the fuzzer exercises exactly what a hostile packet reaches.
+pub fn respond(
+    config: &Config,
+    leases: &mut Leases,
+    iface: Option<&Iface>,
+    arrival: &Arrival,
+    port: Port,
+    datagram: &[u8],
+    now: u64,
+) -> Response {
+    let req = match packet::parse(datagram) {
+        Ok(r) => Box::new(r),
+        Err(why) => return Response::Malformed(why),
+    };
+    if let Some(i) = iface {
+        if !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name) {
+            let why = format!("{} is not one of [dhcp] interfaces", i.name);
+            return Response::Silent { req, why };
+        }
+    }
+    let (server_ip, subnet) = exchange::locate(config, iface, arrival.local, req.giaddr());
+    let place = Place {
+        server: server_ip,
+        subnet,
+        ifindex: arrival.ifindex,
+        port,
+        src: arrival.src,
+    };
+    match exchange::handle(config, leases, &place, &req, now) {
+        Outcome::Ignore(why) => Response::Silent { req, why },
+        Outcome::Commit(ops) => Response::Store { req, ops },
+        Outcome::Reply {
+            msg,
+            dest,
+            ifindex,
+            commit,
+        } => match msg.to_vec() {
+            Ok(bytes) => Response::Reply {
+                kind: msg.opts().msg_type(),
+                yiaddr: msg.yiaddr(),
+                req,
+                out: Outgoing {
+                    bytes,
+                    dest,
+                    ifindex,
+                    src: server_ip,
+                },
+                commit,
+            },
+            Err(e) => Response::Unencodable {
+                req,
+                error: e.to_string(),
+            },
+        },
     }
 }
 

@@ -67,21 +67,29 @@ pub async fn serve(listener: TcpListener, app: Router) {
         let conn = Conn { local, peer };
         let app = app.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(conn);
-                    app.clone().oneshot(req)
-                },
-            );
-            let result = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
-            }
+            connection(stream, conn, app).await;
             drop(permit);
         });
+    }
+}
+
+/// Serves the requests of one accepted connection (any byte stream: the fuzz
+/// target feeds it from memory) until the client closes it or stalls.
+pub async fn connection<I>(io: I, conn: Conn, app: Router)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(conn);
+            app.clone().oneshot(req)
+        });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(peer = %conn.peer, error = %e, "http connection ended with an error");
     }
 }
