@@ -141,21 +141,28 @@ impl Reloader {
     }
 
     /// Watches the directories of the serving config (its template directory
-    /// may have moved in the last reload).
+    /// may have moved in the last reload). Every wanted directory is watched
+    /// again each time: one that was deleted and created again is a new
+    /// inode, and the old watch went with the old one (edits in the new
+    /// directory would go unnoticed). Watching a directory already watched
+    /// keeps its watch, so no change slips through meanwhile.
     fn watch_current_dirs(&mut self) {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
         let want = watched_dirs(&self.path, &self.shared);
-        if want == self.dirs {
-            return;
-        }
-        for d in &self.dirs {
+        for d in self.dirs.iter().filter(|d| !want.contains(d)) {
             let _ = w.unwatch(d.as_path());
         }
         for d in &want {
-            if let Err(e) = w.watch(d.as_path(), RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %d.display(), error = %e, "cannot watch; reload with SIGHUP");
+            match w.watch(d.as_path(), RecursiveMode::NonRecursive) {
+                Ok(()) => {}
+                // Deleted: the reload that follows says so; a SIGHUP or a
+                // change in the config directory watches it again.
+                Err(_) if !d.exists() => {}
+                Err(e) => {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch; reload with SIGHUP")
+                }
             }
         }
         self.dirs = want;

@@ -6,6 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
+use common::http::{get, raw};
 use common::{ConfigDir, Pxed};
 
 const RULES: &str = r#"
@@ -92,30 +93,6 @@ fn server() -> Server {
 }
 
 /// A raw HTTP exchange, so that the exact bytes on the wire are checked.
-fn raw(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end")
-        + 4;
-    (
-        String::from_utf8_lossy(&buf[..split]).into_owned(),
-        buf[split..].to_vec(),
-    )
-}
-
-fn get(addr: SocketAddr, path_and_query: &str) -> (String, String) {
-    let (head, body) = raw(
-        addr,
-        &format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    );
-    (head, String::from_utf8(body).unwrap())
-}
-
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;

@@ -19,6 +19,7 @@ pub mod server;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,6 +64,8 @@ pub fn start(
     }
     let mut leases = Leases::default();
     let mut committer = None;
+    // Set when the lease database could not be opened yet.
+    let mut lease_db = None;
     let main = bind(dhcp.listen)?;
     let sender = Arc::new(Sender::new(&main).context("DHCP socket")?);
     if dhcp.mode == DhcpMode::Full {
@@ -84,15 +87,23 @@ pub fn start(
                 nets.join(", ")
             );
         }
-        let mut store = SqliteStore::open(&dhcp.lease_db, dhcp.lease_fsync).with_context(|| {
-            format!("cannot open the lease database {}", dhcp.lease_db.display())
-        })?;
-        let stored = store.load().context("cannot read the lease database")?;
-        leases::spawn_checkpointer(&dhcp.lease_db).context("lease checkpoint thread")?;
-        leases = Leases::from_stored(stored);
-        tracing::info!(db = %dhcp.lease_db.display(), leases = leases.len(), fsync = dhcp.lease_fsync, "leases loaded");
-        committer =
-            Some(Committer::start(Box::new(store), sender.clone()).context("lease thread")?);
+        match open_leases(&dhcp.lease_db, dhcp.lease_fsync) {
+            Ok((store, stored)) => {
+                leases = stored;
+                committer = Some(
+                    Committer::start(Box::new(store), sender.clone()).context("lease thread")?,
+                );
+            }
+            Err(e) => {
+                // HTTP and TFTP need no lease database: they start; DHCP
+                // waits for it (see `wait_for_leases`).
+                tracing::error!(
+                    "{e:#}; DHCP answers nobody until it can record leases (pxed never hands out an address it could not keep); HTTP and TFTP are serving; retrying every {} s",
+                    LEASE_DB_RETRY.as_secs()
+                );
+                lease_db = Some((dhcp.lease_db.clone(), dhcp.lease_fsync));
+            }
+        }
     }
     let proxy = match dhcp.mode {
         DhcpMode::Proxy => Some(bind(dhcp.proxy_listen)?),
@@ -112,6 +123,17 @@ pub fn start(
     };
     let shared = shared.clone();
     Ok(Some(async move {
+        if let Some((path, fsync)) = lease_db {
+            let (store, stored) = wait_for_leases(&path, fsync).await;
+            leases = stored;
+            match Committer::start(Box::new(store), sender.clone()) {
+                Ok(c) => committer = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the lease thread; DHCP stops");
+                    return;
+                }
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((p, sender)) = proxy {
             tasks.spawn(serve(
@@ -136,6 +158,42 @@ pub fn start(
         tasks.spawn(report(stats));
         while tasks.join_next().await.is_some() {}
     }))
+}
+
+/// How often DHCP tries again to open a lease database it could not open.
+const LEASE_DB_RETRY: Duration = Duration::from_secs(5);
+
+/// Opens the lease database and reads every lease in it.
+fn open_leases(path: &Path, fsync: bool) -> anyhow::Result<(SqliteStore, Leases)> {
+    let mut store = SqliteStore::open(path, fsync)
+        .with_context(|| format!("cannot open the lease database {}", path.display()))?;
+    let stored = store
+        .load()
+        .with_context(|| format!("cannot read the lease database {}", path.display()))?;
+    leases::spawn_checkpointer(path).context("lease checkpoint thread")?;
+    let leases = Leases::from_stored(stored);
+    tracing::info!(db = %path.display(), leases = leases.len(), fsync, "leases loaded");
+    Ok((store, leases))
+}
+
+/// Retries [`open_leases`] until it works, saying so when the reason changes.
+/// Meanwhile the DHCP sockets are bound but not read: requests queue or are
+/// dropped by the kernel, and clients retransmit.
+async fn wait_for_leases(path: &Path, fsync: bool) -> (SqliteStore, Leases) {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(LEASE_DB_RETRY).await;
+        match open_leases(path, fsync) {
+            Ok(opened) => return opened,
+            Err(e) => {
+                let why = format!("{e:#}");
+                if why != last {
+                    tracing::error!("{why}; DHCP still waits for the lease database");
+                    last = why;
+                }
+            }
+        }
+    }
 }
 
 fn bind(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod dhcp;
+pub mod http;
 pub mod lab;
+pub mod tftp;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
