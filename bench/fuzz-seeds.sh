@@ -51,7 +51,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     ip netns del "$NS" 2>/dev/null || true
-    rm -rf "$WORK"
+    if [ -n "${KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -78,7 +78,7 @@ mkdir -p "$WORK/assets" "$WORK/templates"
 cp "$REPO"/boot-templates/* "$WORK/templates/"
 echo kernel > "$WORK/assets/vmlinuz"
 printf '#!ipxe\nchain tftp://${next-server}/undionly.kpxe\n' > "$WORK/templates/seed-undionly.ipxe"
-printf '#!ipxe\nchain tftp://${next-server}/pxelinux.0\n' > "$WORK/templates/seed-pxelinux.ipxe"
+printf '#!ipxe\nset 210:string /\nchain tftp://${next-server}/pxelinux.0\n' > "$WORK/templates/seed-pxelinux.ipxe"
 cat > "$WORK/machines.toml" <<EOF
 [server]
 http_listen = "$IP:8080"
@@ -165,17 +165,22 @@ guest() {
     echo "  $name: captured"
 }
 
-# Writes each hex payload of a capture's packets (filter $2) as a seed file
-# $CORPUS/$3/$1-<n>-<label>, <label> from the fields after the payload.
+# Writes the UDP or TCP payload of each packet of capture $1 that matches
+# filter $2 as a seed file $CORPUS/$3/$4-<n>-<label>, <label> made of the
+# fields named after that.
 extract() {
-    local pcap=$1 filter=$2 target=$3 prefix=$4; shift 4
+    local pcap=$1 filter=$2 target=$3 prefix=$4 payload=udp.payload field fields=(); shift 4
+    [ "$target" = http ] && payload=tcp.payload
+    for field in "$payload" "$@"; do fields+=(-e "$field"); done
     mkdir -p "$CORPUS/$target"
-    tshark -r "$WORK/$pcap.pcap" -Y "$filter" -T fields -E separator=/t "$@" 2>/dev/null |
+    tshark -r "$WORK/$pcap.pcap" -Y "$filter" -T fields -E separator=/t "${fields[@]}" 2>/dev/null |
         perl -ne '
             BEGIN { ($dir, $prefix) = @ARGV[0, 1]; @ARGV = (); }
             chomp; my ($hex, @label) = split /\t/;
             next unless $hex;
             $hex =~ s/[^0-9a-fA-F]//g;
+            my %dhcp = (1 => "discover", 3 => "request", 4 => "decline", 7 => "release", 8 => "inform");
+            @label = map { $dir =~ m{/dhcp$} && exists $dhcp{$_} ? $dhcp{$_} : $_ } @label;
             my $label = join("-", grep { length } @label);
             $label =~ s/[^A-Za-z0-9.-]+/_/g;
             $n++;
@@ -314,6 +319,11 @@ mkdir -p "$WORK/configs"
     --test http --test serve --test tftp >/dev/null 2>&1) || echo "  (some tests failed; their configs are kept anyway)"
 cp "$WORK"/configs/*.toml "$CORPUS/config/" 2>/dev/null || true
 
+# Each packet was seen twice (on the tap and on the bridge): keep one copy
+# of every distinct seed.
+for t in dhcp tftp http config; do
+    (cd "$CORPUS/$t" && md5sum -- * | sort -k1,1 -s | awk 'seen[$1]++ { print $2 }' | xargs -r rm -f)
+done
 for t in dhcp tftp http config; do
     printf '%-7s %3d seeds, %6d bytes\n' "$t" "$(ls "$CORPUS/$t" | wc -l)" "$(cat "$CORPUS/$t"/* | wc -c)"
 done

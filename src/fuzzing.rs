@@ -513,6 +513,73 @@ mod tests {
         n
     }
 
+    fn seed(target: &str, name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target)
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The harness reaches the answers, not only the parsers: captured
+    /// clients get what they get from the daemon.
+    #[test]
+    fn seeds_get_real_answers() {
+        let full = full_config();
+        let iface = Iface {
+            name: "br0".into(),
+            addrs: vec![(Ipv4Addr::new(10, 97, 0, 1), 16)],
+        };
+        let bootfile = |name: &str| {
+            let datagram = seed("dhcp", name);
+            let arrival = Arrival {
+                len: datagram.len(),
+                src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+                ifindex: 2,
+                local: Ipv4Addr::BROADCAST,
+                truncated: false,
+            };
+            let mut leases = Leases::from_stored(stored_leases());
+            let r = respond(
+                &full,
+                &mut leases,
+                Some(&iface),
+                &arrival,
+                Port::Dhcp,
+                &datagram,
+                NOW,
+            );
+            let Response::Reply { out, .. } = r else {
+                panic!("{name}: no reply: {r:?}")
+            };
+            let m = Message::from_bytes(&out.bytes).unwrap();
+            match m.opts().get(OptionCode::BootfileName) {
+                Some(DhcpOption::BootfileName(f)) => String::from_utf8_lossy(f).into_owned(),
+                other => panic!("{name}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            bootfile("bios-rom-01-discover"),
+            "http://10.97.0.1:8080/boot.ipxe"
+        );
+        assert_eq!(bootfile("pxe-rom-discover"), "undionly.kpxe");
+        assert_eq!(bootfile("pxe-efi-discover"), "ipxe.efi");
+
+        let oack = runtime()
+            .block_on(crate::tftp::first_packet(
+                &full,
+                &seed("tftp", "client-rrq-02-undionly.kpxe"),
+            ))
+            .unwrap();
+        assert_eq!(&oack[..2], &[0, 6], "{oack:?}");
+        assert!(oack.windows(10).any(|w| w == b"tsize\x003000"), "{oack:?}");
+
+        let response = runtime().block_on(serve_bytes(full.clone(), &seed("http", "ipxe-bios-03")));
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("-> rule by-serial"), "{text}");
+    }
+
     #[test]
     fn dhcp_corpus_replays() {
         assert!(replay("dhcp", dhcp) > 0, "no DHCP seeds");

@@ -87,6 +87,10 @@ where
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        // A client may shut down its sending side once the request is out
+        // (`nc -N`, scripts, the fuzz target); without this hyper dropped
+        // the connection at that EOF and the request got no response.
+        .half_close(true)
         .serve_connection(TokioIo::new(io), service)
         .await;
     if let Err(e) = result {
