@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -603,7 +603,3 @@ fn deleted_templates_and_config_keep_the_last_good_one() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
-
-// Silence unused-import warnings for helpers only some tests use.
-#[allow(dead_code)]
-fn _uses(_: SocketAddrV4) {}
