@@ -41,6 +41,10 @@ else
 fi
 profile_flag=()
 [ "$PROFILE" = dev ] && profile_flag=(--dev)
+# -jobs makes libFuzzer fork workers that log to fuzz-<n>.log; one process
+# logs to stderr.
+jobs_flag=()
+[ "$JOBS" -gt 1 ] && jobs_flag=(-jobs="$JOBS" -workers="$JOBS")
 
 started=$SECONDS
 build_log=$(mktemp)
@@ -57,6 +61,7 @@ else
     build
 fi
 rm -f "$build_log"
+BIN_DIR=target/$(rustc -vV | awk '/^host:/ { print $2 }')/$([ "$PROFILE" = dev ] && echo debug || echo release)
 echo "build ($PROFILE, sanitizer $SANITIZER): $((SECONDS - started)) s"
 
 printf '%-8s %12s %10s %8s %8s %8s %s\n' target executions exec/s corpus cov peak_MB crashes
@@ -67,14 +72,17 @@ for t in "${TARGETS[@]}"; do
     log=$(mktemp)
     # -timeout: one input taking over 10 s is a hang, reported as a crash.
     set +e
-    cargo fuzz run "${profile_flag[@]}" --sanitizer "$SANITIZER" "$t" "work/$t" "corpus/$t" -- \
+    # The binary built above, run directly: `cargo fuzz run` would rebuild
+    # whenever a source file changed meanwhile.
+    "$BIN_DIR/$t" -artifact_prefix="artifacts/$t/" "work/$t" "corpus/$t" \
         -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb="$RSS_MB" -timeout=10 \
-        -print_final_stats=1 -jobs="$JOBS" -workers="$JOBS" >"$log" 2>&1
+        -print_final_stats=1 "${jobs_flag[@]}" >"$log" 2>&1
+    [ "$JOBS" -gt 1 ] && cat fuzz-*.log >>"$log" 2>/dev/null && rm -f fuzz-*.log
     status=$?
     set -e
-    execs=$(awk -F: '/stat::number_of_executed_units/ { s += $2 } END { print s + 0 }' "$log")
-    rate=$(awk -F: '/stat::average_exec_per_sec/ { s += $2 } END { print s + 0 }' "$log")
-    peak=$(awk -F: '/stat::peak_rss_mb/ { if ($2 > m) m = $2 } END { print m + 0 }' "$log")
+    execs=$(awk -F: '/stat::number_of_executed_units/ { s += $NF } END { print s + 0 }' "$log")
+    rate=$(awk -F: '/stat::average_exec_per_sec/ { s += $NF } END { print s + 0 }' "$log")
+    peak=$(awk -F: '/stat::peak_rss_mb/ { if ($NF + 0 > m) m = $NF + 0 } END { print m + 0 }' "$log")
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{ print $2 }')
     corpus=$(ls "work/$t" | wc -l)
     crashes=$(( $(ls "artifacts/$t" | wc -l) - before ))

@@ -92,19 +92,31 @@ pub struct SqliteStore {
 }
 
 /// Why the lease database's directory cannot take writes, if the filesystem
-/// says so: the words an operator needs next to SQLite's own error.
+/// says so: the words an operator needs next to SQLite's own error ("disk
+/// I/O error" is all it says when ext4 turns read-only after a disk error).
+/// Asks `access(2)`, then tries to write a probe file, which is removed.
 pub fn unwritable_reason(db: &Path) -> Option<String> {
     let dir = match db.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    match nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
-        Ok(()) => None,
-        Err(nix::errno::Errno::EROFS) => {
-            Some(format!("{} is on a read-only filesystem", dir.display()))
+    let errno = match nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
+        Err(e) => e as i32,
+        Ok(()) => {
+            let probe = dir.join(".pxed-write-test");
+            let written = std::fs::write(&probe, b"x");
+            let _ = std::fs::remove_file(&probe);
+            written.err()?.raw_os_error()?
         }
-        Err(e) => Some(format!("{} is not writable: {}", dir.display(), e.desc())),
-    }
+    };
+    let dir = dir.display();
+    Some(match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::EROFS => format!("{dir} is on a read-only filesystem"),
+        nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT => {
+            format!("the filesystem of {dir} is full")
+        }
+        e => format!("{dir} is not writable: {}", e.desc()),
+    })
 }
 
 /// Adds the filesystem's reason, if any, to a database error.
@@ -127,6 +139,12 @@ impl SqliteStore {
         // Checkpoints (which fsync) run on their own thread, see
         // `spawn_checkpointer`, so that they never hold up a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // SQLite falls back to a read-only connection when it cannot write
+        // (a read-only filesystem): every commit would fail, so it is not
+        // open as far as pxed is concerned.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            anyhow::bail!("the database can only be opened read-only");
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS leases (
                 ip INTEGER PRIMARY KEY,
@@ -214,8 +232,10 @@ impl LeaseStore for SqliteStore {
     }
 
     fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()> {
-        self.apply_inner(ops)
-            .map_err(|e| with_reason(&self.path, e))
+        self.apply_inner(ops).map_err(|e| {
+            let e = e.context(format!("cannot write {}", self.path.display()));
+            with_reason(&self.path, e)
+        })
     }
 }
 
