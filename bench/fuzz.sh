@@ -77,8 +77,8 @@ for t in "${TARGETS[@]}"; do
     "$BIN_DIR/$t" -artifact_prefix="artifacts/$t/" "work/$t" "corpus/$t" \
         -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb="$RSS_MB" -timeout=10 \
         -print_final_stats=1 "${jobs_flag[@]}" >"$log" 2>&1
-    [ "$JOBS" -gt 1 ] && cat fuzz-*.log >>"$log" 2>/dev/null && rm -f fuzz-*.log
     status=$?
+    if [ "$JOBS" -gt 1 ]; then cat fuzz-*.log >>"$log" 2>/dev/null; rm -f fuzz-*.log; fi
     set -e
     execs=$(awk -F: '/stat::number_of_executed_units/ { s += $NF } END { print s + 0 }' "$log")
     rate=$(awk -F: '/stat::average_exec_per_sec/ { s += $NF } END { print s + 0 }' "$log")
@@ -90,8 +90,8 @@ for t in "${TARGETS[@]}"; do
     if [ "$crashes" -gt 0 ] || [ "$status" -ne 0 ]; then
         failed=1
         echo "--- $t: exit $status; new artifacts:" >&2
-        ls -t "artifacts/$t" | head -"$((crashes > 0 ? crashes : 1))" | sed "s|^|    fuzz/artifacts/$t/|" >&2
-        grep -E "panicked|ERROR: |SUMMARY" "$log" | head -5 >&2
+        ls -t "artifacts/$t" | head -"$((crashes > 0 ? crashes : 1))" | sed "s|^|    fuzz/artifacts/$t/|" >&2 || true
+        grep -E "panicked|ERROR: |SUMMARY" "$log" | head -5 >&2 || true
     fi
     rm -f "$log"
 done
