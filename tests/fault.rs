@@ -588,7 +588,7 @@ fn tftp_file_truncated_or_deleted_while_serving() {
 /// A boot file truncated while it is sent over HTTP: the response ends early
 /// and the connection closes (the client sees fewer bytes than the
 /// Content-Length, an error curl and iPXE report), promptly; the server
-/// answers the next request.
+/// answers the next request, and a deleted file is 404.
 #[test]
 fn http_file_truncated_while_serving() {
     let dir = ConfigDir::new(
@@ -638,6 +638,9 @@ fn http_file_truncated_while_serving() {
     );
     let (head, _) = get(addr, "/ipxe?mac=52:54:00:00:00:01");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    std::fs::remove_file(&big).unwrap();
+    let (head, _) = get(addr, "/assets/big.img");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
 
 // ------------------------------------------------------------ templates ----

@@ -547,3 +547,21 @@ fn asset_paths_never_leave_their_root() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     drop(s.pxed);
 }
+
+/// A client that shuts down its sending side once the request is out (`nc -N`,
+/// shell scripts) still gets its answer (hyper used to close the connection
+/// at that EOF without one; the fuzz harness found it).
+#[test]
+fn a_client_that_half_closes_gets_its_answer() {
+    let s = server();
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    c.write_all(b"GET /ipxe?mac=52:54:00:00:00:01 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(out.contains("#!ipxe"), "{out}");
+}
