@@ -13,3 +13,7 @@ pub mod ra;
 pub mod reload;
 pub mod server;
 pub mod tftp;
+
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;

@@ -115,7 +115,9 @@ impl Watched {
     /// a file name.
     fn matters(&self, changed: &Path) -> bool {
         let dir = changed.parent();
-        dir == Some(self.templates_dir.as_path())
+        // The template directory itself (deleted, or created again) counts.
+        changed == self.templates_dir
+            || dir == Some(self.templates_dir.as_path())
             || (dir == Some(self.config_dir.as_path())
                 && changed.file_name() == self.config_name.as_deref())
     }
@@ -181,22 +183,31 @@ impl Reloader {
     }
 
     /// Watches the directories of the serving config (its template directory
-    /// may have moved in the last reload).
+    /// may have moved in the last reload). Every wanted directory is watched
+    /// again each time: one that was deleted and created again is a new
+    /// inode, and the old watch went with the old one (edits in the new
+    /// directory would go unnoticed). Watching a directory already watched
+    /// keeps its watch, so no change slips through meanwhile.
     fn watch_current_dirs(&mut self) {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
         let want = Watched::of(&self.path, &self.shared);
+        let wanted = want.dirs();
         let mut current = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-        if current.as_ref() == Some(&want) {
-            return;
-        }
-        for d in current.as_ref().map(Watched::dirs).unwrap_or_default() {
+        let before = current.as_ref().map(Watched::dirs).unwrap_or_default();
+        for d in before.iter().filter(|d| !wanted.contains(d)) {
             let _ = w.unwatch(d.as_path());
         }
-        for d in want.dirs() {
-            if let Err(e) = w.watch(d.as_path(), RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %d.display(), error = %e, "cannot watch; reload with SIGHUP");
+        for d in &wanted {
+            match w.watch(d.as_path(), RecursiveMode::NonRecursive) {
+                Ok(()) => {}
+                // Deleted: the reload that follows says so; a SIGHUP, or the
+                // directory created again, watches it again.
+                Err(_) if !d.exists() => {}
+                Err(e) => {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch; reload with SIGHUP")
+                }
             }
         }
         *current = Some(want);
@@ -240,6 +251,7 @@ mod tests {
         };
         assert!(w.matters(Path::new("/etc/pxed/machines.toml")));
         assert!(w.matters(Path::new("/etc/pxed/boot-templates/linux.ipxe")));
+        assert!(w.matters(Path::new("/etc/pxed/boot-templates")));
         assert!(!w.matters(Path::new("/etc/pxed/pxed-leases.sqlite-wal")));
         assert!(!w.matters(Path::new("/etc/pxed/.machines.toml.swp")));
         assert!(!w.matters(Path::new("/etc/machines.toml")));

@@ -5,21 +5,15 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{privileged, ConfigDir, NetnsPair, Pxed};
+use common::dhcp::*;
+use common::{privileged, ConfigDir};
 use dhcproto::v4::relay::{RelayAgentInformation, RelayCode, RelayInfo};
-use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
-use dhcproto::{Decodable, Encodable};
-
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-
-/// Two namespaces: `srv` (pxed, 10.77.0.1/24 on `vs`) and `cli` (`vc`).
-fn new_lab(tag: &str) -> NetnsPair {
-    NetnsPair::new(tag, "10.77.0.1/24")
-}
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::Encodable;
 
 fn config(dhcp: &str, rules: &str) -> ConfigDir {
     ConfigDir::new(
@@ -41,120 +35,6 @@ dns = ["10.77.0.1"]
 domain = "lab.test"
 lease_time = 600
 "#;
-
-/// A client socket on port 68 (or `port`), bound to `vc`, allowed to broadcast.
-fn socket(port: u16) -> UdpSocket {
-    let s = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )
-    .unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.set_broadcast(true).unwrap();
-    s.bind_device(Some(b"vc")).unwrap();
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
-        .unwrap();
-    let s: UdpSocket = s.into();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    s
-}
-
-fn mac(n: u8) -> [u8; 6] {
-    [0x52, 0x54, 0x00, 0x77, 0x00, n]
-}
-
-fn packet(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Message {
-    let mut m = Message::new(
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
-    m.opts_mut().insert(DhcpOption::MessageType(kind));
-    for o in opts {
-        m.opts_mut().insert(o);
-    }
-    m
-}
-
-fn arch(code: u16) -> DhcpOption {
-    DhcpOption::Unknown(UnknownOption::new(
-        OptionCode::ClientSystemArchitecture,
-        code.to_be_bytes().to_vec(),
-    ))
-}
-
-fn pxe_class() -> DhcpOption {
-    DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec())
-}
-
-/// Sends `m` to `dest` and waits up to `wait` for a reply with its xid.
-fn ask(sock: &UdpSocket, m: &Message, dest: SocketAddrV4, wait: Duration) -> Option<Message> {
-    sock.send_to(&m.to_vec().unwrap(), dest).unwrap();
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 1500];
-    while Instant::now() < deadline {
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if let Ok(r) = Message::from_bytes(&buf[..n]) {
-                if r.xid() == m.xid() {
-                    return Some(r);
-                }
-            }
-        }
-    }
-    None
-}
-
-fn bcast(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::BROADCAST, port)
-}
-
-const WAIT: Duration = Duration::from_secs(2);
-
-fn msg_type(m: &Message) -> Option<MessageType> {
-    m.opts().msg_type()
-}
-
-fn bytes_opt(m: &Message, code: OptionCode) -> Option<Vec<u8>> {
-    match m.opts().get(code)? {
-        DhcpOption::BootfileName(v) | DhcpOption::ClassIdentifier(v) => Some(v.clone()),
-        DhcpOption::Unknown(u) => Some(u.data().to_vec()),
-        _ => None,
-    }
-}
-
-fn filename(m: &Message) -> String {
-    String::from_utf8_lossy(&bytes_opt(m, OptionCode::BootfileName).unwrap_or_default())
-        .into_owned()
-}
-
-fn file_field(m: &Message) -> String {
-    String::from_utf8_lossy(m.fname().unwrap_or_default())
-        .trim_end_matches('\0')
-        .to_string()
-}
-
-/// DISCOVER → OFFER → REQUEST → ACK; returns (offer, ack).
-fn dora(sock: &UdpSocket, mac: [u8; 6], extra: Vec<DhcpOption>) -> (Message, Message) {
-    let d = packet(MessageType::Discover, mac, extra.clone());
-    let offer = ask(sock, &d, bcast(67), WAIT).expect("an OFFER");
-    assert_eq!(msg_type(&offer), Some(MessageType::Offer));
-    let mut opts = extra;
-    opts.push(DhcpOption::RequestedIpAddress(offer.yiaddr()));
-    opts.push(DhcpOption::ServerIdentifier(SERVER));
-    let r = packet(MessageType::Request, mac, opts);
-    let ack = ask(sock, &r, bcast(67), WAIT).expect("an ACK");
-    (offer, ack)
-}
-
-fn start(lab: &NetnsPair, dir: &ConfigDir) -> Pxed {
-    let p = Pxed::start(&dir.config(), Some(&lab.srv.name));
-    p.wait_log("dhcp listening", Duration::from_secs(10));
-    p
-}
 
 #[test]
 fn firmware_gets_the_right_loader() {
@@ -631,54 +511,8 @@ lease_time = 3600
         "",
     );
     let mut pxed = start(&lab, &dir);
-    let pcap = dir.path().join("acks.pcap");
-    let mut tshark = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.cli.name,
-            "tshark",
-            "-q",
-            "-i",
-            "vc",
-            "-f",
-            "udp port 67 or udp port 68",
-            "-w",
-        ])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // tshark is capturing once it has written the file header.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(&pcap).map_or(true, |m| m.len() == 0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let mut perf = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.cli.name,
-            "timeout",
-            "20",
-            "perfdhcp",
-            "-4",
-            "-l",
-            "vc",
-            "-r",
-            "1500",
-            "-R",
-            "100000",
-            "-p",
-            "10",
-            "10.77.0.1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let capture = Capture::start(&lab.cli.name, "vc", &dir.path().join("acks.pcap"));
+    let perf = Perfdhcp::start(&lab, 1500, 20);
     // Kill in the middle of the load: once a few hundred leases are stored.
     let db_path = dir.path().join("pxed-leases.sqlite");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -692,34 +526,10 @@ lease_time = 3600
         std::thread::sleep(Duration::from_millis(100));
     }
     pxed.signal("KILL");
-    let _ = perf.wait();
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = Command::new("kill").arg(tshark.id().to_string()).status();
-    let _ = tshark.wait();
+    perf.wait();
+    let acked: HashMap<String, String> = capture.acks().into_iter().collect();
     assert!(!pxed.is_running());
     drop(pxed);
-    // Every ACK the wire carried: chaddr → yiaddr.
-    let out = Command::new("tshark")
-        .args(["-r"])
-        .arg(&pcap)
-        .args([
-            "-Y",
-            "dhcp.option.dhcp == 5",
-            "-T",
-            "fields",
-            "-e",
-            "dhcp.hw.mac_addr",
-            "-e",
-            "dhcp.ip.your",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let acked: HashMap<String, String> = text
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(m, ip)| (m.to_string(), ip.to_string()))
-        .collect();
     assert!(
         acked.len() > 100,
         "too few ACKs captured ({}) to mean anything",
@@ -729,19 +539,8 @@ lease_time = 3600
     let pxed = start(&lab, &dir);
     let loaded = pxed.wait_log("leases loaded", Duration::from_secs(10));
     drop(pxed);
-    let db = rusqlite::Connection::open(dir.path().join("pxed-leases.sqlite")).unwrap();
-    let rows: Vec<(u32, String, i64)> = db
-        .prepare("SELECT ip, mac, state FROM leases")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let by_mac: HashMap<&str, Ipv4Addr> = rows
-        .iter()
-        .filter(|r| r.2 == 1)
-        .map(|r| (r.1.as_str(), Ipv4Addr::from(r.0)))
-        .collect();
+    let rows = lease_rows(&db_path);
+    let by_mac = bound_by_mac(&rows);
     let macs: HashSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(macs.len(), rows.len(), "a client holds two leases");
     for (m, ip) in &acked {

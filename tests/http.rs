@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::http::{get, raw};
 use common::{ConfigDir, Pxed};
 
 const RULES: &str = r#"
@@ -93,30 +94,6 @@ fn server() -> Server {
 }
 
 /// A raw HTTP exchange, so that the exact bytes on the wire are checked.
-fn raw(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end")
-        + 4;
-    (
-        String::from_utf8_lossy(&buf[..split]).into_owned(),
-        buf[split..].to_vec(),
-    )
-}
-
-fn get(addr: SocketAddr, path_and_query: &str) -> (String, String) {
-    let (head, body) = raw(
-        addr,
-        &format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    );
-    (head, String::from_utf8(body).unwrap())
-}
-
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
@@ -771,4 +748,22 @@ fn the_connection_cap_holds_and_the_server_recovers() {
     );
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     drop(held);
+}
+
+/// A client that shuts down its sending side once the request is out (`nc -N`,
+/// shell scripts) still gets its answer (hyper used to close the connection
+/// at that EOF without one; the fuzz harness found it).
+#[test]
+fn a_client_that_half_closes_gets_its_answer() {
+    let s = server();
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    c.write_all(b"GET /ipxe?mac=52:54:00:00:00:01 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(out.contains("#!ipxe"), "{out}");
 }

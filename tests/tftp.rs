@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::tftp::*;
 use common::{ConfigDir, Pxed};
 
 const RULES: &str = r#"
@@ -60,63 +61,6 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
-    let mut p = vec![0, 1];
-    for s in [name, "octet"]
-        .into_iter()
-        .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
-    {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    }
-    p
-}
-
-fn wrq(name: &str) -> Vec<u8> {
-    let mut p = rrq(name, &[]);
-    p[1] = 2;
-    p
-}
-
-fn ack(block: u16) -> [u8; 4] {
-    let b = block.to_be_bytes();
-    [0, 4, b[0], b[1]]
-}
-
-fn client() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s
-}
-
-fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut buf = vec![0u8; 65536];
-    let (n, from) = s.recv_from(&mut buf).expect("a reply within 3 s");
-    buf.truncate(n);
-    (buf, from)
-}
-
-fn opcode(p: &[u8]) -> u16 {
-    u16::from_be_bytes([p[0], p[1]])
-}
-
-/// ERROR code of a packet, or a panic with what it was instead.
-fn error_code(p: &[u8]) -> u16 {
-    assert_eq!(opcode(p), 5, "expected ERROR, got {p:?}");
-    u16::from_be_bytes([p[2], p[3]])
-}
-
-fn oack_value(p: &[u8], name: &str) -> Option<String> {
-    assert_eq!(opcode(p), 6, "expected OACK, got {p:?}");
-    let mut f = p[2..].split(|&b| b == 0);
-    while let (Some(k), Some(v)) = (f.next(), f.next()) {
-        if k == name.as_bytes() {
-            return Some(String::from_utf8_lossy(v).into_owned());
-        }
-    }
-    None
 }
 
 /// A lockstep read with a raw socket: Ok(bytes) or Err(ERROR code).

@@ -159,15 +159,58 @@ pub fn load(path: &Path) -> Result<Arc<Config>, ConfigErrors> {
             reason: format!("cannot read: {e}"),
         }])
     })?;
+    load_text(path, &text, TemplateFiles::Directory)
+}
+
+/// One template file as read from disk: its name (what rules refer to), its
+/// path (for error messages) and its text.
+#[derive(Debug, Clone)]
+pub struct TemplateFile {
+    pub name: String,
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Where a config's templates come from.
+#[derive(Debug, Clone, Copy)]
+pub enum TemplateFiles<'a> {
+    /// Read from the directory `templates_dir` names (what the daemon does).
+    Directory,
+    /// Already read (see [`read_templates`]), whatever `templates_dir` says:
+    /// the fuzz target validates thousands of configs a second against the
+    /// shipped templates without touching the disk.
+    Given(&'a [TemplateFile]),
+}
+
+/// Validates `text` as the contents of the config file `path` (which names
+/// it in errors and anchors its relative paths).
+pub fn load_text(
+    path: &Path,
+    text: &str,
+    templates: TemplateFiles,
+) -> Result<Arc<Config>, ConfigErrors> {
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut loader = Loader {
         file: path.display().to_string().into(),
-        text: &text,
+        text,
         errors: Vec::new(),
     };
-    let config = loader.build(path, &base_dir);
+    let config = loader.build(path, &base_dir, templates);
     match config {
         Some(c) if loader.errors.is_empty() => Ok(Arc::new(c)),
+        _ => Err(ConfigErrors(loader.errors)),
+    }
+}
+
+/// Reads every template file in `dir` (editor swap and backup files skipped).
+pub fn read_templates(dir: &Path) -> Result<Vec<TemplateFile>, ConfigErrors> {
+    let mut loader = Loader {
+        file: dir.display().to_string().into(),
+        text: "",
+        errors: Vec::new(),
+    };
+    match loader.read_templates(dir) {
+        Some(files) if loader.errors.is_empty() => Ok(files),
         _ => Err(ConfigErrors(loader.errors)),
     }
 }
@@ -202,7 +245,12 @@ impl Loader<'_> {
         self.error_at(at.span().start, reason);
     }
 
-    fn build(&mut self, path: &Path, base_dir: &Path) -> Option<Config> {
+    fn build(
+        &mut self,
+        path: &Path,
+        base_dir: &Path,
+        template_files: TemplateFiles,
+    ) -> Option<Config> {
         let wire: wire::File = match toml::from_str(self.text) {
             Ok(w) => w,
             Err(e) => {
@@ -221,7 +269,13 @@ impl Loader<'_> {
         );
         let events = self.events(wire.events.as_ref(), &dhcp.lease_db, base_dir);
         let ipv6_ra = self.ipv6_ra(wire.ipv6_ra.as_ref(), &dhcp.interfaces);
-        let (templates, template_files) = self.templates(&server.templates_dir);
+        let (templates, template_files) = match template_files {
+            TemplateFiles::Directory => match self.read_templates(&server.templates_dir) {
+                Some(files) => self.templates(&server.templates_dir, &files),
+                None => (None, Vec::new()),
+            },
+            TemplateFiles::Given(files) => self.templates(&server.templates_dir, files),
+        };
         let mut rules = Vec::new();
         let mut names = HashSet::new();
         for (order, section) in wire.rules.iter().enumerate() {
@@ -352,23 +406,24 @@ impl Loader<'_> {
         section.clone()
     }
 
-    fn templates(&mut self, dir: &Path) -> (Option<Templates>, Vec<PathBuf>) {
-        let dir_name = dir.display().to_string();
+    /// The template files in `dir`; what cannot be read is an error. `None`
+    /// when the directory itself cannot be read.
+    fn read_templates(&mut self, dir: &Path) -> Option<Vec<TemplateFile>> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
                 self.errors.push(ConfigError {
                     location: Location {
-                        file: dir_name.into(),
+                        file: dir.display().to_string().into(),
                         line: 1,
                         column: 1,
                     },
                     reason: format!("cannot read the template directory: {e}"),
                 });
-                return (None, Vec::new());
+                return None;
             }
         };
-        let mut sources = BTreeMap::new();
+        let mut files = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             // Editors leave swap and backup files beside the real ones.
@@ -380,9 +435,11 @@ impl Loader<'_> {
                 continue;
             }
             match std::fs::read_to_string(entry.path()) {
-                Ok(text) => {
-                    sources.insert(name, (entry.path(), text));
-                }
+                Ok(text) => files.push(TemplateFile {
+                    name,
+                    path: entry.path(),
+                    text,
+                }),
                 Err(e) => self.errors.push(ConfigError {
                     location: Location {
                         file: entry.path().display().to_string().into(),
@@ -393,6 +450,17 @@ impl Loader<'_> {
                 }),
             }
         }
+        Some(files)
+    }
+
+    /// Compiles the template files; `dir` names missing required ones.
+    fn templates(
+        &mut self,
+        dir: &Path,
+        files: &[TemplateFile],
+    ) -> (Option<Templates>, Vec<PathBuf>) {
+        let sources: BTreeMap<&str, &TemplateFile> =
+            files.iter().map(|f| (f.name.as_str(), f)).collect();
         for required in render::REQUIRED {
             if !sources.contains_key(*required) {
                 self.errors.push(ConfigError {
@@ -401,16 +469,18 @@ impl Loader<'_> {
                 });
             }
         }
-        let paths: Vec<(String, String, String)> = sources
-            .iter()
-            .map(|(n, (p, t))| (n.clone(), p.display().to_string(), t.clone()))
+        let paths: Vec<(&str, String, &str)> = sources
+            .values()
+            .map(|f| {
+                (
+                    f.name.as_str(),
+                    f.path.display().to_string(),
+                    f.text.as_str(),
+                )
+            })
             .collect();
-        let files = sources.into_values().map(|(p, _)| p).collect();
-        match Templates::compile(
-            paths
-                .iter()
-                .map(|(n, p, t)| (n.as_str(), p.as_str(), t.as_str())),
-        ) {
+        let files = sources.values().map(|f| f.path.clone()).collect();
+        match Templates::compile(paths.iter().map(|(n, p, t)| (*n, p.as_str(), *t))) {
             Ok(t) => (Some(t), files),
             Err(errs) => {
                 self.errors.extend(errs.into_iter().map(|e| ConfigError {

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::leases::{LeaseOp, LeaseStore};
 use super::server::{Outgoing, Sender};
@@ -64,6 +65,57 @@ impl Committer {
     }
 }
 
+/// How often a store that keeps failing is reported again.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// A run of failed commits: reported when it starts, every
+/// [`REPORT_EVERY`] while it lasts, and when it ends, never once per batch (a
+/// full disk under a boot storm would otherwise log thousands of lines a
+/// second).
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+    reported: Option<Instant>,
+    batches: u64,
+    acks: u64,
+}
+
+impl Outage {
+    fn failed(&mut self, acks: usize, error: &anyhow::Error) {
+        self.batches += 1;
+        self.acks += acks as u64;
+        let now = Instant::now();
+        if self.since.is_none() {
+            self.since = Some(now);
+            self.reported = Some(now);
+            tracing::error!(
+                error = format!("{error:#}"),
+                "cannot store leases; their ACKs are not sent (a lease that is not recorded is not given; clients retry)"
+            );
+        } else if self.reported.is_some_and(|r| now - r >= REPORT_EVERY) {
+            self.reported = Some(now);
+            tracing::error!(
+                error = format!("{error:#}"),
+                failed_commits = self.batches,
+                withheld_acks = self.acks,
+                "still cannot store leases"
+            );
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!(
+                failed_commits = self.batches,
+                withheld_acks = self.acks,
+                seconds = since.elapsed().as_secs(),
+                "lease database writable again; ACKs flow"
+            );
+            *self = Outage::default();
+        }
+    }
+}
+
 fn run(
     mut store: Box<dyn LeaseStore>,
     rx: Receiver<Vec<Job>>,
@@ -72,6 +124,7 @@ fn run(
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut ops: Vec<LeaseOp> = Vec::with_capacity(MAX_BATCH);
+    let mut outage = Outage::default();
     while let Ok(mut first) = rx.recv() {
         batch.append(&mut first);
         while batch.len() < MAX_BATCH {
@@ -89,30 +142,33 @@ fn run(
         } else {
             store.apply(&ops)
         };
-        if result.is_ok() {
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            for j in batch.drain(..) {
-                if let Some(e) = j.event {
-                    events::record(e);
+        match result {
+            Ok(()) => {
+                if !ops.is_empty() {
+                    outage.succeeded();
                 }
-                if let Some(out) = j.reply {
-                    if let Err(e) = sender.send(&out) {
-                        stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(dest = %out.dest, error = %e, "cannot send reply");
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                for j in batch.drain(..) {
+                    if let Some(e) = j.event {
+                        events::record(e);
+                    }
+                    if let Some(out) = j.reply {
+                        if let Err(e) = sender.send(&out) {
+                            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(dest = %out.dest, error = %e, "cannot send reply");
+                        }
                     }
                 }
             }
-        } else {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                jobs = batch.len(),
-                error = ?result.err(),
-                "cannot store leases; their ACKs are not sent (clients will retry)"
-            );
-            for j in batch.drain(..) {
-                if let Some(e) = j.event {
-                    let detail = format!("{}: lease not stored, no reply sent", e.detail);
-                    events::record(e.outcome("failed", detail));
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                let acks = batch.iter().filter(|j| j.reply.is_some()).count();
+                outage.failed(acks, &e);
+                for j in batch.drain(..) {
+                    if let Some(e) = j.event {
+                        let detail = format!("{}: lease not stored, no reply sent", e.detail);
+                        events::record(e.outcome("failed", detail));
+                    }
                 }
             }
         }

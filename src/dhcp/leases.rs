@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 
@@ -88,10 +88,51 @@ pub trait LeaseStore: Send {
 /// the cost of one fsync per batch. See docs/decisions.md.
 pub struct SqliteStore {
     conn: Connection,
+    path: PathBuf,
+}
+
+/// Why the lease database's directory cannot take writes, if the filesystem
+/// says so: the words an operator needs next to SQLite's own error ("disk
+/// I/O error" is all it says when ext4 turns read-only after a disk error).
+/// Asks `access(2)`, then tries to write a probe file, which is removed.
+pub fn unwritable_reason(db: &Path) -> Option<String> {
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let errno = match nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
+        Err(e) => e as i32,
+        Ok(()) => {
+            let probe = dir.join(".pxed-write-test");
+            let written = std::fs::write(&probe, b"x");
+            let _ = std::fs::remove_file(&probe);
+            written.err()?.raw_os_error()?
+        }
+    };
+    let dir = dir.display();
+    Some(match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::EROFS => format!("{dir} is on a read-only filesystem"),
+        nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT => {
+            format!("the filesystem of {dir} is full")
+        }
+        e => format!("{dir} is not writable: {}", e.desc()),
+    })
+}
+
+/// Adds the filesystem's reason, if any, to a database error.
+fn with_reason(db: &Path, e: anyhow::Error) -> anyhow::Error {
+    match unwritable_reason(db) {
+        Some(why) => e.context(why),
+        None => e,
+    }
 }
 
 impl SqliteStore {
     pub fn open(path: &Path, fsync: bool) -> anyhow::Result<SqliteStore> {
+        Self::open_inner(path, fsync).map_err(|e| with_reason(path, e))
+    }
+
+    fn open_inner(path: &Path, fsync: bool) -> anyhow::Result<SqliteStore> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
@@ -101,6 +142,12 @@ impl SqliteStore {
         // Checkpoints (which fsync) run on their own thread, see
         // `spawn_checkpointer`, so that they never hold up a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // SQLite falls back to a read-only connection when it cannot write
+        // (a read-only filesystem): every commit would fail, so it is not
+        // open as far as pxed is concerned.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            anyhow::bail!("the database can only be opened read-only");
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS leases (
                 ip INTEGER PRIMARY KEY,
@@ -110,7 +157,10 @@ impl SqliteStore {
                 state INTEGER NOT NULL
             );",
         )?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -118,14 +168,31 @@ impl SqliteStore {
 /// its own. A checkpoint fsyncs; done by the committer (SQLite's default
 /// auto-checkpoint) it stalled every ACK behind a disk flush for up to hundreds
 /// of milliseconds on a busy disk. A PASSIVE checkpoint never blocks the writer.
+/// A failing checkpoint (disk full, read-only) is logged when it starts
+/// failing and when it works again, not every second: the commit path reports
+/// what clients feel (withheld ACKs).
 pub fn spawn_checkpointer(path: &Path) -> anyhow::Result<()> {
     let conn = Connection::open(path)?;
+    let path = path.to_path_buf();
     std::thread::Builder::new()
         .name("pxed-checkpoint".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "lease database checkpoint failed");
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    Ok(()) if failing => {
+                        tracing::info!(db = %path.display(), "lease database checkpoint works again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        let e = with_reason(&path, e.into());
+                        tracing::warn!(db = %path.display(), error = format!("{e:#}"), "lease database checkpoint failed (the WAL keeps every commit meanwhile)");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
             }
         })?;
     Ok(())
@@ -168,6 +235,15 @@ impl LeaseStore for SqliteStore {
     }
 
     fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()> {
+        self.apply_inner(ops).map_err(|e| {
+            let e = e.context(format!("cannot write {}", self.path.display()));
+            with_reason(&self.path, e)
+        })
+    }
+}
+
+impl SqliteStore {
+    fn apply_inner(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut put = tx.prepare_cached(

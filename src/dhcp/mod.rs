@@ -19,8 +19,9 @@ pub mod leases;
 pub mod packet;
 pub mod server;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,8 +36,9 @@ use crate::events::{self, Event};
 use commit::{Committer, Job};
 use exchange::{Outcome, Place, Port};
 use guard::Guard;
-use leases::{LeaseStore, Leases, SqliteStore};
-use server::{Interfaces, Outgoing, Sender};
+use leases::{LeaseOp, LeaseStore, Leases, SqliteStore};
+use packet::Request;
+use server::{Arrival, Iface, Interfaces, Outgoing, Sender};
 
 /// Packet counters, logged every minute when something was dropped.
 #[derive(Default)]
@@ -69,6 +71,8 @@ pub fn start(
     }
     let mut leases = Leases::default();
     let mut committer = None;
+    // Set when the lease database could not be opened yet.
+    let mut lease_db = None;
     let main = bind(dhcp.listen)?;
     let sender = Arc::new(Sender::new(&main).context("DHCP socket")?);
     if dhcp.mode == DhcpMode::Full {
@@ -90,15 +94,23 @@ pub fn start(
                 nets.join(", ")
             );
         }
-        let mut store = SqliteStore::open(&dhcp.lease_db, dhcp.lease_fsync).with_context(|| {
-            format!("cannot open the lease database {}", dhcp.lease_db.display())
-        })?;
-        let stored = store.load().context("cannot read the lease database")?;
-        leases::spawn_checkpointer(&dhcp.lease_db).context("lease checkpoint thread")?;
-        leases = Leases::from_stored(stored);
-        tracing::info!(db = %dhcp.lease_db.display(), leases = leases.len(), fsync = dhcp.lease_fsync, "leases loaded");
-        committer =
-            Some(Committer::start(Box::new(store), sender.clone()).context("lease thread")?);
+        match open_leases(&dhcp.lease_db, dhcp.lease_fsync) {
+            Ok((store, stored)) => {
+                leases = stored;
+                committer = Some(
+                    Committer::start(Box::new(store), sender.clone()).context("lease thread")?,
+                );
+            }
+            Err(e) => {
+                // HTTP and TFTP need no lease database: they start; DHCP
+                // waits for it (see `wait_for_leases`).
+                tracing::error!(
+                    "{e:#}; DHCP answers nobody until it can record leases (pxed never hands out an address it could not keep); HTTP and TFTP are serving; retrying every {} s",
+                    LEASE_DB_RETRY.as_secs()
+                );
+                lease_db = Some((dhcp.lease_db.clone(), dhcp.lease_fsync));
+            }
+        }
     }
     let proxy = match dhcp.mode {
         DhcpMode::Proxy => Some(bind(dhcp.proxy_listen)?),
@@ -118,6 +130,17 @@ pub fn start(
     };
     let shared = shared.clone();
     Ok(Some(async move {
+        if let Some((path, fsync)) = lease_db {
+            let (store, stored) = wait_for_leases(&path, fsync).await;
+            leases = stored;
+            match Committer::start(Box::new(store), sender.clone()) {
+                Ok(c) => committer = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the lease thread; DHCP stops");
+                    return;
+                }
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((p, sender)) = proxy {
             tasks.spawn(serve(
@@ -142,6 +165,42 @@ pub fn start(
         tasks.spawn(report(stats));
         while tasks.join_next().await.is_some() {}
     }))
+}
+
+/// How often DHCP tries again to open a lease database it could not open.
+const LEASE_DB_RETRY: Duration = Duration::from_secs(5);
+
+/// Opens the lease database and reads every lease in it.
+fn open_leases(path: &Path, fsync: bool) -> anyhow::Result<(SqliteStore, Leases)> {
+    let mut store = SqliteStore::open(path, fsync)
+        .with_context(|| format!("cannot open the lease database {}", path.display()))?;
+    let stored = store
+        .load()
+        .with_context(|| format!("cannot read the lease database {}", path.display()))?;
+    leases::spawn_checkpointer(path).context("lease checkpoint thread")?;
+    let leases = Leases::from_stored(stored);
+    tracing::info!(db = %path.display(), leases = leases.len(), fsync, "leases loaded");
+    Ok((store, leases))
+}
+
+/// Retries [`open_leases`] until it works, saying so when the reason changes.
+/// Meanwhile the DHCP sockets are bound but not read: requests queue or are
+/// dropped by the kernel, and clients retransmit.
+async fn wait_for_leases(path: &Path, fsync: bool) -> (SqliteStore, Leases) {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(LEASE_DB_RETRY).await;
+        match open_leases(path, fsync) {
+            Ok(opened) => return opened,
+            Err(e) => {
+                let why = format!("{e:#}");
+                if why != last {
+                    tracing::error!("{why}; DHCP still waits for the lease database");
+                    last = why;
+                }
+            }
+        }
+    }
 }
 
 fn bind(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
@@ -269,8 +328,9 @@ struct Receive<'a> {
 }
 
 impl Receive<'_> {
-    /// Parses, decides and sends one datagram; returns the job to commit when
-    /// the answer depends on a lease change.
+    /// Answers one datagram ([`respond`]), counts, logs and records what
+    /// happened and sends the reply; returns the job to commit when the reply
+    /// depends on a lease change.
     fn process(&self, buf: &[u8], arrival: server::Arrival, state: State) -> Option<Job> {
         let State {
             leases,
@@ -290,67 +350,45 @@ impl Receive<'_> {
             malformed(&packet::Rejected::Truncated);
             return None;
         }
-        let req = match packet::parse(&buf[..arrival.len]) {
-            Ok(r) => r,
-            Err(why) => {
-                malformed(&why);
-                return None;
-            }
-        };
         let config = self.shared.load();
-        if let Err(over) = guard.admit(
-            &config.dhcp.limits,
-            req.mac,
-            req.giaddr(),
-            req.circuit(),
-            Instant::now(),
-        ) {
-            stats.limited.fetch_add(1, Ordering::Relaxed);
-            metrics.dropped("dhcp", over.label());
-            tracing::debug!(mac = %req.mac, kind = ?req.kind, giaddr = %req.giaddr(), "dropped: over the {} limit", over.label());
-            return None;
-        }
         interfaces.refresh(arrival.ifindex);
         let iface = interfaces.get(arrival.ifindex);
-        if let Some(i) = iface {
-            if !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name) {
-                stats.ignored.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(mac = %req.mac, iface = %i.name, "ignored: not one of [dhcp] interfaces");
-                return None;
+        let datagram = &buf[..arrival.len.min(buf.len())];
+        let clock = (now(), Instant::now());
+        match respond(
+            &config, leases, guard, iface, &arrival, self.port, datagram, clock,
+        ) {
+            Response::Malformed(why) => {
+                malformed(&why);
+                None
             }
-        }
-        let (server_ip, subnet) = exchange::locate(&config, iface, arrival.local, req.giaddr());
-        let place = Place {
-            server: server_ip,
-            subnet,
-            ifindex: arrival.ifindex,
-            port: self.port,
-            src: arrival.src,
-        };
-        match exchange::handle(&config, leases, &place, &req, now()) {
-            Outcome::Ignore(why) => {
+            Response::Limited { req, limit, why } => {
+                stats.limited.fetch_add(1, Ordering::Relaxed);
+                metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
+                metrics.dropped("dhcp", limit);
+                tracing::debug!(mac = %req.mac, kind = ?req.kind, giaddr = %req.giaddr(), "dropped: {why}");
+                None
+            }
+            Response::Silent { req, why } => {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
                 metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
                 tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
                 events::record_with(|| {
-                    event(&config, &req, None, &place).outcome(
+                    event(&config, &req, arrival.src, None).outcome(
                         "ignored",
                         format!("{}: no reply: {why}", kind_name(Some(req.kind))),
                     )
                 });
                 None
             }
-            Outcome::Limited(limit, why) => {
-                stats.limited.fetch_add(1, Ordering::Relaxed);
-                metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
-                metrics.dropped("dhcp", limit.label());
-                tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
+            Response::Unencodable { req, error } => {
+                tracing::error!(mac = %req.mac, error = %error, "cannot encode a reply");
                 None
             }
-            Outcome::Commit(ops) => {
+            Response::Store { req, ops } => {
                 metrics.request("dhcp", kind_name(Some(req.kind)), "stored");
                 let event = events::enabled().then(|| {
-                    event(&config, &req, None, &place).outcome(
+                    event(&config, &req, arrival.src, None).outcome(
                         "ok",
                         format!("{}: lease updated", kind_name(Some(req.kind))),
                     )
@@ -361,39 +399,23 @@ impl Receive<'_> {
                     event,
                 })
             }
-            Outcome::Reply {
-                msg,
-                dest,
-                ifindex,
+            Response::Reply {
+                req,
+                given,
+                out,
                 commit,
             } => {
-                let bytes = match msg.to_vec() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot encode a reply");
-                        return None;
-                    }
-                };
-                tracing::debug!(mac = %req.mac, kind = ?msg.opts().msg_type(), yiaddr = %msg.yiaddr(), dest = %dest, "reply");
+                tracing::debug!(mac = %req.mac, kind = ?given.kind, yiaddr = %given.yiaddr, dest = %out.dest, "reply");
                 stats.replies.fetch_add(1, Ordering::Relaxed);
-                metrics.request(
-                    "dhcp",
-                    kind_name(Some(req.kind)),
-                    kind_name(msg.opts().msg_type()),
-                );
-                let out = Outgoing {
-                    bytes,
-                    dest,
-                    ifindex,
-                    src: server_ip,
-                };
-                let event = events::enabled().then(|| event(&config, &req, Some(&msg), &place));
+                metrics.request("dhcp", kind_name(Some(req.kind)), kind_name(given.kind));
+                let event =
+                    events::enabled().then(|| event(&config, &req, arrival.src, Some(&given)));
                 if commit.is_empty() {
                     if let Some(e) = event {
                         events::record(e);
                     }
                     if let Err(e) = self.sender.send(&out) {
-                        tracing::debug!(dest = %dest, error = %e, "cannot send reply");
+                        tracing::debug!(dest = %out.dest, error = %e, "cannot send reply");
                     }
                     None
                 } else {
@@ -410,32 +432,25 @@ impl Receive<'_> {
 
 /// The boot event for one message: who asked (MAC, firmware, the rule its MAC
 /// and arch match) and, with a reply, what it was given.
-fn event(
-    config: &Config,
-    req: &packet::Request,
-    reply: Option<&dhcproto::v4::Message>,
-    place: &Place,
-) -> Event {
+fn event(config: &Config, req: &Request, src: SocketAddrV4, given: Option<&Given>) -> Event {
     let rule = decide::rule_for(&config.policy, &req.boot).map(|r| r.name.as_str());
     let asked = kind_name(Some(req.kind));
-    let given = reply.map(|m| m.yiaddr()).filter(|ip| !ip.is_unspecified());
-    let ip = given
+    let yiaddr = given.map(|g| g.yiaddr).filter(|ip| !ip.is_unspecified());
+    let ip = yiaddr
         .or(Some(req.ciaddr()).filter(|ip| !ip.is_unspecified()))
-        .or(Some(*place.src.ip()).filter(|ip| !ip.is_unspecified()));
+        .or(Some(*src.ip()).filter(|ip| !ip.is_unspecified()));
     let mut e = Event::new(events::Stage::Dhcp, "ok", asked)
         .mac(Some(req.mac))
         .ip(ip.map(std::net::IpAddr::V4))
         .rule(rule)
         .arch(req.boot.arch);
-    if let Some(m) = reply {
-        let kind = kind_name(m.opts().msg_type());
-        let boot = match m.opts().get(dhcproto::v4::OptionCode::BootfileName) {
-            Some(dhcproto::v4::DhcpOption::BootfileName(f)) => {
-                format!(", boot {}", String::from_utf8_lossy(f))
-            }
-            _ => ", no boot file".to_string(),
+    if let Some(g) = given {
+        let kind = kind_name(g.kind);
+        let boot = match &g.boot {
+            Some(file) => format!(", boot {file}"),
+            None => ", no boot file".to_string(),
         };
-        let to = given.map(|ip| format!(" {ip}")).unwrap_or_default();
+        let to = yiaddr.map(|ip| format!(" {ip}")).unwrap_or_default();
         let client = if req.boot.ipxe { "iPXE" } else { "firmware" };
         e.detail = format!("{asked} → {kind}{to}{boot} ({client})");
         if kind == "nak" {
@@ -443,6 +458,135 @@ fn event(
         }
     }
     e
+}
+
+/// What a reply gives the client, for logs and boot events.
+#[derive(Debug)]
+pub struct Given {
+    pub kind: Option<dhcproto::v4::MessageType>,
+    pub yiaddr: Ipv4Addr,
+    /// Option 67, the boot file or URL.
+    pub boot: Option<String>,
+}
+
+/// The answer to one datagram, decided without I/O.
+#[derive(Debug)]
+pub enum Response {
+    /// Not a DHCP request pxed can read: dropped and counted.
+    Malformed(packet::Rejected),
+    /// Over a flood-protection limit (a rate, or the addresses a MAC or a
+    /// relay circuit may hold): dropped, counted by `limit`.
+    Limited {
+        req: Box<Request>,
+        limit: &'static str,
+        why: String,
+    },
+    /// A valid request that gets no answer, and why (logged at debug).
+    Silent { req: Box<Request>, why: String },
+    /// No answer, but lease changes to store (DECLINE, RELEASE).
+    Store {
+        req: Box<Request>,
+        ops: Vec<LeaseOp>,
+    },
+    /// The reply could not be encoded (a bug in pxed, not the client's fault).
+    Unencodable { req: Box<Request>, error: String },
+    /// A reply to send once `commit` is durable (at once when it is empty).
+    Reply {
+        req: Box<Request>,
+        given: Given,
+        out: Outgoing,
+        commit: Vec<LeaseOp>,
+    },
+}
+
+/// Everything pxed does with a received datagram short of touching a socket
+/// or the database: parse and validate it, spend its rate budgets, check the
+/// receiving interface, find the subnet, run the RFC 2131 exchange against
+/// the lease table and the boot decision, and encode the reply. `iface` is
+/// the interface it arrived on (`None` if unknown); `clock` is the time in
+/// Unix seconds (leases) and as an `Instant` (rates). The receive loop and the
+/// fuzz target both call this, so the fuzzer exercises exactly what a hostile
+/// packet reaches.
+#[allow(clippy::too_many_arguments)]
+pub fn respond(
+    config: &Config,
+    leases: &mut Leases,
+    guard: &mut Guard,
+    iface: Option<&Iface>,
+    arrival: &Arrival,
+    port: Port,
+    datagram: &[u8],
+    clock: (u64, Instant),
+) -> Response {
+    let req = match packet::parse(datagram) {
+        Ok(r) => Box::new(r),
+        Err(why) => return Response::Malformed(why),
+    };
+    if let Err(over) = guard.admit(
+        &config.dhcp.limits,
+        req.mac,
+        req.giaddr(),
+        req.circuit(),
+        clock.1,
+    ) {
+        let limit = over.label();
+        let why = format!("over the {limit} limit");
+        return Response::Limited { req, limit, why };
+    }
+    if let Some(i) = iface {
+        if !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name) {
+            let why = format!("{} is not one of [dhcp] interfaces", i.name);
+            return Response::Silent { req, why };
+        }
+    }
+    let (server_ip, subnet) = exchange::locate(config, iface, arrival.local, req.giaddr());
+    let place = Place {
+        server: server_ip,
+        subnet,
+        ifindex: arrival.ifindex,
+        port,
+        src: arrival.src,
+    };
+    match exchange::handle(config, leases, &place, &req, clock.0) {
+        Outcome::Ignore(why) => Response::Silent { req, why },
+        Outcome::Limited(limit, why) => Response::Limited {
+            req,
+            limit: limit.label(),
+            why,
+        },
+        Outcome::Commit(ops) => Response::Store { req, ops },
+        Outcome::Reply {
+            msg,
+            dest,
+            ifindex,
+            commit,
+        } => match msg.to_vec() {
+            Ok(bytes) => Response::Reply {
+                given: Given {
+                    kind: msg.opts().msg_type(),
+                    yiaddr: msg.yiaddr(),
+                    boot: match msg.opts().get(dhcproto::v4::OptionCode::BootfileName) {
+                        Some(dhcproto::v4::DhcpOption::BootfileName(f)) => {
+                            Some(String::from_utf8_lossy(f).into_owned())
+                        }
+                        _ => None,
+                    },
+                },
+                req,
+                out: Outgoing {
+                    bytes,
+                    dest,
+                    ifindex,
+                    src: server_ip,
+                },
+                commit,
+            },
+            Err(e) => Response::Unencodable {
+                req,
+                error: e.to_string(),
+            },
+        },
+    }
 }
 
 /// A message type as a metrics label (`pxed_requests{protocol="dhcp",

@@ -121,10 +121,11 @@ pub fn parse(buf: &[u8]) -> Result<Request, Rejected> {
         return Err(Rejected::NoMagic);
     }
     check_options(buf)?;
-    // dhcproto does not panic on the inputs we have tried (see the fuzz test
-    // below); catch_unwind keeps a future regression from taking the server
-    // down with it.
-    let msg = std::panic::catch_unwind(|| Message::from_bytes(buf))
+    // dhcproto sees only the options pxed reads through it, with the lengths
+    // it expects (see `decoder_view`); catch_unwind keeps a future decoder
+    // bug from taking the server down with it.
+    let view = decoder_view(buf);
+    let msg = std::panic::catch_unwind(|| Message::from_bytes(&view))
         .map_err(|_| Rejected::Options("decoder panicked".into()))?
         .map_err(|e| Rejected::Options(e.to_string()))?;
     if msg.opcode() != Opcode::BootRequest {
@@ -220,6 +221,50 @@ fn check_options(buf: &[u8]) -> Result<(), Rejected> {
         }
     }
     Ok(())
+}
+
+/// The options [`parse`] reads through dhcproto, with the length dhcproto
+/// needs (`None`: any). Everything else pxed reads raw (82, 93) or not at all.
+const DECODED: &[(u8, Option<u8>)] = &[
+    (53, Some(1)), // message type
+    (50, Some(4)), // requested address
+    (54, Some(4)), // server identifier
+    (61, None),    // client identifier
+    (60, None),    // vendor class
+    (77, None),    // user class
+    (97, None),    // client machine identifier (PXE GUID)
+];
+
+/// The packet as dhcproto gets it: the fixed header and only the [`DECODED`]
+/// options whose length is right. dhcproto panics (debug assertions) on
+/// option 80, 81, 94 and the bulk-leasequery options with unexpected lengths,
+/// and stops reading at the first option it cannot decode, so a malformed
+/// option pxed does not even use (a firmware's odd option 94) would hide the
+/// vendor and user class after it. Found by the `dhcp` fuzz target
+/// (fuzz/regressions/dhcp/). `buf` has passed [`check_options`].
+fn decoder_view(buf: &[u8]) -> Vec<u8> {
+    let mut view = Vec::with_capacity(buf.len());
+    view.extend_from_slice(&buf[..MIN_LEN]);
+    let mut i = MIN_LEN;
+    while let Some(&code) = buf.get(i) {
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = buf.get(i + 1) else { break };
+                let end = i + 2 + usize::from(len);
+                let wanted = DECODED
+                    .iter()
+                    .any(|&(c, l)| c == code && l.map_or(true, |l| l == len));
+                if let (true, Some(option)) = (wanted, buf.get(i..end)) {
+                    view.extend_from_slice(option);
+                }
+                i = end;
+            }
+        }
+    }
+    view.push(255);
+    view
 }
 
 /// The first instance of option `code` in a packet that already decoded, read
@@ -325,6 +370,28 @@ mod tests {
             let _ = parse(&flipped);
             let _ = raw_option(&flipped, 93);
         }
+        // Options dhcproto asserts on or stops at (found by fuzzing): the
+        // packet still parses, and what follows them is still read.
+        for odd in [[94u8, 2, 1, 0], [80, 1, 0, 0], [81, 1, 0, 0], [91, 2, 0, 0]] {
+            let mut p = good[..240].to_vec();
+            p.extend_from_slice(&[53, 1, 1]);
+            p.extend_from_slice(&odd);
+            p.extend_from_slice(&[60, 9]);
+            p.extend_from_slice(b"PXEClient");
+            p.extend_from_slice(&[77, 4]);
+            p.extend_from_slice(b"iPXE");
+            p.push(255);
+            let r = parse(&p).unwrap_or_else(|e| panic!("{odd:?}: {e}"));
+            assert_eq!(r.boot.vendor, VendorClass::Pxe, "{odd:?}");
+            assert!(r.boot.ipxe, "{odd:?}");
+        }
+        let regression =
+            include_bytes!("../../fuzz/regressions/dhcp/option-94-length-2-debug-assert");
+        assert!(parse(regression).is_ok());
+        // A wrong-length message type is no message type.
+        let mut p = good[..240].to_vec();
+        p.extend_from_slice(&[53, 2, 1, 1, 255]);
+        assert_eq!(parse(&p).unwrap_err(), Rejected::NoMessageType);
         // A cheap deterministic fuzz over the option area.
         let mut seed: u32 = 12345;
         for _ in 0..20_000 {

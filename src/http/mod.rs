@@ -106,33 +106,45 @@ pub async fn serve(listener: TcpListener, app: Router, name: &'static str) {
         let app = app.clone();
         crate::metrics::get().in_progress(name, 1);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(conn);
-                    let too_long = req
-                        .uri()
-                        .path_and_query()
-                        .is_some_and(|p| p.as_str().len() > MAX_URI_BYTES);
-                    let app = app.clone();
-                    async move {
-                        if too_long {
-                            return Ok(uri_too_long());
-                        }
-                        app.oneshot(req).await
-                    }
-                },
-            );
-            let result = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_header_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
-            }
+            connection(stream, conn, app).await;
             crate::metrics::get().in_progress(name, -1);
             drop(permit);
         });
+    }
+}
+
+/// Serves the requests of one accepted connection (any byte stream: the fuzz
+/// target feeds it from memory) until the client closes it or stalls.
+pub async fn connection<I>(io: I, conn: Conn, app: Router)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(conn);
+            let too_long = req
+                .uri()
+                .path_and_query()
+                .is_some_and(|p| p.as_str().len() > MAX_URI_BYTES);
+            let app = app.clone();
+            async move {
+                if too_long {
+                    return Ok(uri_too_long());
+                }
+                app.oneshot(req).await
+            }
+        });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES)
+        // A client may shut down its sending side once the request is out
+        // (`nc -N`, scripts, the fuzz target); without this hyper dropped
+        // the connection at that EOF and the request got no response.
+        .half_close(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(peer = %conn.peer, error = %e, "http connection ended with an error");
     }
 }

@@ -48,13 +48,20 @@ impl Content {
                 out.resize(at + want, 0);
                 let mut done = 0;
                 while done < want {
-                    // A file that shrank mid-transfer reads 0: send what exists.
                     match file.read_at(&mut out[at + done..], offset + done as u64)? {
-                        0 => break,
+                        // The file shrank after the transfer started: a short
+                        // block would end the transfer with a silently
+                        // truncated file, so it is an error instead.
+                        0 => {
+                            out.truncate(at);
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "file changed while it was sent (now shorter)",
+                            ));
+                        }
                         n => done += n,
                     }
                 }
-                out.truncate(at + done);
                 Ok(())
             }
         }

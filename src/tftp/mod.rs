@@ -15,7 +15,7 @@
 mod admission;
 mod batch;
 mod content;
-mod packet;
+pub mod packet;
 mod transfer;
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +27,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::assets::{self, AssetError};
-use crate::config::Shared;
+use crate::config::{Config, Shared};
 use crate::core::{Base, Identity, Mac};
 use crate::events::{Event, Stage};
 use content::{Cache, Content};
@@ -284,9 +284,25 @@ enum Refusal {
     Io(std::io::Error),
 }
 
-/// Finds what a request names: a rendered pxelinux config or a file.
-async fn open(state: &State, name: &str) -> Result<Content, Refusal> {
-    let config = state.config.load_full();
+impl Refusal {
+    /// The ERROR code and message the client gets, and the metrics outcome.
+    fn reply(&self) -> (ErrorCode, &'static str, &'static str) {
+        match self {
+            Refusal::NotFound(m) => (ErrorCode::FileNotFound, m, "not_found"),
+            Refusal::NoRule => (
+                ErrorCode::FileNotFound,
+                "no rule matches this machine",
+                "no_rule",
+            ),
+            Refusal::Refused(m) => (ErrorCode::AccessViolation, m, "refused"),
+            Refusal::Io(_) => (ErrorCode::Undefined, "cannot read the file", "failed"),
+        }
+    }
+}
+
+/// Finds what a request names (leading `/` already stripped): a rendered
+/// pxelinux config or a file under the asset roots.
+async fn open(config: &Config, cache: &Cache, name: &str) -> Result<Content, Refusal> {
     if let Some(cfg) = pxelinux_cfg_name(name) {
         let Some(mac) = Mac::from_pxelinux_name(cfg) else {
             return Err(Refusal::NotFound("not a per-machine pxelinux config name"));
@@ -300,10 +316,68 @@ async fn open(state: &State, name: &str) -> Result<Content, Refusal> {
         };
     }
     match assets::resolve(config.server.asset_roots(), name) {
-        Ok(path) => state.cache.get(&path).await.map_err(Refusal::Io),
+        Ok(path) => cache.get(&path).await.map_err(Refusal::Io),
         Err(AssetError::NotFound) => Err(Refusal::NotFound("file not found")),
         Err(AssetError::Refused(why)) => Err(Refusal::Refused(why)),
     }
+}
+
+/// The transfer a request gets for a file of `len` bytes: the options it
+/// asked for, clamped to what this server allows, and the OACK if any.
+fn negotiate(o: &packet::Options, len: u64) -> Params {
+    let accepted = Accepted {
+        blksize: o.blksize.map(|b| b.min(MAX_BLKSIZE)),
+        tsize: o.tsize.then_some(len),
+        timeout: o.timeout,
+        windowsize: o.windowsize.map(|w| w.min(MAX_WINDOWSIZE)),
+    };
+    let timeout = accepted
+        .timeout
+        .map_or(DEFAULT_TIMEOUT, |t| Duration::from_secs(t.into()));
+    Params {
+        blksize: accepted.blksize.unwrap_or(512),
+        windowsize: accepted.windowsize.unwrap_or(1),
+        timeout,
+        retries: RETRIES.min((MAX_SILENCE.as_secs() / timeout.as_secs().max(1)).max(1) as u32),
+        oack: (!accepted.is_empty()).then_some(accepted),
+    }
+}
+
+/// The first packet the server sends in answer to `datagram` (an ERROR, the
+/// OACK, or DATA block 1), or `None` when it drops it: the listener's
+/// decisions (parse, name → file or rendered config, path confinement, option
+/// negotiation) without sockets. For the fuzz target and tests.
+#[cfg(any(test, fuzzing))]
+pub async fn first_packet(config: &Config, datagram: &[u8]) -> Option<Vec<u8>> {
+    let request = match packet::parse(datagram) {
+        Ok(Packet::Rrq(request)) => request,
+        Ok(Packet::Wrq(_)) => {
+            return Some(packet::error(
+                ErrorCode::AccessViolation,
+                "read-only server",
+            ))
+        }
+        Ok(_) | Err(_) => return None,
+    };
+    let cache = Cache::default();
+    let name = request.filename.trim_start_matches('/');
+    let content = match open(config, &cache, name).await {
+        Ok(c) => c,
+        Err(refusal) => {
+            let (code, message, _) = refusal.reply();
+            return Some(packet::error(code, message));
+        }
+    };
+    let params = negotiate(&request.options, content.len());
+    if let Some(oack) = params.oack {
+        return Some(oack.oack());
+    }
+    let mut data = Vec::new();
+    packet::data_header(&mut data, 1);
+    content
+        .read(0, usize::from(params.blksize), &mut data)
+        .ok()?;
+    Some(data)
 }
 
 /// `pxelinux.cfg/<name>` (also under a directory, as pxelinux looks beside
@@ -323,19 +397,10 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
         Some(_) => "pxelinux",
         None => "asset",
     };
-    let content = match open(&state, name).await {
+    let content = match open(&state.config.load_full(), &state.cache, name).await {
         Ok(c) => c,
         Err(refusal) => {
-            let (code, message, outcome) = match &refusal {
-                Refusal::NotFound(m) => (ErrorCode::FileNotFound, *m, "not_found"),
-                Refusal::NoRule => (
-                    ErrorCode::FileNotFound,
-                    "no rule matches this machine",
-                    "no_rule",
-                ),
-                Refusal::Refused(m) => (ErrorCode::AccessViolation, *m, "refused"),
-                Refusal::Io(_) => (ErrorCode::Undefined, "cannot read the file", "failed"),
-            };
+            let (code, message, outcome) = refusal.reply();
             crate::metrics::get().request("tftp", endpoint, outcome);
             record(peer, name, outcome, format!("{file}: {message}"));
             let _ = state
@@ -356,23 +421,7 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
             return;
         }
     };
-    let o = request.options;
-    let accepted = Accepted {
-        blksize: o.blksize.map(|b| b.min(MAX_BLKSIZE)),
-        tsize: o.tsize.then(|| content.len()),
-        timeout: o.timeout,
-        windowsize: o.windowsize.map(|w| w.min(MAX_WINDOWSIZE)),
-    };
-    let timeout = accepted
-        .timeout
-        .map_or(DEFAULT_TIMEOUT, |t| Duration::from_secs(t.into()));
-    let params = Params {
-        blksize: accepted.blksize.unwrap_or(512),
-        windowsize: accepted.windowsize.unwrap_or(1),
-        timeout,
-        retries: RETRIES.min((MAX_SILENCE.as_secs() / timeout.as_secs().max(1)).max(1) as u32),
-        oack: (!accepted.is_empty()).then_some(accepted),
-    };
+    let params = negotiate(&request.options, content.len());
     let socket = match transfer_socket(state.local_ip, peer).await {
         Ok(s) => s,
         Err(e) => {

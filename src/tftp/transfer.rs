@@ -99,7 +99,14 @@ pub async fn run(socket: &UdpSocket, content: &Content, params: Params) -> (Outc
     match send(socket, content, params).await {
         Ok(r) => r,
         Err(e) if gone(&e) => (Outcome::ClientGone, 0),
-        Err(e) => (Outcome::Failed(e), 0),
+        Err(e) => {
+            // Tell the client, so that it does not wait out its retries for
+            // blocks that will never come.
+            let _ = socket
+                .send(&packet::error(packet::ErrorCode::Undefined, &e.to_string()))
+                .await;
+            (Outcome::Failed(e), 0)
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 //! network namespaces that are removed when the test ends.
 #![allow(dead_code)]
 
+pub mod dhcp;
+pub mod http;
 pub mod lab;
+pub mod tftp;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -56,6 +59,14 @@ impl ConfigDir {
             "admin_listen = \"127.0.0.1:0\"\n"
         };
         let text = format!("[server]\n{search}{admin}{server}\n\n{rest}\n");
+        // bench/fuzz-seeds.sh collects every config the tests write as seeds
+        // for the `config` fuzz target.
+        if let Some(dir) = std::env::var_os("PXED_SAVE_CONFIGS") {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&text, &mut hasher);
+            let name = format!("test-{:016x}.toml", std::hash::Hasher::finish(&hasher));
+            let _ = std::fs::write(Path::new(&dir).join(name), &text);
+        }
         std::fs::write(self.config(), text).unwrap();
     }
 

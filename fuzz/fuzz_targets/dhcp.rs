@@ -1,0 +1,5 @@
+//! DHCP packet decode + boot decision + reply encode (full and proxy mode).
+//! The harness is `pxed::fuzzing::dhcp` (src/fuzzing.rs).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pxed::fuzzing::dhcp(data));
