@@ -194,8 +194,12 @@ impl Reloader {
         };
         let want = Watched::of(&self.path, &self.shared);
         let wanted = want.dirs();
-        let mut current = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-        let before = current.as_ref().map(Watched::dirs).unwrap_or_default();
+        // Never hold the filter's lock across watch calls: they wait for the
+        // watcher's thread, which may be in the callback waiting for the lock.
+        let before = {
+            let current = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            current.as_ref().map(Watched::dirs).unwrap_or_default()
+        };
         for d in before.iter().filter(|d| !wanted.contains(d)) {
             let _ = w.unwatch(d.as_path());
         }
@@ -210,7 +214,7 @@ impl Reloader {
                 }
             }
         }
-        *current = Some(want);
+        *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = Some(want);
     }
 
     /// Runs until the process ends: reloads on SIGHUP and on file changes.

@@ -65,6 +65,15 @@ pub struct Writer {
 impl Writer {
     pub fn open(path: &Path) -> rusqlite::Result<Writer> {
         let conn = Connection::open(path)?;
+        // SQLite quietly opens read-only what it cannot write (a read-only
+        // filesystem); such a writer would fail every batch and could hold
+        // up the lease database's commits in the same file.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("the database is read-only here".into()),
+            ));
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
