@@ -15,8 +15,10 @@
 # /usr/sbin/in.tftpd), so with tftpd-hpa installed unpack atftpd beside it:
 #   apt-get download atftpd && dpkg-deb -x atftpd_*.deb /tmp/peers/root
 #   ATFTPD=/tmp/peers/root/usr/sbin/atftpd bench/tftp.sh
-# A missing server is skipped with a note. Optional extra row: ASYNC_TFTP=<bin>
-# (a binary serving `<dir> <addr>` with async-tftp; see docs/decisions.md).
+# A missing server is skipped with a note. Optional extra rows: ASYNC_TFTP=<bin>
+# (a binary serving `<dir> <addr>` with async-tftp; see docs/decisions.md), and
+# PXED_BASE=<pxed binary> (e.g. one built from main) to compare a change with
+# its baseline in the same run.
 #
 # Usage: RUNS=5 bench/tftp.sh
 set -euo pipefail
@@ -28,6 +30,7 @@ INTFTPD=${INTFTPD:-$(command -v in.tftpd || true)}
 ATFTPD=${ATFTPD:-$(command -v atftpd || true)}
 DNSMASQ=${DNSMASQ:-$(command -v dnsmasq || true)}
 ASYNC_TFTP=${ASYNC_TFTP:-}
+PXED_BASE=${PXED_BASE:-}
 
 work=$(mktemp -d /tmp/pxed-tftp-bench.XXXXXX)
 chmod 755 "$work"
@@ -87,9 +90,11 @@ wait_port() { # port
 
 start_server() { # name -> sets server_pid and port
     case $1 in
-    pxed)
+    pxed | pxed-base)
         port=16901
-        PXED_LOG=info taskset -c 0 "$PXED" serve --config "$work/pxed/machines.toml" 2>>"$work/pxed.log" &
+        local bin=$PXED
+        [[ $1 == pxed-base ]] && bin=$PXED_BASE
+        PXED_LOG=info taskset -c 0 "$bin" serve --config "$work/pxed/machines.toml" 2>>"$work/$1.log" &
         ;;
     dnsmasq)
         port=69
@@ -117,6 +122,7 @@ start_server() { # name -> sets server_pid and port
 }
 
 servers=(pxed)
+[[ -n "$PXED_BASE" ]] && servers+=(pxed-base)
 [[ -n "$DNSMASQ" ]] && servers+=(dnsmasq) || echo "note: dnsmasq not found, skipped"
 [[ -n "$INTFTPD" ]] && "$INTFTPD" -V 2>&1 | grep -q tftp-hpa && servers+=(tftpd-hpa) ||
     echo "note: in.tftpd of tftpd-hpa not found (INTFTPD=), skipped"
@@ -162,6 +168,7 @@ for line in open(sys.argv[1]):
     server, scenario, run, rest = line.split(None, 3)
     kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', rest))
     rows.setdefault((scenario, server), []).append(kv)
+OURS = ("pxed", "pxed-base", "async-tftp")
 servers = []
 for (_, s) in rows:
     if s not in servers:
@@ -183,13 +190,34 @@ for key, title, field, unit, best in scen:
         fails = sum(int(r["failed"]) for r in runs)
         med[s] = m
         cells.append(f"{m:.1f} {unit}" + (f" ({fails} failed)" if fails else ""))
-    peers = {s: v for s, v in med.items() if s not in ("pxed", "async-tftp")}
+    peers = {s: v for s, v in med.items() if s not in OURS}
     ratio = "-"
     if "pxed" in med and peers:
         b = best(peers, key=peers.get)
         r = med["pxed"] / peers[b]
         ratio = f"{r:.2f}x {b}" + (" (lower is better)" if field == "wall_ms" else " (higher is better)")
     print(f"| {title} | " + " | ".join(cells) + f" | {ratio} |")
+print()
+print("pxed vs the best peer of the same run, per run (wall: lower is better;")
+print("MB/s: higher is better):")
+print()
+for key, title, field, unit, best in scen:
+    per_run = []
+    runs = {}
+    for (k, s), rs in rows.items():
+        if k != key:
+            continue
+        for i, r in enumerate(rs):
+            runs.setdefault(i, {})[s] = float(r[field])
+    for i in sorted(runs):
+        peers = {s: v for s, v in runs[i].items() if s not in OURS}
+        if "pxed" in runs[i] and peers:
+            b = best(peers, key=peers.get)
+            cell = f"{runs[i]['pxed'] / peers[b]:.2f} ({b})"
+            if "pxed-base" in runs[i]:
+                cell += f", base {runs[i]['pxed-base'] / peers[b]:.2f}"
+            per_run.append(cell)
+    print(f"- {title}: " + "; ".join(per_run))
 print()
 print("Server CPU time per scenario (ms, median; 10 ms clock ticks; tftpd-hpa's")
 print("per-transfer children are auto-reaped, so their CPU is not counted):")

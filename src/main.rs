@@ -1,9 +1,14 @@
-//! The `pxed` command line: serve, check, render, explain.
+//! The `pxed` command line: serve, check, render, explain, events.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// glibc's malloc was a quarter of the instructions of a cached render
+/// (callgrind, bench/http.sh load); see docs/decisions.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pxed::config;
 use pxed::core::{Arch, Base, ClientString, Identity, Mac, Uuid};
 
@@ -44,6 +49,17 @@ enum Command {
     Explain {
         #[command(flatten)]
         machine: MachineArgs,
+    },
+    /// Print recorded boot events (DHCP, TFTP, scripts, assets), oldest first.
+    Events {
+        #[arg(long, default_value = "machines.toml")]
+        config: PathBuf,
+        /// Only this machine's events (any MAC notation).
+        #[arg(long)]
+        mac: Option<String>,
+        /// The newest this many events.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
     },
 }
 
@@ -120,6 +136,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
             }
+            for finding in pxed::ra::probe::check(&c) {
+                match finding {
+                    pxed::ra::probe::Finding::Warning(w) => eprintln!("warning: {w}"),
+                    pxed::ra::probe::Finding::Note(n) => eprintln!("note: {n}"),
+                }
+            }
             println!(
                 "{}: ok, {} rules, {} files",
                 config.display(),
@@ -154,6 +176,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let c = load(&machine.config)?;
             let id = machine.identity()?;
             print!("{}", c.policy.rules.explain(&id));
+            Ok(())
+        }
+        Command::Events { config, mac, limit } => {
+            let c = load(&config)?;
+            let db = c.events.db.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: [events] db = \"\": nothing is recorded",
+                    config.display()
+                )
+            })?;
+            let mac = mac.as_deref().map(str::parse::<Mac>).transpose()?;
+            let reader = pxed::events::Reader::open(db)?;
+            for event in reader.events(mac, limit)? {
+                println!("{event}");
+            }
             Ok(())
         }
     }

@@ -33,6 +33,11 @@ pub struct DropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
 }
@@ -48,6 +53,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     config_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     rules: Gauge,
+    events_dropped: Family<ReasonLabels, Counter>,
 }
 
 pub fn get() -> &'static Metrics {
@@ -109,6 +115,12 @@ impl Metrics {
         );
         let rules = Gauge::default();
         registry.register("config_rules", "Rules in the serving config", rules.clone());
+        let events_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Boot events not recorded, by reason (queue_full, store_failed)",
+            events_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -120,6 +132,7 @@ impl Metrics {
             reloads,
             config_age,
             rules,
+            events_dropped,
         }
     }
 
@@ -163,6 +176,12 @@ impl Metrics {
 
     pub fn render_time(&self, seconds: f64) {
         self.render_seconds.observe(seconds);
+    }
+
+    pub fn events_dropped(&self, reason: &'static str, n: usize) {
+        self.events_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     pub fn reload(&self, ok: bool) {

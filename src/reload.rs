@@ -24,6 +24,9 @@ pub fn reload(path: &Path, shared: &Shared) -> Result<(), config::ConfigErrors> 
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    for section in config::restart_only_changes(&shared.load(), &config) {
+        tracing::warn!("{section} changed: it is read at start only; the running server keeps the old value until pxed restarts");
+    }
     shared.store(config);
     Ok(())
 }
@@ -78,16 +81,44 @@ fn reload_and_log(path: &Path, shared: &Shared, status: &Status, trigger: &'stat
     }
 }
 
-/// The directories whose changes trigger a reload: the config file's and the
-/// template directory of the config being served.
-fn watched_dirs(path: &Path, shared: &Shared) -> Vec<PathBuf> {
-    let config_dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut dirs = vec![config_dir, shared.load().server.templates_dir.clone()];
-    dirs.dedup();
-    dirs
+/// Which changes trigger a reload: the config file itself and anything in the
+/// template directory of the config being served. Not the rest of the config
+/// file's directory: the lease and event database usually live there, and
+/// every commit to them would reload the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Watched {
+    config_dir: PathBuf,
+    config_name: Option<std::ffi::OsString>,
+    templates_dir: PathBuf,
+}
+
+impl Watched {
+    fn of(path: &Path, shared: &Shared) -> Watched {
+        let config_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Watched {
+            config_dir,
+            config_name: path.file_name().map(ToOwned::to_owned),
+            templates_dir: shared.load().server.templates_dir.clone(),
+        }
+    }
+
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.config_dir.clone(), self.templates_dir.clone()];
+        dirs.dedup();
+        dirs
+    }
+
+    /// `changed` as the watcher reports it: a watched directory joined with
+    /// a file name.
+    fn matters(&self, changed: &Path) -> bool {
+        let dir = changed.parent();
+        dir == Some(self.templates_dir.as_path())
+            || (dir == Some(self.config_dir.as_path())
+                && changed.file_name() == self.config_name.as_deref())
+    }
 }
 
 /// The reload machinery, installed before pxed announces that it listens so
@@ -99,7 +130,8 @@ pub struct Reloader {
     hup: Option<tokio::signal::unix::Signal>,
     watcher: Option<notify::RecommendedWatcher>,
     changes: mpsc::Receiver<()>,
-    dirs: Vec<PathBuf>,
+    /// Shared with the watcher's callback, which filters with it.
+    watched: Arc<Mutex<Option<Watched>>>,
 }
 
 impl Reloader {
@@ -114,8 +146,16 @@ impl Reloader {
             }
         };
         let (tx, changes) = mpsc::channel::<()>(1);
+        let watched: Arc<Mutex<Option<Watched>>> = Arc::default();
+        let filter = watched.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
+            let Ok(event) = event else { return };
+            let matters = {
+                let w = filter.lock().unwrap_or_else(|p| p.into_inner());
+                w.as_ref()
+                    .is_some_and(|w| event.paths.iter().any(|p| w.matters(p)))
+            };
+            if matters && !event.kind.is_access() {
                 // A full channel already holds a pending reload: nothing is lost.
                 let _ = tx.try_send(());
             }
@@ -134,7 +174,7 @@ impl Reloader {
             hup,
             watcher,
             changes,
-            dirs: Vec::new(),
+            watched,
         };
         reloader.watch_current_dirs();
         reloader
@@ -146,19 +186,20 @@ impl Reloader {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
-        let want = watched_dirs(&self.path, &self.shared);
-        if want == self.dirs {
+        let want = Watched::of(&self.path, &self.shared);
+        let mut current = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref() == Some(&want) {
             return;
         }
-        for d in &self.dirs {
+        for d in current.as_ref().map(Watched::dirs).unwrap_or_default() {
             let _ = w.unwatch(d.as_path());
         }
-        for d in &want {
+        for d in want.dirs() {
             if let Err(e) = w.watch(d.as_path(), RecursiveMode::NonRecursive) {
                 tracing::warn!(dir = %d.display(), error = %e, "cannot watch; reload with SIGHUP");
             }
         }
-        self.dirs = want;
+        *current = Some(want);
     }
 
     /// Runs until the process ends: reloads on SIGHUP and on file changes.
@@ -183,5 +224,24 @@ impl Reloader {
             reload_and_log(&self.path, &self.shared, &self.status, trigger);
             self.watch_current_dirs();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_config_file_and_templates_trigger_a_reload() {
+        let w = Watched {
+            config_dir: PathBuf::from("/etc/pxed"),
+            config_name: Some("machines.toml".into()),
+            templates_dir: PathBuf::from("/etc/pxed/boot-templates"),
+        };
+        assert!(w.matters(Path::new("/etc/pxed/machines.toml")));
+        assert!(w.matters(Path::new("/etc/pxed/boot-templates/linux.ipxe")));
+        assert!(!w.matters(Path::new("/etc/pxed/pxed-leases.sqlite-wal")));
+        assert!(!w.matters(Path::new("/etc/pxed/.machines.toml.swp")));
+        assert!(!w.matters(Path::new("/etc/machines.toml")));
     }
 }

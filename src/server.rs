@@ -60,6 +60,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let shared: Shared = Arc::new(ArcSwap::new(config.clone()));
+    // Without its record pxed still boots machines: say so and go on.
+    if let Err(e) = crate::events::start(&config.events) {
+        tracing::error!("boot events are not recorded: {e:#}");
+    }
 
     // Bind every listener before announcing any: "listening" means started.
     let http_addr = config.server.http_listen;
@@ -77,6 +81,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         None => None,
     };
     let dhcp = crate::dhcp::start(&shared)?;
+    let ra = crate::ra::start(&config)?;
 
     let reload_status = Arc::new(crate::reload::Status::default());
     let reloader = crate::reload::Reloader::install(
@@ -102,6 +107,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     tasks.spawn(reloader.run());
     if let Some(dhcp) = dhcp {
         tasks.spawn(dhcp);
+    }
+    if let Some(ra) = ra {
+        tasks.spawn(ra);
     }
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

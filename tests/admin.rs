@@ -180,8 +180,24 @@ fn pages_in_a_real_browser() {
         return;
     }
     let browser = chromium().unwrap();
-    let (_dir, pxed) = start();
+    let (dir, pxed) = start();
     let admin = pxed.addr("admin");
+    // One machine's boot over HTTP, so the machines page and its timeline
+    // have something to show: its script, then its kernel from the same address.
+    dir.asset("debian/vmlinuz", b"kernel");
+    get(
+        pxed.http(),
+        "/ipxe?product=Express5800%2Fi120Ra-e1&mac=52:54:00:12:34:56",
+    );
+    get(pxed.http(), "/assets/debian/vmlinuz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !get(admin, "/machines/52:54:00:12:34:56").contains("debian/vmlinuz") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("admin-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let profile = tempfile::tempdir().unwrap();
@@ -195,6 +211,26 @@ fn pages_in_a_real_browser() {
             "preview",
             "/preview?product=Express5800%2Fi120Ra-e1&mac=52:54:00:12:34:56".to_string(),
             vec!["matched rule \"nec\"", "kernel http://", "pxed.rule=nec"],
+        ),
+        (
+            "machines",
+            "/machines".to_string(),
+            vec![
+                "Every machine seen (1)",
+                "52:54:00:12:34:56",
+                "Express5800/i120Ra-e1",
+                "nec",
+            ],
+        ),
+        (
+            "timeline",
+            "/machines/52:54:00:12:34:56".to_string(),
+            vec![
+                "Boot steps, oldest first",
+                "iPXE script",
+                "debian/vmlinuz: 200 6 bytes",
+                "Rule <b>nec</b>",
+            ],
         ),
     ];
     for (name, path, wants) in pages {

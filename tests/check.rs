@@ -151,6 +151,51 @@ fn every_error_is_reported_at_once() {
 }
 
 #[test]
+fn ipv6_ra_section_is_validated() {
+    // Enabled with no interface anywhere (neither its own nor [dhcp]'s).
+    let dir = ConfigDir::new("", &format!("{OK_RULE}[ipv6_ra]\nenabled = true\n"));
+    rejects(
+        &dir,
+        "machines.toml",
+        "10:11",
+        "[ipv6_ra] enabled = true needs `interfaces`",
+    );
+    let dir = ConfigDir::new(
+        "",
+        &format!("{OK_RULE}[ipv6_ra]\nenabled = true\ninterfaces = [\"br0\"]\ninterval = 2\n"),
+    );
+    rejects(
+        &dir,
+        "machines.toml",
+        "12:12",
+        "interval = 2: 0 (answer solicitations only) or 4-1800",
+    );
+    let dir = ConfigDir::new(
+        "",
+        &format!("{OK_RULE}[ipv6_ra]\ninterfaces = [\"br 0\"]\n"),
+    );
+    rejects(&dir, "machines.toml", "10:14", "interface \"br 0\"");
+    let dir = ConfigDir::new("", &format!("{OK_RULE}[ipv6_ra]\nenable = true\n"));
+    rejects(&dir, "machines.toml", "10:1", "unknown field `enable`");
+    // [dhcp] interfaces are the default; off needs nothing.
+    let dir = ConfigDir::new(
+        "",
+        &format!("{OK_RULE}[dhcp]\nmode = \"proxy\"\ninterfaces = [\"pxed-no-such0\"]\n[ipv6_ra]\nenabled = true\n"),
+    );
+    let (ok, out) = check(&dir);
+    assert!(ok, "{out}");
+    // The interface does not exist here: a warning, not an error (check may
+    // run on another machine than serve).
+    assert!(
+        out.contains("warning: [ipv6_ra] interfaces: no interface \"pxed-no-such0\""),
+        "{out}"
+    );
+    let dir = ConfigDir::new("", &format!("{OK_RULE}[ipv6_ra]\nenabled = false\n"));
+    let (ok, out) = check(&dir);
+    assert!(ok && !out.contains("IPv6"), "{out}");
+}
+
+#[test]
 fn dhcp_limits_out_of_range() {
     // Line 6 is `[dhcp]`; the limit keys follow.
     let dir = ConfigDir::new(

@@ -4,7 +4,7 @@
 //! guest printed on its serial console and on pxed's log.
 //!
 //! Needs root, `/dev/net/tun`, qemu-system-x86, ipxe-qemu, dnsmasq-base,
-//! busybox-static, ovmf, pxelinux, syslinux-common (`.ci/e2e-packages`) and
+//! busybox-static, ovmf, pxelinux, syslinux-common, ndisc6 (`.ci/e2e-packages`) and
 //! Debian package lists (the kernel is downloaded by `tests/lab/payload.sh`).
 //! Otherwise each test prints `skipped: …` (a failure under
 //! `PXED_REQUIRE_PRIVILEGED=1`).
@@ -17,7 +17,8 @@
 //! echoes pxed's log.
 //!
 //! DHCP is pxed's own: full mode for every scenario (`lab::dhcp_full`), proxy
-//! mode beside dnsmasq in the proxyDHCP one. The packet-level legacy PXE
+//! mode beside dnsmasq in the proxyDHCP one. IPv6 router advertisements come
+//! from pxed's own responder (`[ipv6_ra]`); the lab has no other RA source. The packet-level legacy PXE
 //! exchange (no user class, arch 0 → undionly.kpxe over TFTP) is in
 //! `tests/dhcp.rs`, not here.
 
@@ -101,6 +102,9 @@ match = { mac = "52:54:00:e2:e0:20", arch = ["efi-x64"] }
 args = "LAB_ARGS pxed.rule=uefi"
 "#;
 
+/// The responder, on `[dhcp] interfaces` (its default).
+const IPV6_RA: &str = "[ipv6_ra]\nenabled = true\n";
+
 /// One scenario's world. Fields drop in order: pxed and the DHCP server stop
 /// before the namespace is removed, and the guest slots are returned last.
 struct Setup {
@@ -137,7 +141,12 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
         payload.dir.display().to_string(),
     );
     let rules = RULES.replace("LAB_ARGS", LAB_ARGS);
-    let config = ConfigDir::new(&server, &format!("{}\n{rules}", dhcp.machines_toml));
+    // pxed's IPv6 RA responder on the DHCP interface (br0): without an
+    // advertisement iPXE waits ~15 s at every "Configuring" (docs/decisions.md).
+    let config = ConfigDir::new(
+        &server,
+        &format!("{}\n{IPV6_RA}\n{rules}", dhcp.machines_toml),
+    );
     let pxed = Pxed::start(&config.config(), Some(lab.name()));
     Some(Setup {
         pxed,
@@ -168,15 +177,22 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// Scenario 1: BIOS iPXE → DHCP → boot.ipxe → per-machine script by product
-/// and MAC → kernel and initrd over HTTP; three machines at once, each with
-/// the argument only its rule sets.
+/// Scenario 1: BIOS iPXE → DHCP (and pxed's IPv6 router advertisement) →
+/// boot.ipxe → per-machine script by product and MAC → kernel and initrd over
+/// HTTP; three machines at once, each with the argument only its rule sets.
+/// A second host on the same bridge gets no default route and no address from
+/// the advertisements.
 #[test]
 fn bios_ipxe_boots_each_machine_by_its_rule() {
     let started = Instant::now();
     let Some(s) = setup("e2e-bios", 3) else {
         return;
     };
+    if !common::have_tool("rdisc6", "e2e-bios") {
+        return;
+    }
+    // Another host on the boot network, there while the guests boot.
+    let host = s.lab.add_host("h2");
     let machines = [
         (Machine::bios("nec", NEC_MAC, Some(NEC)), "nec-one"),
         (
@@ -241,6 +257,31 @@ fn bios_ipxe_boots_each_machine_by_its_rule() {
         log.contains("/vmlinuz") && log.contains("/initrd.gz"),
         "{log}"
     );
+    // Each guest's iPXE solicited (its MAC is in the solicitation) and got
+    // pxed's advertisement, which ended its IPv6 autoconfiguration.
+    for (machine, _) in &machines {
+        assert!(
+            log.lines().any(|l| l.contains("router advertisement sent")
+                && l.contains(&format!("mac={}", machine.mac))),
+            "no router advertisement to {}:\n{log}",
+            machine.mac
+        );
+    }
+    // The other host hears the same advertisement and is left as it was: no
+    // default route, no address (tests/ra.rs shows that a real router's
+    // advertisement does configure such a host).
+    let bridge = s.lab.bridge_link_local();
+    let answer = host.solicit();
+    assert!(answer.contains(&format!("from {bridge}")), "{answer}");
+    assert!(
+        answer
+            .lines()
+            .any(|l| l.starts_with("Router lifetime") && l.contains(" 0 (0x00000000)")),
+        "{answer}"
+    );
+    assert!(!answer.contains("Prefix"), "{answer}");
+    assert_eq!(host.default_routes().trim(), "", "a default route appeared");
+    assert_eq!(host.global_addrs().trim(), "", "an address appeared");
     println!("scenario bios: {}", secs(started.elapsed()));
 }
 

@@ -142,3 +142,24 @@ fn rename_style_save_applies_within_a_second() {
     let took = wait_for(addr, "echo edited");
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
+
+/// The lease and event database lives beside machines.toml by default; its
+/// writes are not edits and must not reload the config (they once did, on
+/// every commit).
+#[test]
+fn database_writes_beside_the_config_do_not_reload_it() {
+    let dir = ConfigDir::new(SERVER, &rules("gen=1"));
+    let pxed = Pxed::start(&dir.config(), None);
+    let addr = pxed.http();
+    for _ in 0..3 {
+        script(addr);
+        // Past the event writer's gathering time: one commit each.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(
+        dir.path().join("pxed-leases.sqlite").exists(),
+        "events were not recorded beside the config"
+    );
+    let log = pxed.log();
+    assert!(!log.contains("config reloaded"), "{log}");
+}

@@ -5,9 +5,13 @@
 //! whole, so a broken edit never replaces a working one.
 
 mod dhcp;
+mod events;
+mod ra;
 mod wire;
 
 pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Reservation, Subnet};
+pub use events::EventsConfig;
+pub use ra::RaConfig;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -118,6 +122,29 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `[dhcp]` and the rules' reservations (see `config/dhcp.rs`).
     pub dhcp: DhcpConfig,
+    /// `[events]` (see `config/events.rs`).
+    pub events: EventsConfig,
+    /// `[ipv6_ra]`, the Router Solicitation responder (see `config/ra.rs`).
+    pub ipv6_ra: RaConfig,
+}
+
+/// The settings that differ between `old` and `new` but only take effect
+/// when pxed starts (the sockets they describe are opened once).
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.dhcp, &new.dhcp);
+    [
+        ("[dhcp] mode", a.mode != b.mode),
+        ("[dhcp] listen", a.listen != b.listen),
+        ("[dhcp] proxy_listen", a.proxy_listen != b.proxy_listen),
+        ("[dhcp] interfaces", a.interfaces != b.interfaces),
+        ("[dhcp] lease_db", a.lease_db != b.lease_db),
+        ("[dhcp] lease_fsync", a.lease_fsync != b.lease_fsync),
+        ("[ipv6_ra]", old.ipv6_ra.running() != new.ipv6_ra.running()),
+        ("[events]", old.events != new.events),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 /// Loads and fully validates the config at `path`.
@@ -192,6 +219,8 @@ impl Loader<'_> {
             wire.defaults.as_ref(),
             base_dir,
         );
+        let events = self.events(wire.events.as_ref(), &dhcp.lease_db, base_dir);
+        let ipv6_ra = self.ipv6_ra(wire.ipv6_ra.as_ref(), &dhcp.interfaces);
         let (templates, template_files) = self.templates(&server.templates_dir);
         let mut rules = Vec::new();
         let mut names = HashSet::new();
@@ -240,6 +269,8 @@ impl Loader<'_> {
             loaded_at: SystemTime::now(),
             warnings,
             dhcp,
+            events,
+            ipv6_ra,
         })
     }
 

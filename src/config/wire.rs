@@ -20,6 +20,10 @@ pub struct File {
     pub rules: Vec<Spanned<Section>>,
     /// `[dhcp]`, read and validated in `config/dhcp.rs`.
     pub dhcp: Option<Spanned<super::dhcp::Wire>>,
+    /// `[events]`, read and validated in `config/events.rs`.
+    pub events: Option<Spanned<super::events::Wire>>,
+    /// `[ipv6_ra]`, read and validated in `config/ra.rs`.
+    pub ipv6_ra: Option<Spanned<super::ra::Wire>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,7 +16,7 @@
 
 use super::identity::{Arch, Identity, Mac};
 use super::render::Base;
-use super::Policy;
+use super::{Boot, Policy, Rule};
 
 /// The file names handed to PXE ROMs, per firmware (`[dhcp]` in machines.toml).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +139,17 @@ pub struct Decision {
 
 /// Decides what `client` is handed. `base` is where the client reaches pxed's
 /// HTTP server; `rule_loader` looks up a rule's `loader` override by rule name.
+/// The rule a DHCP client matches: DHCP knows only its MAC and firmware arch
+/// (the SMBIOS identity comes later, with the iPXE script request).
+pub fn rule_for<'p>(policy: &'p Policy, client: &Client) -> Option<&'p Rule<Boot>> {
+    let id = Identity {
+        mac: Some(client.mac),
+        arch: client.arch,
+        ..Identity::default()
+    };
+    policy.select(&id)
+}
+
 pub fn decide<'a>(
     policy: &Policy,
     loaders: &Loaders,
@@ -146,12 +157,7 @@ pub fn decide<'a>(
     client: &Client,
     base: &Base,
 ) -> Decision {
-    let id = Identity {
-        mac: Some(client.mac),
-        arch: client.arch,
-        ..Identity::default()
-    };
-    let rule = policy.select(&id).map(|r| r.name.clone());
+    let rule = rule_for(policy, client).map(|r| r.name.clone());
     let (handout, reason) = handout(loaders, rule.as_deref().and_then(rule_loader), client, base);
     Decision {
         handout,

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use identity::{Arch, ClientString, Identity, Mac, Uuid};
-pub use render::{Base, Rendered, Templates};
+pub use render::{Answer, Base, Rendered, Templates};
 pub use rules::{Rule, RuleSet};
 
 /// A place in an operator's file, for error messages: `machines.toml:12:3`.

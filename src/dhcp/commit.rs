@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::leases::{LeaseOp, LeaseStore};
 use super::server::{Outgoing, Sender};
+use crate::events::{self, Event};
 
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 2048;
@@ -20,6 +21,8 @@ const QUEUE: usize = 1024;
 pub struct Job {
     pub ops: Vec<LeaseOp>,
     pub reply: Option<Outgoing>,
+    /// Recorded once the commit's fate is known.
+    pub event: Option<Event>,
 }
 
 #[derive(Default)]
@@ -89,6 +92,9 @@ fn run(
         if result.is_ok() {
             stats.commits.fetch_add(1, Ordering::Relaxed);
             for j in batch.drain(..) {
+                if let Some(e) = j.event {
+                    events::record(e);
+                }
                 if let Some(out) = j.reply {
                     if let Err(e) = sender.send(&out) {
                         stats.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -103,7 +109,12 @@ fn run(
                 error = ?result.err(),
                 "cannot store leases; their ACKs are not sent (clients will retry)"
             );
-            batch.clear();
+            for j in batch.drain(..) {
+                if let Some(e) = j.event {
+                    let detail = format!("{}: lease not stored, no reply sent", e.detail);
+                    events::record(e.outcome("failed", detail));
+                }
+            }
         }
     }
 }

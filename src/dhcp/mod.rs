@@ -29,7 +29,9 @@ use anyhow::Context as _;
 use dhcproto::Encodable;
 use tokio::io::Interest;
 
-use crate::config::{DhcpMode, Shared};
+use crate::config::{Config, DhcpMode, Shared};
+use crate::core::decide;
+use crate::events::{self, Event};
 use commit::{Committer, Job};
 use exchange::{Outcome, Place, Port};
 use guard::Guard;
@@ -296,6 +298,12 @@ impl Receive<'_> {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
                 metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
                 tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
+                events::record_with(|| {
+                    event(&config, &req, None, &place).outcome(
+                        "ignored",
+                        format!("{}: no reply: {why}", kind_name(Some(req.kind))),
+                    )
+                });
                 None
             }
             Outcome::Limited(limit, why) => {
@@ -307,7 +315,17 @@ impl Receive<'_> {
             }
             Outcome::Commit(ops) => {
                 metrics.request("dhcp", kind_name(Some(req.kind)), "stored");
-                Some(Job { ops, reply: None })
+                let event = events::enabled().then(|| {
+                    event(&config, &req, None, &place).outcome(
+                        "ok",
+                        format!("{}: lease updated", kind_name(Some(req.kind))),
+                    )
+                });
+                Some(Job {
+                    ops,
+                    reply: None,
+                    event,
+                })
             }
             Outcome::Reply {
                 msg,
@@ -335,7 +353,11 @@ impl Receive<'_> {
                     ifindex,
                     src: server_ip,
                 };
+                let event = events::enabled().then(|| event(&config, &req, Some(&msg), &place));
                 if commit.is_empty() {
+                    if let Some(e) = event {
+                        events::record(e);
+                    }
                     if let Err(e) = self.sender.send(&out) {
                         tracing::debug!(dest = %dest, error = %e, "cannot send reply");
                     }
@@ -344,11 +366,49 @@ impl Receive<'_> {
                     Some(Job {
                         ops: commit,
                         reply: Some(out),
+                        event,
                     })
                 }
             }
         }
     }
+}
+
+/// The boot event for one message: who asked (MAC, firmware, the rule its MAC
+/// and arch match) and, with a reply, what it was given.
+fn event(
+    config: &Config,
+    req: &packet::Request,
+    reply: Option<&dhcproto::v4::Message>,
+    place: &Place,
+) -> Event {
+    let rule = decide::rule_for(&config.policy, &req.boot).map(|r| r.name.as_str());
+    let asked = kind_name(Some(req.kind));
+    let given = reply.map(|m| m.yiaddr()).filter(|ip| !ip.is_unspecified());
+    let ip = given
+        .or(Some(req.ciaddr()).filter(|ip| !ip.is_unspecified()))
+        .or(Some(*place.src.ip()).filter(|ip| !ip.is_unspecified()));
+    let mut e = Event::new(events::Stage::Dhcp, "ok", asked)
+        .mac(Some(req.mac))
+        .ip(ip.map(std::net::IpAddr::V4))
+        .rule(rule)
+        .arch(req.boot.arch);
+    if let Some(m) = reply {
+        let kind = kind_name(m.opts().msg_type());
+        let boot = match m.opts().get(dhcproto::v4::OptionCode::BootfileName) {
+            Some(dhcproto::v4::DhcpOption::BootfileName(f)) => {
+                format!(", boot {}", String::from_utf8_lossy(f))
+            }
+            _ => ", no boot file".to_string(),
+        };
+        let to = given.map(|ip| format!(" {ip}")).unwrap_or_default();
+        let client = if req.boot.ipxe { "iPXE" } else { "firmware" };
+        e.detail = format!("{asked} → {kind}{to}{boot} ({client})");
+        if kind == "nak" {
+            e.outcome = "nak";
+        }
+    }
+    e
 }
 
 /// A message type as a metrics label (`pxed_requests{protocol="dhcp",

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use super::Conn;
 use crate::config::{Config, Shared};
 use crate::core::identity::query_pairs;
-use crate::core::{Base, Identity, Mac, Rendered};
+use crate::core::{Base, Identity, Mac};
+use crate::events::{self, repeats, Event, Stage};
 
 /// Who asked and how they reached us: the connection and the `Host` header,
 /// taken without copying the rest of the request's headers.
@@ -55,7 +56,7 @@ fn base(config: &Config, origin: &Origin) -> Base {
         .unwrap_or_else(|| Base::from_addr(origin.conn.local))
 }
 
-fn text(rendered: Rendered) -> Response {
+fn text(body: String) -> Response {
     (
         [
             (
@@ -65,7 +66,7 @@ fn text(rendered: Rendered) -> Response {
             // Scripts depend on the rules of the moment: never cache them.
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        rendered.text,
+        body,
     )
         .into_response()
 }
@@ -76,7 +77,8 @@ pub async fn bootstrap(State(config): State<Shared>, origin: Origin) -> Response
     let conn = origin.conn;
     tracing::debug!(peer = %conn.peer, "boot.ipxe");
     crate::metrics::get().request("http", "boot.ipxe", "ok");
-    text(config.policy.bootstrap(&base))
+    events::record_with(|| Event::new(Stage::Bootstrap, "ok", "boot.ipxe").ip(conn.peer.ip()));
+    text(config.policy.bootstrap(&base).text)
 }
 
 pub async fn ipxe(
@@ -88,39 +90,57 @@ pub async fn ipxe(
     let base = base(&config, &origin);
     let conn = origin.conn;
     let started = std::time::Instant::now();
-    let rendered = match Identity::from_query(&query.unwrap_or_default()) {
-        Ok(id) => {
-            let rendered = config.policy.ipxe_script(&id, &base);
-            let mac = fmt_mac(id.mac);
-            let product = id.product.as_ref().map(|p| p.safe());
-            match &rendered.rule {
-                Some(rule) => {
-                    tracing::info!(%mac, peer = %conn.peer, %rule, ?product, "ipxe script rendered")
+    let (body, matched) = match config.policy.answer(query.as_deref().unwrap_or(""), &base) {
+        Ok(answer) => {
+            let (id, rendered) = (&answer.id, &answer.rendered);
+            let product = || id.product.as_ref().map(|p| p.safe());
+            events::record_with(|| {
+                let (outcome, detail) = match &rendered.rule {
+                    Some(_) => ("ok", "iPXE script"),
+                    None => ("no_rule", "no rule matches: retry script"),
+                };
+                Event::new(Stage::Script, outcome, detail)
+                    .mac(id.mac)
+                    .ip(conn.peer.ip())
+                    .rule(rendered.rule.as_deref())
+                    .arch(id.arch)
+                    .product(product())
+            });
+            // A machine asking again for the same script within a minute is
+            // logged at debug only (and counted in its event record).
+            let fresh = match id.mac {
+                Some(m) => repeats::renders().fresh(m, &rendered.rule, std::time::Instant::now()),
+                None => true,
+            };
+            let mac = || fmt_mac(id.mac);
+            match (&rendered.rule, fresh) {
+                (Some(rule), true) => {
+                    tracing::info!(mac = %mac(), peer = %conn.peer, %rule, product = ?product(), "ipxe script rendered")
                 }
-                None => {
-                    tracing::warn!(%mac, peer = %conn.peer, ?product, "no rule matches; sent the retry script")
+                (Some(rule), false) => {
+                    tracing::debug!(mac = %mac(), peer = %conn.peer, %rule, "ipxe script rendered again")
+                }
+                (None, _) => {
+                    tracing::warn!(mac = %mac(), peer = %conn.peer, product = ?product(), "no rule matches; sent the retry script")
                 }
             }
-            rendered
+            (rendered.text.clone(), rendered.rule.is_some())
         }
         Err(e) => {
             tracing::warn!(peer = %conn.peer, error = %e, "malformed render request; sent the retry script");
+            events::record_with(|| {
+                Event::new(Stage::Script, "malformed", format!("bad request: {e}"))
+                    .ip(conn.peer.ip())
+            });
             let message = format!("bad request from this machine: {e}");
-            config.policy.retry(&Identity::default(), &base, &message)
+            let retry = config.policy.retry(&Identity::default(), &base, &message);
+            (retry.text, false)
         }
     };
     let metrics = crate::metrics::get();
     metrics.render_time(started.elapsed().as_secs_f64());
-    metrics.request(
-        "http",
-        "ipxe",
-        if rendered.rule.is_some() {
-            "ok"
-        } else {
-            "retry"
-        },
-    );
-    text(rendered)
+    metrics.request("http", "ipxe", if matched { "ok" } else { "retry" });
+    text(body)
 }
 
 /// `/pxelinux/pxelinux.cfg/01-<mac>[?rule=<name>&<identity query>]`. Names pxelinux tries
@@ -153,15 +173,34 @@ pub async fn pxelinux_config(
     {
         Some(rendered) => {
             tracing::info!(rule = ?rendered.rule, "pxelinux config rendered");
+            record_menu(&id, &conn, "ok", "pxelinux menu", rendered.rule.as_deref());
             metrics.request("http", "pxelinux", "ok");
-            text(rendered)
+            text(rendered.text)
         }
         None => {
             tracing::warn!("no rule matches; no pxelinux config");
+            record_menu(&id, &conn, "no_rule", "no rule matches: no menu", None);
             metrics.request("http", "pxelinux", "no_rule");
             (StatusCode::NOT_FOUND, "no rule matches this machine\n").into_response()
         }
     }
+}
+
+fn record_menu(
+    id: &Identity,
+    conn: &Conn,
+    outcome: &'static str,
+    detail: &str,
+    rule: Option<&str>,
+) {
+    events::record_with(|| {
+        Event::new(Stage::Menu, outcome, detail)
+            .mac(id.mac)
+            .ip(conn.peer.ip())
+            .rule(rule)
+            .arch(id.arch)
+            .product(id.product.as_ref().map(|p| p.safe()))
+    });
 }
 
 fn fmt_mac(mac: Option<Mac>) -> String {

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use tower::ServiceExt;
@@ -12,6 +12,7 @@ use tower_http::services::ServeFile;
 use super::Conn;
 use crate::assets::{self, AssetError};
 use crate::config::Shared;
+use crate::events::{self, Event, Stage};
 
 pub async fn asset(
     State(config): State<Shared>,
@@ -25,22 +26,47 @@ pub async fn asset(
         Ok(file) => {
             tracing::debug!(peer = %conn.peer, file = %file.display(), "asset");
             metrics.request("http", "asset", "ok");
-            match ServeFile::new(file).oneshot(request).await {
+            let response = match ServeFile::new(file).oneshot(request).await {
                 Ok(response) => response.map(Body::new),
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-            }
+            };
+            record(&conn, &path, &response);
+            response
         }
         Err(e @ AssetError::Refused(_)) => {
             tracing::warn!(peer = %conn.peer, path = ?path, error = %e, "asset request refused");
             metrics.request("http", "asset", "refused");
+            record_refusal(&conn, &path, "refused", &e);
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
         Err(e @ AssetError::NotFound) => {
             tracing::info!(peer = %conn.peer, path = ?path, "asset not found");
             metrics.request("http", "asset", "not_found");
+            record_refusal(&conn, &path, "not_found", &e);
             (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
         }
     }
+}
+
+/// The boot event of a served file: status and length as sent.
+fn record(conn: &Conn, path: &str, response: &Response) {
+    events::record_with(|| {
+        let status = response.status();
+        let outcome = if status.is_success() { "ok" } else { "failed" };
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        let detail = format!("{path}: {} {length} bytes", status.as_u16());
+        Event::new(Stage::Asset, outcome, detail).ip(conn.peer.ip())
+    });
+}
+
+fn record_refusal(conn: &Conn, path: &str, outcome: &'static str, e: &AssetError) {
+    events::record_with(|| {
+        Event::new(Stage::Asset, outcome, format!("{path}: {e}")).ip(conn.peer.ip())
+    });
 }
 
 pub async fn not_found() -> Response {

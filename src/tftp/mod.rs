@@ -13,6 +13,7 @@
 //! binary; converting line ends would change `tsize`).
 
 mod admission;
+mod batch;
 mod content;
 mod packet;
 mod transfer;
@@ -28,6 +29,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::assets::{self, AssetError};
 use crate::config::Shared;
 use crate::core::{Base, Identity, Mac};
+use crate::events::{Event, Stage};
 use content::{Cache, Content};
 use packet::{Accepted, ErrorCode, Packet, Request};
 use transfer::{Outcome, Params};
@@ -335,6 +337,7 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
                 Refusal::Io(_) => (ErrorCode::Undefined, "cannot read the file", "failed"),
             };
             crate::metrics::get().request("tftp", endpoint, outcome);
+            record(peer, name, outcome, format!("{file}: {message}"));
             let _ = state
                 .listener
                 .send_to(&packet::error(code, message), peer)
@@ -386,6 +389,12 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
     metrics.request("tftp", endpoint, outcome.label());
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let (blksize, windowsize) = (params.blksize, params.windowsize);
+    record(
+        peer,
+        name,
+        outcome.label(),
+        format!("{file}: {bytes} of {} bytes in {ms:.0} ms", content.len()),
+    );
     match &outcome {
         Outcome::Complete => {
             tracing::info!(%peer, file, bytes, ms, blksize, windowsize, outcome = outcome.name(), "tftp transfer")
@@ -400,6 +409,17 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
             tracing::error!(%peer, file, bytes, ms, error = %e, outcome = outcome.name(), "tftp transfer")
         }
     }
+}
+
+/// The boot event of one request. A pxelinux config name says whose it is;
+/// otherwise the event writer finds the machine by its address.
+fn record(peer: SocketAddr, name: &str, outcome: &'static str, detail: String) {
+    crate::events::record_with(|| {
+        let mac = pxelinux_cfg_name(name).and_then(Mac::from_pxelinux_name);
+        Event::new(Stage::Tftp, outcome, detail)
+            .mac(mac)
+            .ip(peer.ip())
+    });
 }
 
 async fn transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> std::io::Result<UdpSocket> {

@@ -153,10 +153,8 @@ fn request(body: &[u8]) -> Result<Request, Malformed> {
     })
 }
 
-/// Writes a DATA packet header into `out` (cleared first); the caller appends
-/// the payload.
+/// Appends a DATA packet header to `out`; the caller appends the payload.
 pub fn data_header(out: &mut Vec<u8>, block: u16) {
-    out.clear();
     out.extend_from_slice(&DATA.to_be_bytes());
     out.extend_from_slice(&block.to_be_bytes());
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use super::batch;
 use super::content::Content;
 use super::packet::{self, Accepted, Packet};
 
@@ -140,24 +141,49 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
     }
 
     let window = u64::from(p.windowsize.max(1));
-    let mut packet = Vec::with_capacity(usize::from(p.blksize) + 4);
+    let segment = usize::from(p.blksize) + 4;
+    // The packets due now, back to back, sent with one syscall (batch.rs).
+    let mut packets = Vec::with_capacity(segment * usize::from(p.windowsize.max(1)));
     // Blocks 1..=acked are acknowledged; `next` is the next block to send.
     let mut acked: u64 = 0;
     let mut next: u64 = 1;
     let mut tries = 0;
     let mut fast_resent = None;
     loop {
-        while next <= total && next <= acked + window {
-            packet::data_header(&mut packet, next as u16);
-            content.read((next - 1) * bs, usize::from(p.blksize), &mut packet)?;
-            if let Err(e) = socket.send(&packet).await {
-                if gone(&e) {
-                    return Ok((Outcome::ClientGone, acked_bytes(acked)));
-                }
-                // ENOBUFS and the like: a lost packet, recovered by timeout.
+        packets.clear();
+        let mut due = next;
+        while due <= total && due <= acked + window {
+            let start = packets.len();
+            packet::data_header(&mut packets, due as u16);
+            content.read((due - 1) * bs, usize::from(p.blksize), &mut packets)?;
+            due += 1;
+            if packets.len() - start < segment {
+                // A short block is the last one the client takes (a file
+                // that shrank mid-transfer ends early), and GSO needs every
+                // packet but the last to be full.
                 break;
             }
-            next += 1;
+        }
+        let (sent, err) = if packets.len() <= segment {
+            // Lockstep and the storm: one packet, a plain `send`.
+            match socket.send(&packets).await {
+                Ok(_) => (1, None),
+                Err(e) => (0, Some(e)),
+            }
+        } else {
+            let window = batch::Packets {
+                buf: &packets,
+                segment,
+            };
+            batch::send(socket, window).await
+        };
+        next += sent as u64;
+        if let Some(e) = err {
+            if gone(&e) {
+                return Ok((Outcome::ClientGone, acked_bytes(acked)));
+            }
+            // ENOBUFS and the like: the unsent packets are lost, recovered by
+            // timeout.
         }
         let deadline = Instant::now() + p.timeout;
         loop {

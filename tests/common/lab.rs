@@ -15,8 +15,6 @@ use super::{have_tool, pxed_bin, repo, skip, Daemon, Netns};
 
 /// pxed's address on the lab bridge.
 pub const SERVER_IP: &str = "10.97.0.1";
-/// The lab router's IPv6 address (router advertisements only).
-pub const SERVER_IP6: &str = "fd97::1";
 /// pxed's HTTP port in the lab.
 pub const HTTP_PORT: u16 = 8080;
 /// The line the payload's `/init` prints, followed by `cmdline=<…>`.
@@ -196,17 +194,13 @@ pub fn accel(payload: &Payload) -> &'static str {
     })
 }
 
-/// A namespace with the lab bridge and `taps` tap devices (`tap0`, `tap1`, …),
-/// and a router advertising an IPv6 prefix on it.
+/// A namespace with the lab bridge and `taps` tap devices (`tap0`, `tap1`, …).
 ///
-/// Why the router: iPXE's `ifconf` (the ROM's autoboot) waits for every
-/// configurator, and without a router advertisement IPv6 autoconfiguration
-/// only gives up after its timeout. Measured here under TCG: "Configuring
-/// (net0 …)" took 16 s without RAs and 3 s with them (1 s more with DHCP
-/// option 175.176, see [`dhcp_full`]). Many real networks do advertise IPv6;
-/// this keeps the suite fast without touching the DHCP server under test.
+/// No IPv6 router: iPXE's `ifconf` waits ~15 s for IPv6 autoconfiguration on
+/// such a segment unless pxed's own responder answers (`[ipv6_ra]`, which the
+/// end-to-end setup turns on; see docs/deployment.md "Boot stalls at
+/// Configuring").
 pub struct Lab {
-    router: Option<Daemon>,
     pub ns: Netns,
     pub taps: usize,
     prefix: String,
@@ -215,28 +209,24 @@ pub struct Lab {
 impl Lab {
     pub fn new(prefix: &str, taps: usize) -> Lab {
         let ns = Netns::new(prefix);
-        // No duplicate address detection in this private namespace: the
-        // router's addresses are usable at once.
+        // No duplicate address detection in this private namespace: br0's
+        // link-local address is usable as soon as a port has carrier.
         ns.sh("echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && \
              echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad");
         ns.sh(&format!(
             "ip link add br0 type bridge forward_delay 0 && \
-             ip addr add {SERVER_IP}/16 dev br0 && ip addr add {SERVER_IP6}/64 dev br0 nodad && \
-             ip link set br0 up"
+             ip addr add {SERVER_IP}/16 dev br0 && ip link set br0 up"
         ));
         for i in 0..taps {
             ns.sh(&format!(
                 "ip tuntap add tap{i} mode tap && ip link set tap{i} master br0 up"
             ));
         }
-        let mut lab = Lab {
-            router: None,
+        Lab {
             ns,
             taps,
             prefix: prefix.to_string(),
-        };
-        lab.router = Some(router_advertisements(&lab));
-        lab
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -247,11 +237,110 @@ impl Lab {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
+
+    /// Another host on the bridge (see [`Host`]), named `<prefix>-<name>`.
+    pub fn add_host(&self, name: &str) -> Host {
+        let ns = Netns::new(&format!("{}-{name}", self.prefix));
+        let port = format!("v{name}");
+        self.ns.sh(&format!(
+            "ip link add {port} type veth peer name eth0 netns {} && ip link set {port} master br0 up",
+            ns.name
+        ));
+        ns.sh("echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && \
+             sysctl -qw net.ipv6.conf.eth0.accept_dad=0 net.ipv6.conf.eth0.forwarding=0 \
+               net.ipv6.conf.eth0.accept_ra=1 net.ipv6.conf.eth0.autoconf=1 \
+               net.ipv6.conf.eth0.router_solicitations=0 && \
+             ip link set eth0 up");
+        let host = Host { ns };
+        host.wait_link_local();
+        host
+    }
+
+    /// br0's link-local address (the source of pxed's advertisements), once
+    /// the bridge has one (it needs a port with carrier).
+    pub fn bridge_link_local(&self) -> String {
+        wait_link_local(&self.ns, "br0")
+    }
 }
 
-/// The lab's IPv6 router on br0: dnsmasq sending router advertisements for
-/// fd97::/64 only (no DHCPv4, no DHCPv6, no DNS).
-fn router_advertisements(lab: &Lab) -> Daemon {
+/// A second host on the lab bridge: its own namespace, `eth0` on a veth into
+/// br0, IPv6 as any Linux host has it (`accept_ra = 1`, `forwarding = 0`,
+/// SLAAC on): if an advertisement on the segment configured anything, this
+/// host would show it. It sends no solicitations of its own (only
+/// [`Host::solicit`] does), so a test knows what each answer answers.
+pub struct Host {
+    pub ns: Netns,
+}
+
+impl Host {
+    fn wait_link_local(&self) -> String {
+        wait_link_local(&self.ns, "eth0")
+    }
+
+    /// Sends a Router Solicitation with `rdisc6` and returns what it printed
+    /// about the advertisements it got (empty when none came in 2 × 1.5 s).
+    pub fn solicit(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name, "rdisc6"])
+            .args(["-1", "-w", "1500", "-r", "2", "eth0"])
+            .output()
+            .expect("run rdisc6");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ip -6 route show default`: empty when no router is in use.
+    pub fn default_routes(&self) -> String {
+        self.ns.sh("ip -6 route show default")
+    }
+
+    /// Global IPv6 addresses on eth0 (SLAAC would put them there).
+    pub fn global_addrs(&self) -> String {
+        self.ns.sh("ip -6 -o addr show dev eth0 scope global")
+    }
+
+    /// Router advertisements this host's kernel received
+    /// (`Icmp6InRouterAdvertisements` of its namespace).
+    pub fn advertisements_received(&self) -> u64 {
+        self.ns
+            .sh("cat /proc/net/snmp6")
+            .lines()
+            .find_map(|l| l.strip_prefix("Icmp6InRouterAdvertisements"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Waits (up to 10 s) for `dev` in `ns` to have a link-local address.
+fn wait_link_local(ns: &Netns, dev: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ns.sh(&format!("ip -6 -o addr show dev {dev} scope link"));
+        if let Some(addr) = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+        {
+            return addr.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dev} in {} has no link-local address",
+            ns.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The prefix a real IPv6 router advertises in the tests' control case.
+pub const ROUTER_PREFIX: &str = "fd97::";
+
+/// A real IPv6 router on br0, for contrast with pxed's responder: dnsmasq
+/// advertising fd97::/64 with a non-zero router lifetime (no DHCP, no DNS).
+/// A host on the segment gets a default route and a SLAAC address from it.
+pub fn ipv6_router(lab: &Lab) -> Daemon {
+    lab.ns
+        .sh(&format!("ip addr add {ROUTER_PREFIX}1/64 dev br0 nodad"));
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", lab.name(), "dnsmasq"]).args([
         "--keep-in-foreground",
@@ -261,11 +350,11 @@ fn router_advertisements(lab: &Lab) -> Daemon {
         "--interface=br0",
         "--bind-interfaces",
         "--enable-ra",
-        "--dhcp-range=fd97::,ra-only,64",
         "--leasefile-ro",
         "--pid-file=",
     ]);
-    let d = Daemon::spawn(cmd, "dnsmasq (router advertisements)");
+    cmd.arg(format!("--dhcp-range={ROUTER_PREFIX},ra-only,64"));
+    let d = Daemon::spawn(cmd, "dnsmasq (IPv6 router)");
     d.wait_log("router advertisement enabled", Duration::from_secs(20));
     d
 }

@@ -303,6 +303,21 @@ impl Netns {
         Netns { name }
     }
 
+    /// Runs `f` on a thread that has entered the namespace (`setns`), e.g. to
+    /// send hand-built packets from a host in the lab.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let ns = std::fs::File::open(&path).expect("open netns");
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("thread in the namespace")
+        })
+    }
+
     /// Runs a shell command inside the namespace; panics if it fails.
     pub fn sh(&self, cmd: &str) -> String {
         sh(&format!(
@@ -346,16 +361,7 @@ impl NetnsPair {
     /// Runs `f` on a thread inside the client namespace (threads it starts
     /// are in that namespace too).
     pub fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.cli.name);
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let ns = std::fs::File::open(&path).expect("open netns");
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .expect("client thread")
-        })
+        self.cli.run(f)
     }
 }
 

@@ -1,8 +1,11 @@
 //! The admin listener (loopback by default, read-only, so no token): a status
 //! page (which config is serving, since when, from which files, the last
-//! rejected reload and why, every rule), a rule preview that renders any
-//! identity and explains the match as `pxed explain` does, and `/metrics`.
+//! rejected reload and why, every rule), the machines page and each machine's
+//! boot timeline ([`machines`]), a rule preview that renders any identity and
+//! explains the match as `pxed explain` does, and `/metrics`.
 //! Plain server-rendered HTML that works without JavaScript and on a phone.
+
+mod machines;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -27,6 +30,8 @@ struct AdminState {
 pub fn router(config: Shared, reload: Arc<Status>) -> Router {
     Router::new()
         .route("/", get(status))
+        .route("/machines", get(machines::list))
+        .route("/machines/{mac}", get(machines::timeline))
         .route("/preview", get(preview))
         .route("/metrics", get(metrics))
         .with_state(AdminState { config, reload })
@@ -36,14 +41,14 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1rem;max-width
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;padding:.3rem;text-align:left;vertical-align:top}\
 pre{background:#f4f4f4;padding:.5rem;overflow-x:auto}.bad{color:#a00}\
 form{display:grid;grid-template-columns:repeat(auto-fill,minmax(14rem,1fr));gap:.5rem}input{width:95%}\
-nav a{margin-right:1rem}";
+nav a{margin-right:1rem}.wide{overflow-x:auto}.ok{color:#060}";
 
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <title>{title} - pxed</title><style>{STYLE}</style></head><body>\
-         <nav><a href=\"/\">status</a><a href=\"/preview\">rule preview</a><a href=\"/metrics\">metrics</a></nav>\
+         <nav><a href=\"/\">status</a><a href=\"/machines\">machines</a><a href=\"/preview\">rule preview</a><a href=\"/metrics\">metrics</a></nav>\
          <h1>{title}</h1>{body}</body></html>"
     ))
 }

@@ -1,0 +1,141 @@
+//! `[ipv6_ra]`: the optional IPv6 Router Solicitation responder (`src/ra/`).
+//! Off unless the operator turns it on (docs/decisions.md, "IPv6 RA
+//! responder: off by default"). Read at start only: a reload keeps the
+//! responder as it started and logs that the change waits for a restart.
+//!
+//! ```toml
+//! [ipv6_ra]
+//! enabled = true           # default false
+//! interfaces = ["br0"]     # default: [dhcp] interfaces
+//! interval = 600           # unsolicited advertisements every 600 s; default 0 (none)
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Loader;
+
+/// RFC 4861 §6.2.1: MaxRtrAdvInterval is between 4 and 1800 seconds.
+const INTERVAL_RANGE: std::ops::RangeInclusive<u32> = 4..=1800;
+
+/// `[ipv6_ra]` as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wire {
+    pub enabled: Option<Spanned<bool>>,
+    pub interfaces: Option<Spanned<Vec<String>>>,
+    pub interval: Option<Spanned<u32>>,
+}
+
+/// The validated `[ipv6_ra]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaConfig {
+    pub enabled: bool,
+    /// The operator wrote `enabled = …`: a decision, so `pxed check` does not
+    /// warn about a missing IPv6 router when it is `false`.
+    pub decided: bool,
+    /// Where to answer: `interfaces`, else `[dhcp] interfaces`. Never empty
+    /// when `enabled`.
+    pub interfaces: Vec<String>,
+    /// Unsolicited advertisements (to all nodes) this often; `None`: only
+    /// answer solicitations.
+    pub interval: Option<Duration>,
+}
+
+impl RaConfig {
+    /// What the responder does with this section: `None` when it is off
+    /// (then interfaces and interval do not matter).
+    pub fn running(&self) -> Option<(&[String], Option<Duration>)> {
+        self.enabled
+            .then_some((self.interfaces.as_slice(), self.interval))
+    }
+}
+
+impl Loader<'_> {
+    /// Validates `[ipv6_ra]`; `dhcp_interfaces` is the default interface list.
+    pub(super) fn ipv6_ra(
+        &mut self,
+        w: Option<&Spanned<Wire>>,
+        dhcp_interfaces: &[String],
+    ) -> RaConfig {
+        let Some(section) = w else {
+            return RaConfig::default();
+        };
+        let w = section.get_ref();
+        let enabled = w.enabled.as_ref().is_some_and(|e| *e.get_ref());
+        let interfaces = match &w.interfaces {
+            Some(list) => {
+                for name in list.get_ref() {
+                    if !valid_interface_name(name) {
+                        self.error(
+                            list,
+                            format!("interface {name:?}: an interface name such as \"br0\" (1-15 characters, no spaces or '/')"),
+                        );
+                    }
+                }
+                list.get_ref().clone()
+            }
+            None => dhcp_interfaces.to_vec(),
+        };
+        if enabled && interfaces.is_empty() {
+            let at = w
+                .enabled
+                .as_ref()
+                .map_or(section.span().start, |e| e.span().start);
+            self.error_at(
+                at,
+                "[ipv6_ra] enabled = true needs `interfaces` (or [dhcp] interfaces): pxed answers router solicitations only on the boot networks it is told",
+            );
+        }
+        let interval = match &w.interval {
+            None => None,
+            Some(i) if *i.get_ref() == 0 => None,
+            Some(i) => {
+                if !INTERVAL_RANGE.contains(i.get_ref()) {
+                    self.error(
+                        i,
+                        format!(
+                            "interval = {}: 0 (answer solicitations only) or {}-{} seconds (RFC 4861 MaxRtrAdvInterval)",
+                            i.get_ref(),
+                            INTERVAL_RANGE.start(),
+                            INTERVAL_RANGE.end()
+                        ),
+                    );
+                }
+                Some(Duration::from_secs(u64::from(*i.get_ref())))
+            }
+        };
+        RaConfig {
+            enabled,
+            decided: w.enabled.is_some(),
+            interfaces,
+            interval,
+        }
+    }
+}
+
+/// Linux interface names: 1-15 bytes (IFNAMSIZ 16 with the NUL), no '/',
+/// no whitespace.
+fn valid_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names() {
+        assert!(valid_interface_name("br0"));
+        assert!(valid_interface_name("enp3s0f1.100"));
+        assert!(!valid_interface_name(""));
+        assert!(!valid_interface_name("a/b"));
+        assert!(!valid_interface_name("br 0"));
+        assert!(!valid_interface_name("abcdefghijklmnop"));
+    }
+}

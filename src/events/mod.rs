@@ -1,0 +1,353 @@
+//! Boot events: each step of a machine's boot (DHCP reply and the decision in
+//! it, TFTP file sent or failed, boot.ipxe, script or menu rendered with the
+//! rule that matched, asset fetched) with time, MAC, IP, identity and outcome,
+//! kept in SQLite with a retention limit, for `pxed events` and the admin
+//! machines page.
+//!
+//! Recording never slows or fails a boot: adapters hand an [`Event`] to a
+//! bounded queue ([`record`]); one writer thread stores them in batches and
+//! drops what does not fit (counted in `pxed_events_dropped_total`). Like
+//! metrics, recording is process-wide and optional: nothing breaks when it is
+//! off. The writer also fills in the MAC of steps that only know an address
+//! (TFTP and asset fetches) from the steps that knew both, and folds a step
+//! repeated within a minute (a boot loop, a benchmark) into one row with a
+//! count, so a fast loop cannot flood the database.
+
+pub mod repeats;
+pub mod store;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+
+use crate::config::EventsConfig;
+use crate::core::{Arch, Mac};
+pub use store::{Machine, Reader, StoredEvent};
+
+/// The steps of a network boot, in the order a machine goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Dhcp,
+    Tftp,
+    Bootstrap,
+    Script,
+    Menu,
+    Asset,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Dhcp => "dhcp",
+            Stage::Tftp => "tftp",
+            Stage::Bootstrap => "boot.ipxe",
+            Stage::Script => "script",
+            Stage::Menu => "menu",
+            Stage::Asset => "asset",
+        }
+    }
+
+    /// Whether this step chose the machine's rule with its full identity
+    /// (DHCP only knows MAC and arch).
+    fn decides_rule(self) -> bool {
+        matches!(self, Stage::Script | Stage::Menu)
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One step of one machine's boot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: SystemTime,
+    pub mac: Option<Mac>,
+    /// The machine's address (for DHCP: the address it was given).
+    pub ip: Option<IpAddr>,
+    pub stage: Stage,
+    /// `ok`, or what went wrong: `not_found`, `timed_out`, `ignored`, …
+    pub outcome: &'static str,
+    pub rule: Option<String>,
+    pub arch: Option<Arch>,
+    /// Sanitised (`ClientString::safe`): shown in HTML and terminals.
+    pub product: Option<String>,
+    /// What happened, in words: `request → ack 10.0.0.5, boot undionly.kpxe`.
+    pub detail: String,
+}
+
+impl Event {
+    pub fn new(stage: Stage, outcome: &'static str, detail: impl Into<String>) -> Event {
+        Event {
+            at: SystemTime::now(),
+            mac: None,
+            ip: None,
+            stage,
+            outcome,
+            rule: None,
+            arch: None,
+            product: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn mac(mut self, mac: Option<Mac>) -> Event {
+        self.mac = mac;
+        self
+    }
+
+    pub fn ip(mut self, ip: impl Into<Option<IpAddr>>) -> Event {
+        self.ip = ip
+            .into()
+            .map(|ip| ip.to_canonical())
+            .filter(|ip| !ip.is_unspecified());
+        self
+    }
+
+    pub fn rule(mut self, rule: Option<&str>) -> Event {
+        self.rule = rule.map(str::to_string);
+        self
+    }
+
+    pub fn arch(mut self, arch: Option<Arch>) -> Event {
+        self.arch = arch;
+        self
+    }
+
+    /// Replaces the outcome and the words (for an event built before the
+    /// outcome was known).
+    pub fn outcome(mut self, outcome: &'static str, detail: impl Into<String>) -> Event {
+        self.outcome = outcome;
+        self.detail = detail.into();
+        self
+    }
+
+    pub fn product(mut self, product: Option<String>) -> Event {
+        self.product = product;
+        self
+    }
+}
+
+/// Events waiting for the writer; past this they are dropped and counted.
+const QUEUE: usize = 16_384;
+/// How long the writer gathers events before storing them: a few commits a
+/// second however busy it is (a commit per event cost more than the render
+/// it recorded), and still on screen well within a second.
+const GATHER: Duration = Duration::from_millis(200);
+/// Most events stored in one transaction.
+const BATCH: usize = 1024;
+/// A step that repeats the previous one of the same machine within this
+/// window is counted on the earlier row instead of stored again.
+const FOLD_WINDOW: Duration = Duration::from_secs(60);
+/// Machines remembered for folding and for address → MAC; past this the
+/// tables start over (a random-MAC flood must not grow memory).
+const MEMORY_LIMIT: usize = 65_536;
+/// How often old events are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+static QUEUE_TX: OnceLock<SyncSender<Event>> = OnceLock::new();
+static DB: OnceLock<PathBuf> = OnceLock::new();
+
+/// The database events are being recorded into, once [`start`] succeeded.
+pub fn db() -> Option<&'static Path> {
+    DB.get().map(PathBuf::as_path)
+}
+
+/// Whether events are being recorded (adapters skip building them if not).
+pub fn enabled() -> bool {
+    QUEUE_TX.get().is_some()
+}
+
+/// Queues an event for the writer; never blocks.
+pub fn record(event: Event) {
+    if let Some(tx) = QUEUE_TX.get() {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(event) {
+            crate::metrics::get().events_dropped("queue_full", 1);
+        }
+    }
+}
+
+/// Builds and queues an event only when recording is on.
+pub fn record_with(event: impl FnOnce() -> Event) {
+    if enabled() {
+        record(event());
+    }
+}
+
+/// Opens the event database and starts the writer thread. Once per process;
+/// does nothing when `[events] db = ""`.
+pub fn start(config: &EventsConfig) -> anyhow::Result<()> {
+    let Some(path) = &config.db else {
+        return Ok(());
+    };
+    let store = store::Writer::open(path)
+        .with_context(|| format!("cannot open the event database {}", path.display()))?;
+    let known = store.known_addresses().unwrap_or_default();
+    let (tx, rx) = sync_channel(QUEUE);
+    let retention = Retention {
+        keep: Duration::from_secs(u64::from(config.keep_days) * 86_400),
+        max_events: config.max_events,
+    };
+    std::thread::Builder::new()
+        .name("pxed-events".into())
+        .spawn(move || run(store, rx, known, retention))
+        .context("event writer thread")?;
+    if QUEUE_TX.set(tx).is_err() {
+        anyhow::bail!("the event recorder is already running");
+    }
+    let _ = DB.set(path.clone());
+    tracing::info!(db = %path.display(), keep_days = config.keep_days, max_events = config.max_events, "recording boot events");
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keep: Duration,
+    pub max_events: u64,
+}
+
+/// What the writer remembers between batches.
+#[derive(Default)]
+struct Memory {
+    /// Which machine has which address, learnt from steps that know both.
+    macs: HashMap<IpAddr, Mac>,
+    /// Each machine's last stored step: its row, for folding repeats.
+    last: HashMap<Key, (i64, Event)>,
+}
+
+/// A machine as far as one step knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Mac(Mac),
+    Ip(IpAddr),
+}
+
+impl Memory {
+    fn attribute(&mut self, e: &mut Event) {
+        match (e.mac, e.ip) {
+            (Some(mac), Some(ip)) => {
+                if self.macs.len() >= MEMORY_LIMIT {
+                    self.macs.clear();
+                }
+                self.macs.insert(ip, mac);
+            }
+            (None, Some(ip)) => e.mac = self.macs.get(&ip).copied(),
+            _ => {}
+        }
+    }
+
+    /// The row `e` repeats, if it does.
+    fn repeat_of(&self, e: &Event) -> Option<i64> {
+        let (id, last) = self.last.get(&key(e)?)?;
+        let same = last.stage == e.stage
+            && last.outcome == e.outcome
+            && last.ip == e.ip
+            && last.rule == e.rule
+            && last.detail == e.detail;
+        let recent = e.at.duration_since(last.at).is_ok_and(|d| d < FOLD_WINDOW);
+        (same && recent).then_some(*id)
+    }
+
+    fn remember(&mut self, id: i64, e: Event) {
+        if let Some(k) = key(&e) {
+            if self.last.len() >= MEMORY_LIMIT {
+                self.last.clear();
+            }
+            self.last.insert(k, (id, e));
+        }
+    }
+}
+
+fn key(e: &Event) -> Option<Key> {
+    e.mac.map(Key::Mac).or(e.ip.map(Key::Ip))
+}
+
+fn run(
+    mut store: store::Writer,
+    rx: Receiver<Event>,
+    known: Vec<(IpAddr, Mac)>,
+    retention: Retention,
+) {
+    let mut memory = Memory::default();
+    memory.macs.extend(known);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut pruned = Instant::now();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        let until = Instant::now() + GATHER;
+        while batch.len() < BATCH {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        for e in &mut batch {
+            memory.attribute(e);
+        }
+        if let Err(e) = store.write(&mut batch, &mut memory) {
+            crate::metrics::get().events_dropped("store_failed", batch.len());
+            tracing::warn!(error = %e, events = batch.len(), "cannot store boot events");
+        }
+        batch.clear();
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = Instant::now();
+            if let Err(e) = store.prune(retention, SystemTime::now()) {
+                tracing::warn!(error = %e, "cannot delete old boot events");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u8) -> Mac {
+        format!("52:54:00:00:00:{n:02x}").parse().unwrap()
+    }
+
+    #[test]
+    fn steps_that_know_only_an_address_get_the_machine_that_had_it() {
+        let mut m = Memory::default();
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut ack = Event::new(Stage::Dhcp, "ok", "ack")
+            .mac(Some(mac(1)))
+            .ip(ip);
+        m.attribute(&mut ack);
+        let mut tftp = Event::new(Stage::Tftp, "ok", "undionly.kpxe").ip(ip);
+        m.attribute(&mut tftp);
+        assert_eq!(tftp.mac, Some(mac(1)));
+        let mut other =
+            Event::new(Stage::Tftp, "ok", "x").ip("10.0.0.6".parse::<IpAddr>().unwrap());
+        m.attribute(&mut other);
+        assert_eq!(other.mac, None);
+    }
+
+    #[test]
+    fn a_repeat_within_the_window_folds_and_a_change_does_not() {
+        let mut m = Memory::default();
+        let first = Event::new(Stage::Script, "ok", "script")
+            .mac(Some(mac(1)))
+            .rule(Some("r"));
+        m.remember(7, first.clone());
+        let mut again = first.clone();
+        again.at += Duration::from_secs(5);
+        assert_eq!(m.repeat_of(&again), Some(7));
+        let mut later = first.clone();
+        later.at += FOLD_WINDOW + Duration::from_secs(1);
+        assert_eq!(m.repeat_of(&later), None);
+        let changed = first.clone().rule(Some("other"));
+        assert_eq!(m.repeat_of(&changed), None);
+        let other_machine = first.mac(Some(mac(2)));
+        assert_eq!(m.repeat_of(&other_machine), None);
+    }
+}
