@@ -311,6 +311,15 @@ impl Receive<'_> {
                 metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
                 metrics.dropped("dhcp", limit.label());
                 tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
+                // On the machine's timeline (a full pool is what an operator
+                // looks for); packets over a rate limit are not recorded, a
+                // flood would only fill the event queue.
+                events::record_with(|| {
+                    event(&config, &req, None, &place).outcome(
+                        limit.label(),
+                        format!("{}: no reply: {why}", kind_name(Some(req.kind))),
+                    )
+                });
                 None
             }
             Outcome::Commit(ops) => {
