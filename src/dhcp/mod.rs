@@ -362,11 +362,24 @@ impl Receive<'_> {
                 malformed(&why);
                 None
             }
-            Response::Limited { req, limit, why } => {
+            Response::Limited {
+                req,
+                limit,
+                why,
+                on_timeline,
+            } => {
                 stats.limited.fetch_add(1, Ordering::Relaxed);
                 metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
                 metrics.dropped("dhcp", limit);
                 tracing::debug!(mac = %req.mac, kind = ?req.kind, giaddr = %req.giaddr(), "dropped: {why}");
+                if on_timeline {
+                    events::record_with(|| {
+                        event(&config, &req, arrival.src, None).outcome(
+                            limit,
+                            format!("{}: no reply: {why}", kind_name(Some(req.kind))),
+                        )
+                    });
+                }
                 None
             }
             Response::Silent { req, why } => {
@@ -480,6 +493,10 @@ pub enum Response {
         req: Box<Request>,
         limit: &'static str,
         why: String,
+        /// Recorded as a boot event: a full pool or a per-machine cap is what
+        /// an operator looks for on a machine's timeline; packets over a rate
+        /// limit are not, a flood would only fill the event queue.
+        on_timeline: bool,
     },
     /// A valid request that gets no answer, and why (logged at debug).
     Silent { req: Box<Request>, why: String },
@@ -531,7 +548,12 @@ pub fn respond(
     ) {
         let limit = over.label();
         let why = format!("over the {limit} limit");
-        return Response::Limited { req, limit, why };
+        return Response::Limited {
+            req,
+            limit,
+            why,
+            on_timeline: false,
+        };
     }
     if let Some(i) = iface {
         if !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name) {
@@ -553,6 +575,7 @@ pub fn respond(
             req,
             limit: limit.label(),
             why,
+            on_timeline: true,
         },
         Outcome::Commit(ops) => Response::Store { req, ops },
         Outcome::Reply {
