@@ -140,6 +140,15 @@ pub fn start(
                     return;
                 }
             }
+            // What queued meanwhile is stale: its clients have retransmitted
+            // (or given up) since. Answering it would bind leases for
+            // requests nobody waits for any more.
+            let mut buf = [0u8; 1500];
+            let mut stale = 0u64;
+            while main.try_recv(&mut buf).is_ok() {
+                stale += 1;
+            }
+            tracing::info!(dropped = stale, "DHCP answering: requests queued while the lease database was unavailable are dropped");
         }
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((p, sender)) = proxy {

@@ -58,6 +58,9 @@ pub const RETRIES: u32 = 5;
 /// its transfer slot about this long at most: fewer retries for long timeouts.
 pub const MAX_SILENCE: Duration = Duration::from_secs(30);
 
+/// The ERROR message a write request gets.
+const READ_ONLY: &str = "read-only server";
+
 static MALFORMED: AtomicU64 = AtomicU64::new(0);
 static BUSY: AtomicU64 = AtomicU64::new(0);
 
@@ -186,7 +189,7 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
             Ok(Packet::Wrq(request)) => {
                 tracing::info!(%peer, file = ?request.filename, outcome = "refused", "tftp write request refused (read-only server)");
                 crate::metrics::get().request("tftp", "write", "refused");
-                let reply = packet::error(ErrorCode::AccessViolation, "read-only server");
+                let reply = packet::error(ErrorCode::AccessViolation, READ_ONLY);
                 let _ = state.listener.send_to(&reply, peer).await;
             }
             Ok(other) => {
@@ -351,12 +354,7 @@ fn negotiate(o: &packet::Options, len: u64) -> Params {
 pub async fn first_packet(config: &Config, datagram: &[u8]) -> Option<Vec<u8>> {
     let request = match packet::parse(datagram) {
         Ok(Packet::Rrq(request)) => request,
-        Ok(Packet::Wrq(_)) => {
-            return Some(packet::error(
-                ErrorCode::AccessViolation,
-                "read-only server",
-            ))
-        }
+        Ok(Packet::Wrq(_)) => return Some(packet::error(ErrorCode::AccessViolation, READ_ONLY)),
         Ok(_) | Err(_) => return None,
     };
     let cache = Cache::default();
