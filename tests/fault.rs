@@ -526,20 +526,26 @@ fn as_text(acks: &[([u8; 6], Ipv4Addr)]) -> Vec<(String, String)> {
 /// silently short file or a transfer that waits out its retries; one deleted
 /// before it is asked for is "file not found" at once; the transfer slot is
 /// free again right away.
+/// A sparse 80 MiB asset: above the size pxed reads into memory whole, so it
+/// is read block by block while it is sent.
+fn sparse_asset(dir: &ConfigDir, name: &str) -> PathBuf {
+    let path = dir.asset(name, b"");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(80 << 20)
+        .unwrap();
+    path
+}
+
 #[test]
 fn tftp_file_truncated_or_deleted_while_serving() {
     let dir = ConfigDir::new(
         "http_listen = \"127.0.0.1:0\"\ntftp_listen = \"127.0.0.1:0\"",
         "[[rule]]\nname = \"default\"\nkernel = \"k\"\n",
     );
-    let big = dir.asset("big.img", b"");
-    // Sparse, 80 MiB: above the size pxed reads into memory whole.
-    std::fs::File::options()
-        .write(true)
-        .open(&big)
-        .unwrap()
-        .set_len(80 << 20)
-        .unwrap();
+    let big = sparse_asset(&dir, "big.img");
     let small = dir.asset("small.bin", &[7u8; 1000]);
     let pxed = Pxed::start(&dir.config(), None);
     let addr = pxed.addr("tftp");
@@ -595,13 +601,7 @@ fn http_file_truncated_while_serving() {
         "http_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"",
         "[[rule]]\nname = \"default\"\nkernel = \"k\"\n",
     );
-    let big = dir.asset("big.img", b"");
-    std::fs::File::options()
-        .write(true)
-        .open(&big)
-        .unwrap()
-        .set_len(80 << 20)
-        .unwrap();
+    let big = sparse_asset(&dir, "big.img");
     let pxed = Pxed::start(&dir.config(), None);
     let addr = pxed.http();
     let mut s = TcpStream::connect(addr).unwrap();
