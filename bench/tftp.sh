@@ -20,6 +20,9 @@
 # PXED_BASE=<pxed binary> (e.g. one built from main) to compare a change with
 # its baseline in the same run.
 #
+# While working on one figure, SERVERS="pxed atftpd" and SCENARIOS="lock1468"
+# narrow the run (space-separated names from the lists above).
+#
 # Usage: RUNS=5 bench/tftp.sh
 set -euo pipefail
 
@@ -128,6 +131,12 @@ servers=(pxed)
     echo "note: in.tftpd of tftpd-hpa not found (INTFTPD=), skipped"
 [[ -n "$ATFTPD" ]] && servers+=(atftpd) || echo "note: atftpd not found (ATFTPD=), skipped"
 [[ -n "$ASYNC_TFTP" ]] && servers+=(async-tftp)
+if [[ -n "${SERVERS:-}" ]]; then
+    wanted=()
+    for s in "${servers[@]}"; do [[ " $SERVERS " == *" $s "* ]] && wanted+=("$s"); done
+    servers=("${wanted[@]}")
+fi
+SCENARIOS=${SCENARIOS:-storm512 storm1468 lock1468 win16}
 
 results=$work/results
 : >"$results"
@@ -153,10 +162,15 @@ for run in $(seq "$RUNS"); do
         start_server "$s"
         kpxe=(--file undionly.kpxe --expect "$root/undionly.kpxe" --clients "$CLIENTS" --deadline-s 30)
         big=(--file big.bin --expect "$root/big.bin" --clients 1 --blksize 1468 --deadline-s 60)
-        load "$s" storm512 "$run" "${kpxe[@]}"
-        load "$s" storm1468 "$run" "${kpxe[@]}" --blksize 1468
-        load "$s" lock1468 "$run" "${big[@]}"
-        load "$s" win16 "$run" "${big[@]}" --windowsize 16
+        for scenario in $SCENARIOS; do
+            case $scenario in
+            storm512) load "$s" storm512 "$run" "${kpxe[@]}" ;;
+            storm1468) load "$s" storm1468 "$run" "${kpxe[@]}" --blksize 1468 ;;
+            lock1468) load "$s" lock1468 "$run" "${big[@]}" ;;
+            win16) load "$s" win16 "$run" "${big[@]}" --windowsize 16 ;;
+            *) echo "unknown scenario $scenario" >&2 && exit 1 ;;
+            esac
+        done
         stop_server
     done
 done

@@ -521,13 +521,8 @@ fn as_text(acks: &[([u8; 6], Ipv4Addr)]) -> Vec<(String, String)> {
 
 // --------------------------------------------------------------- assets ----
 
-/// A boot file truncated in the middle of a TFTP transfer (a large file,
-/// read block by block) ends that transfer with an ERROR at once, not with a
-/// silently short file or a transfer that waits out its retries; one deleted
-/// before it is asked for is "file not found" at once; the transfer slot is
-/// free again right away.
 /// A sparse 80 MiB asset: above the size pxed reads into memory whole, so it
-/// is read block by block while it is sent.
+/// is read while it is sent.
 fn sparse_asset(dir: &ConfigDir, name: &str) -> PathBuf {
     let path = dir.asset(name, b"");
     std::fs::File::options()
@@ -539,6 +534,11 @@ fn sparse_asset(dir: &ConfigDir, name: &str) -> PathBuf {
     path
 }
 
+/// A boot file truncated in the middle of a TFTP transfer (a large file,
+/// read while it is sent) ends that transfer with an ERROR within the chunk
+/// already read, not with a silently short file or a transfer that waits out
+/// its retries; one deleted before it is asked for is "file not found" at
+/// once; the transfer slot is free again right away.
 #[test]
 fn tftp_file_truncated_or_deleted_while_serving() {
     let dir = ConfigDir::new(
@@ -570,8 +570,21 @@ fn tftp_file_truncated_or_deleted_while_serving() {
         }
         c.send_to(&ack(block), from).unwrap();
     }
+    // Large files are read 64 KiB ahead (44 blocks): the blocks already read
+    // may still go out, all full-sized, and then an ERROR, never a short
+    // block that would end the transfer as a silently truncated file.
     let started = Instant::now();
-    let (p, _) = recv(&c);
+    let mut block = 50u16;
+    let p = loop {
+        let (p, _) = recv(&c);
+        if opcode(&p) != 3 {
+            break p;
+        }
+        assert_eq!(p.len(), 4 + 1468, "a short block after the truncation");
+        block += 1;
+        assert!(block <= 50 + 45, "no ERROR within 64 KiB of the truncation");
+        c.send_to(&ack(block), from).unwrap();
+    };
     assert_eq!(opcode(&p), 5, "an ERROR after the truncation, got {p:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
     let log = pxed.wait_log("file changed while it was sent", Duration::from_secs(2));

@@ -373,6 +373,7 @@ pub async fn first_packet(config: &Config, datagram: &[u8]) -> Option<Vec<u8>> {
     let mut data = Vec::new();
     packet::data_header(&mut data, 1);
     content
+        .blocks()
         .read(0, usize::from(params.blksize), &mut data)
         .ok()?;
     Some(data)

@@ -8,8 +8,11 @@
 use std::io;
 use std::time::Duration;
 
+use std::pin::Pin;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
+
+use tokio::time::{Instant, Sleep};
 
 use super::batch;
 use super::content::Content;
@@ -73,18 +76,52 @@ enum Heard {
     Timeout,
 }
 
-/// Waits for an ACK or ERROR until `deadline`; everything else (garbage, DATA,
-/// requests) is counted and ignored without moving the deadline.
-async fn hear(socket: &UdpSocket, buf: &mut [u8], deadline: Instant) -> io::Result<Heard> {
-    loop {
-        let n = match tokio::time::timeout_at(deadline, socket.recv(buf)).await {
-            Err(_) => return Ok(Heard::Timeout),
-            Ok(r) => r?,
-        };
-        match packet::parse(&buf[..n]) {
-            Ok(Packet::Ack(block)) => return Ok(Heard::Ack(block)),
-            Ok(Packet::Error { code, message }) => return Ok(Heard::Error { code, message }),
-            Ok(_) | Err(_) => super::count_malformed(),
+/// The transfer's ear: waits for the client's ACK or ERROR until a deadline.
+/// One timer serves the whole transfer: moving its deadline later is an
+/// atomic store, where a fresh timer per block cost a timer-wheel insert and
+/// removal per block.
+struct Ear<'a> {
+    socket: &'a UdpSocket,
+    buf: Vec<u8>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<'a> Ear<'a> {
+    fn new(socket: &'a UdpSocket, blksize: u16) -> Self {
+        Ear {
+            socket,
+            buf: vec![0u8; 516.max(usize::from(blksize) + 4)],
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+        }
+    }
+
+    /// Forgets that the socket was readable, so that the next wait goes
+    /// straight to epoll instead of first trying a `recv` that finds nothing:
+    /// one syscall less per block in lockstep. Called only between the ACK of
+    /// the last block sent and the next send: the client has nothing more to
+    /// say until it gets that block, and a stray datagram left queued is read
+    /// when the next one arrives.
+    fn forget_readiness(&self) {
+        let _ = self.socket.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+
+    /// Waits for an ACK or ERROR until `deadline`; everything else (garbage,
+    /// DATA, requests) is counted and ignored without moving the deadline.
+    async fn hear(&mut self, deadline: Instant) -> io::Result<Heard> {
+        self.timer.as_mut().reset(deadline);
+        loop {
+            let n = tokio::select! {
+                biased;
+                r = self.socket.recv(&mut self.buf) => r?,
+                () = &mut self.timer => return Ok(Heard::Timeout),
+            };
+            match packet::parse(&self.buf[..n]) {
+                Ok(Packet::Ack(block)) => return Ok(Heard::Ack(block)),
+                Ok(Packet::Error { code, message }) => return Ok(Heard::Error { code, message }),
+                Ok(_) | Err(_) => super::count_malformed(),
+            }
         }
     }
 }
@@ -115,8 +152,9 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
     let len = content.len();
     // The last block is shorter than blksize, possibly empty.
     let total = len / bs + 1;
-    let mut buf = vec![0u8; 516.max(usize::from(p.blksize) + 4)];
+    let mut ear = Ear::new(socket, p.blksize);
     let acked_bytes = |acked: u64| (acked * bs).min(len);
+    let mut blocks = content.blocks();
 
     if let Some(oack) = p.oack {
         let oack = oack.oack();
@@ -129,7 +167,7 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
             }
             let deadline = Instant::now() + p.timeout;
             loop {
-                match hear(socket, &mut buf, deadline).await? {
+                match ear.hear(deadline).await? {
                     Heard::Ack(0) => break 'oack,
                     Heard::Ack(_) => {}
                     Heard::Error { code, message } => {
@@ -162,7 +200,7 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
         while due <= total && due <= acked + window {
             let start = packets.len();
             packet::data_header(&mut packets, due as u16);
-            content.read((due - 1) * bs, usize::from(p.blksize), &mut packets)?;
+            blocks.read((due - 1) * bs, usize::from(p.blksize), &mut packets)?;
             due += 1;
             if packets.len() - start < segment {
                 // A short block is the last one the client takes (a file
@@ -173,6 +211,9 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
         }
         let (sent, err) = if packets.len() <= segment {
             // Lockstep and the storm: one packet, a plain `send`.
+            if acked + 1 == next && tries == 0 {
+                ear.forget_readiness();
+            }
             match socket.send(&packets).await {
                 Ok(_) => (1, None),
                 Err(e) => (0, Some(e)),
@@ -194,7 +235,7 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
         }
         let deadline = Instant::now() + p.timeout;
         loop {
-            match hear(socket, &mut buf, deadline).await? {
+            match ear.hear(deadline).await? {
                 Heard::Ack(block) => {
                     // Block numbers wrap at 65535 (to 0, as tftp-hpa does):
                     // map the 16-bit number into the unacknowledged range.
