@@ -244,4 +244,19 @@ for key, title, *_ in scen:
         runs = rows.get((key, s), [])
         cells.append(f"{statistics.median(float(r['server_cpu_ms']) for r in runs):.0f}" if runs else "-")
     print(f"| {title} | " + " | ".join(cells) + " |")
+print()
+print("Server CPU time, pxed / the peer that was fastest in that scenario (sum")
+print("over all runs; CPU time is far less sensitive to other work on the host")
+print("than wall time; tftpd-hpa's children are not counted, so it is left out):")
+print()
+for key, title, field, unit, best in scen:
+    med = {s: statistics.median(float(r[field]) for r in rs)
+           for (k, s), rs in rows.items() if k == key}
+    peers = {s: v for s, v in med.items() if s not in OURS and s != "tftpd-hpa"}
+    if "pxed" not in med or not peers:
+        continue
+    b = best(peers, key=peers.get)
+    cpu = lambda s: sum(float(r["server_cpu_ms"]) for r in rows[(key, s)])
+    if cpu(b) > 0:
+        print(f"- {title}: {cpu('pxed') / cpu(b):.2f} ({b}, {cpu('pxed'):.0f} / {cpu(b):.0f} ms)")
 EOF

@@ -6,12 +6,11 @@
 //! OACK" is the common case) or its port is closed.
 
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
-use std::pin::Pin;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-
 use tokio::time::{Instant, Sleep};
 
 use super::batch;
