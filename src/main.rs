@@ -41,7 +41,8 @@ enum Command {
         machine: MachineArgs,
         #[arg(long, value_enum, default_value = "ipxe")]
         format: Format,
-        /// The base URL scripts point at (default: public_url, else http://<http_listen>).
+        /// The base URL scripts point at (default: public_url, else http://<http_listen>;
+        /// on 0.0.0.0 the host is the placeholder `<pxed-address>`).
         #[arg(long)]
         base_url: Option<String>,
     },
@@ -160,7 +161,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let base = match base_url {
                 Some(u) => Base::from_url(&u)
                     .ok_or_else(|| anyhow::anyhow!("--base-url {u:?} is not http://host[:port]"))?,
-                None => c.server.base_at(None),
+                None => {
+                    let shown = c.server.shown_base();
+                    if let Some(note) = shown.note() {
+                        eprintln!("note: {note} (or pass --base-url)");
+                    }
+                    shown.base().clone()
+                }
             };
             let rendered = match format {
                 Format::Ipxe => c.policy.ipxe_script(&id, &base),
