@@ -26,7 +26,12 @@
 #              DNSMASQ_OPTS (extra dnsmasq flags, e.g. --leasefile-ro: no lease
 #              file, which dnsmasq otherwise rewrites whole on every change),
 #              SKIP_BUILD=1 (use the existing release build), KEEP=1 (keep the
-#              work directory with logs), NICE=-10.
+#              work directory with logs), NICE=-10,
+#              PXED=path (another pxed binary, e.g. one built with
+#              --no-default-features: the system allocator, which heap
+#              profilers see), PXED_WRAP="heaptrack -o /tmp/storm" (a command
+#              pxed runs under; the peak RSS is then pxed's own, not the
+#              wrapper's).
 # Needs: iproute2, util-linux (taskset), ipxe (undionly.kpxe); for the peers
 # dnsmasq-base and nginx (nginx-light is enough).
 set -euo pipefail
@@ -55,7 +60,7 @@ fi
 if [ "${SKIP_BUILD:-}" != 1 ]; then
     (cd "$here" && cargo build --release --quiet --bin pxed --example storm)
 fi
-pxed=$here/target/release/pxed
+pxed=${PXED:-$here/target/release/pxed}
 storm=$here/target/release/examples/storm
 
 srv=pxs-srv-$$
@@ -158,15 +163,22 @@ run_storm() { # name extra-flags... → summary in $work/storm-<name>.txt
 
 if [ "$with_pxed" = 1 ]; then
     # `ip netns exec`, `nice` and `taskset` exec the server: $! is its PID.
-    PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed/machines.toml" \
+    PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 ${PXED_WRAP:-} "$pxed" serve --config "$work/pxed/machines.toml" \
         2>"$work/pxed.log" &
     pxed_pid=$!
     pids+=("$pxed_pid")
     wait_udp 67 && wait_udp 69
+    if [ -n "${PXED_WRAP:-}" ]; then
+        # The wrapper's child running our binary (found by parent PID, so
+        # never another engineer's pxed); ending it lets the wrapper finish.
+        wrapper_pid=$pxed_pid
+        pxed_pid=$(ps -o pid=,args= --ppid "$wrapper_pid" | awk -v p="$pxed" '$2 == p {print $1; exit}')
+        [ -n "$pxed_pid" ] || { echo "bench/storm.sh: pxed did not start under PXED_WRAP; logs in $work" >&2; exit 1; }
+    fi
     run_storm pxed
     echo "server_peak_rss_kib=$(rss_kib "$pxed_pid") (pxed)"
     kill "$pxed_pid" 2>/dev/null || true
-    wait "$pxed_pid" 2>/dev/null || true
+    wait "${wrapper_pid:-$pxed_pid}" 2>/dev/null || true
 fi
 
 if [ "$peers" = 1 ]; then

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// glibc's malloc was a quarter of the instructions of a cached render
 /// (callgrind, bench/http.sh load); see docs/decisions.md.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pxed::config;
@@ -41,7 +42,8 @@ enum Command {
         machine: MachineArgs,
         #[arg(long, value_enum, default_value = "ipxe")]
         format: Format,
-        /// The base URL scripts point at (default: public_url, else http://<http_listen>).
+        /// The base URL scripts point at (default: public_url, else http://<http_listen>;
+        /// on 0.0.0.0 the host is the placeholder `<pxed-address>`).
         #[arg(long)]
         base_url: Option<String>,
     },
@@ -112,10 +114,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Log lines are formatted on the request's thread but written by a
             // background thread in batches: one write(2) per line on stderr
             // cost a third of the render endpoint's throughput (bench/http.sh).
-            // Not lossy: a full queue (128k lines) slows requests, never drops lines.
+            // Not lossy: a full queue slows requests, never drops lines. 16,384
+            // lines, not the crate's 128,000: its slots are allocated up front
+            // (4.1 MB resident at start; 0.5 MB now), and a writer that far
+            // behind is a backlog more slots would only defer.
             let (writer, _flush_on_exit) =
                 tracing_appender::non_blocking::NonBlockingBuilder::default()
                     .lossy(false)
+                    .buffered_lines_limit(16_384)
                     .finish(std::io::BufWriter::with_capacity(
                         64 * 1024,
                         std::io::stderr(),
@@ -160,7 +166,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let base = match base_url {
                 Some(u) => Base::from_url(&u)
                     .ok_or_else(|| anyhow::anyhow!("--base-url {u:?} is not http://host[:port]"))?,
-                None => c.server.base_at(None),
+                None => {
+                    let shown = c.server.shown_base();
+                    if let Some(note) = shown.note() {
+                        eprintln!("note: {note} (or pass --base-url)");
+                    }
+                    shown.base().clone()
+                }
             };
             let rendered = match format {
                 Format::Ipxe => c.policy.ipxe_script(&id, &base),
@@ -192,6 +204,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{event}");
             }
             Ok(())
+        }
+    }
+}
+
+/// mimalloc's `mi_option_arena_eager_commit` (index 4 in the `mi_option_t`
+/// enum of mimalloc.h, v2 and v3; the Rust binding leaves the less stable
+/// options unnamed and says to pass their index).
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Commit arena memory as it is used, not the whole arena at once: peak RSS
+/// in the 10,000-machine storm 63 → 33 MB (docs/decisions.md). Only when the
+/// option still has mimalloc's documented default (2), so a renumbered enum
+/// in a future mimalloc changes nothing rather than the wrong option.
+///
+/// It runs from `.init_array`, before Rust's runtime allocates anything: by
+/// `main` the first arena (1 GiB of address space) is already reserved and
+/// committed, and setting the option there changed nothing (measured).
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+#[used]
+#[link_section = ".init_array"]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+extern "C" fn tune_allocator() {
+    // SAFETY: plain setters/getters of mimalloc's option table, called before
+    // main, while no other thread exists (they are not thread safe).
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) == 2 {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
         }
     }
 }

@@ -133,6 +133,39 @@ fn status_and_preview_pages() {
     );
 }
 
+/// The preview shows the base URL a machine would be told, never the
+/// unspecified listen address pxed binds to.
+#[test]
+fn preview_shows_the_address_machines_are_told() {
+    let preview_of = |server: &str| {
+        let dir = ConfigDir::new(server, RULES);
+        let pxed = Pxed::start(&dir.config(), None);
+        get(pxed.addr("admin"), "/preview?mac=52:54:00:00:00:01")
+    };
+    let admin = "admin_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"";
+
+    let wildcard = preview_of(&format!("http_listen = \"0.0.0.0:0\"\n{admin}"));
+    assert!(!wildcard.contains("0.0.0.0"), "{wildcard}");
+    assert!(
+        wildcard.contains("http://&lt;pxed-address&gt;:0/") && wildcard.contains("public_url"),
+        "a placeholder and a note saying how to show the real address: {wildcard}"
+    );
+
+    let public = preview_of(&format!(
+        "http_listen = \"0.0.0.0:0\"\npublic_url = \"http://boot.example:8080/pxe\"\n{admin}"
+    ));
+    assert!(
+        public.contains("http://boot.example:8080/pxe/") && !public.contains("pxed-address"),
+        "{public}"
+    );
+
+    let concrete = preview_of(SERVER);
+    assert!(
+        concrete.contains("http://127.0.0.1:0/") && !concrete.contains("pxed-address"),
+        "{concrete}"
+    );
+}
+
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser"].iter().find_map(|c| {
         let out = Command::new("sh")

@@ -72,6 +72,38 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Stands for pxed's address in URLs shown when it cannot be known.
+pub const PXED_ADDRESS_PLACEHOLDER: &str = "<pxed-address>";
+
+/// What [`ServerConfig::shown_base`] can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShownBase {
+    /// The URL machines are told.
+    Known(Base),
+    /// `http://<pxed-address>:<port>`: pxed listens on every address and no
+    /// `public_url` is set, so the host depends on the machine's network.
+    Placeholder(Base),
+}
+
+impl ShownBase {
+    pub fn base(&self) -> &Base {
+        match self {
+            ShownBase::Known(b) | ShownBase::Placeholder(b) => b,
+        }
+    }
+
+    /// One line for the operator when the URL is a placeholder.
+    pub fn note(&self) -> Option<&'static str> {
+        match self {
+            ShownBase::Known(_) => None,
+            ShownBase::Placeholder(_) => Some(
+                "http_listen is an unspecified address: each machine is told the address it reached pxed at \
+                 (by DHCP, the receiving interface's); set [server] public_url to show a real URL here",
+            ),
+        }
+    }
+}
+
 /// Listeners and paths from `[server]`, with defaults applied and relative paths
 /// resolved against the directory of `machines.toml`.
 #[derive(Debug, Clone)]
@@ -93,13 +125,30 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// How a machine that reached pxed at `ip` finds the HTTP server: the
-    /// configured `public_url`, else `http://<ip>:<http port>`; without an
-    /// `ip`, the `http_listen` address.
-    pub fn base_at(&self, ip: Option<std::net::IpAddr>) -> Base {
-        self.public_url.clone().unwrap_or_else(|| {
-            let ip = ip.unwrap_or(self.http_listen.ip());
-            Base::from_addr(SocketAddr::new(ip, self.http_listen.port()))
-        })
+    /// configured `public_url`, else `http://<ip>:<http port>`.
+    pub fn base_at(&self, ip: std::net::IpAddr) -> Base {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| Base::from_addr(SocketAddr::new(ip, self.http_listen.port())))
+    }
+
+    /// The base URL to show an operator when no machine is asking (the admin
+    /// rule preview, `pxed render`): `public_url`, else `http_listen` when it
+    /// names one address. On `0.0.0.0`/`[::]` each machine is told the address
+    /// it reached pxed at, which only a request knows: then a placeholder.
+    pub fn shown_base(&self) -> ShownBase {
+        if let Some(base) = &self.public_url {
+            return ShownBase::Known(base.clone());
+        }
+        let listen = self.http_listen;
+        if listen.ip().is_unspecified() {
+            ShownBase::Placeholder(Base::Http(format!(
+                "http://{PXED_ADDRESS_PLACEHOLDER}:{}",
+                listen.port()
+            )))
+        } else {
+            ShownBase::Known(Base::from_addr(listen))
+        }
     }
 
     /// Every root an asset may come from, in lookup order.

@@ -489,7 +489,7 @@ fn boot_options(
     m: &mut Message,
     full: bool,
 ) -> bool {
-    let base = config.server.base_at(Some(server.into()));
+    let base = config.server.base_at(server.into());
     let d = decide::decide(
         &config.policy,
         &config.dhcp.loaders,

@@ -219,8 +219,27 @@ pub struct Retention {
 struct Memory {
     /// Which machine has which address, learnt from steps that know both.
     macs: HashMap<IpAddr, Mac>,
-    /// Each machine's last stored step: its row, for folding repeats.
-    last: HashMap<Key, (i64, Event)>,
+    /// Each machine's last stored step, for folding repeats: its row, its
+    /// time and a hash of what a repeat must match (not the event itself:
+    /// at the 65,536-machine cap whole events were ~20 MB).
+    last: HashMap<Key, LastStep>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LastStep {
+    id: i64,
+    at: SystemTime,
+    print: u64,
+}
+
+/// What two steps must share for the second to fold into the first. A
+/// 64-bit hash: two different steps of one machine within a minute collide
+/// with odds of 2^-64.
+fn fold_print(e: &Event) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (e.stage.name(), e.outcome, e.ip, &e.rule, &e.detail).hash(&mut h);
+    h.finish()
 }
 
 /// A machine as far as one step knows it.
@@ -246,22 +265,23 @@ impl Memory {
 
     /// The row `e` repeats, if it does.
     fn repeat_of(&self, e: &Event) -> Option<i64> {
-        let (id, last) = self.last.get(&key(e)?)?;
-        let same = last.stage == e.stage
-            && last.outcome == e.outcome
-            && last.ip == e.ip
-            && last.rule == e.rule
-            && last.detail == e.detail;
+        let last = self.last.get(&key(e)?)?;
+        let same = last.print == fold_print(e);
         let recent = e.at.duration_since(last.at).is_ok_and(|d| d < FOLD_WINDOW);
-        (same && recent).then_some(*id)
+        (same && recent).then_some(last.id)
     }
 
-    fn remember(&mut self, id: i64, e: Event) {
-        if let Some(k) = key(&e) {
+    fn remember(&mut self, id: i64, e: &Event) {
+        if let Some(k) = key(e) {
             if self.last.len() >= MEMORY_LIMIT {
                 self.last.clear();
             }
-            self.last.insert(k, (id, e));
+            let step = LastStep {
+                id,
+                at: e.at,
+                print: fold_print(e),
+            };
+            self.last.insert(k, step);
         }
     }
 }
@@ -346,7 +366,7 @@ mod tests {
         let first = Event::new(Stage::Script, "ok", "script")
             .mac(Some(mac(1)))
             .rule(Some("r"));
-        m.remember(7, first.clone());
+        m.remember(7, &first);
         let mut again = first.clone();
         again.at += Duration::from_secs(5);
         assert_eq!(m.repeat_of(&again), Some(7));

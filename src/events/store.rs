@@ -160,7 +160,7 @@ impl Writer {
                     ])?;
                     seen.remove(mac);
                 }
-                memory.remember(id, e);
+                memory.remember(id, &e);
             }
             let mut fold = tx.prepare_cached(
                 "UPDATE events SET count = count + ?2, last_at = max(last_at, ?3) WHERE id = ?1",

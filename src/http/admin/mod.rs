@@ -182,15 +182,19 @@ async fn preview(State(state): State<AdminState>, RawQuery(query): RawQuery) -> 
             let _ = write!(body, "<p class=bad>{}</p>", e(&err.to_string()));
         }
         Ok(id) if !query.is_empty() => {
-            let base = config.server.base_at(None);
+            let shown = config.server.shown_base();
+            let base = shown.base();
             let _ = write!(
                 body,
                 "<h2>Why</h2><pre>{}</pre>",
                 e(&config.policy.rules.explain(&id).to_string())
             );
-            let script = config.policy.ipxe_script(&id, &base);
+            if let Some(note) = shown.note() {
+                let _ = write!(body, "<p><i>{}</i></p>", e(note));
+            }
+            let script = config.policy.ipxe_script(&id, base);
             let _ = write!(body, "<h2>iPXE script</h2><pre>{}</pre>", e(&script.text));
-            if let Some(menu) = config.policy.pxelinux_config(&id, &base, None) {
+            if let Some(menu) = config.policy.pxelinux_config(&id, base, None) {
                 let _ = write!(body, "<h2>pxelinux menu</h2><pre>{}</pre>", e(&menu.text));
             }
         }
