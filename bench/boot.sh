@@ -36,6 +36,7 @@ ACCEL=${ACCEL:-tcg}
 NIC=${NIC:-e1000}
 TIMEOUT=${TIMEOUT:-300}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 PXED_BIN=${PXED_BIN:-$REPO/target/release/pxed}
 NS=pxed-bench-$$
 IP=10.97.0.1
@@ -75,14 +76,7 @@ trap cleanup EXIT
 
 # The lab of tests/common/lab.rs: a bridge with one tap, no DAD, and no IPv6
 # router of any kind (pxed-on's responder is the only RA source, when it runs).
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip netns exec "$NS" sh -c 'echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad; echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad'
-ip -n "$NS" link add br0 type bridge forward_delay 0
-ip -n "$NS" addr add "$IP/16" dev br0
-ip -n "$NS" link set br0 up
-ip -n "$NS" tuntap add tap0 mode tap
-ip -n "$NS" link set tap0 master br0 up
+bridge_lab "$NS" "$IP/16"
 
 # pxed's two configs: the shipped templates, the payload on the search path.
 mkdir -p "$WORK/assets"

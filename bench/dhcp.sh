@@ -22,6 +22,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 pxed=${1:-$here/target/release/pxed}
 step=${STEP:-5}
 rates=${RATES:-"250 500 1000 2000 3000 4000 6000 8000 10000 12000 16000 20000 24000 32000"}
@@ -50,15 +51,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$srv"
-ip netns add "$cli"
-ip -n "$srv" link set lo up
-ip -n "$cli" link set lo up
-ip -n "$srv" link add vs type veth peer name vc netns "$cli"
-ip -n "$srv" addr add 10.80.0.1/12 dev vs
-ip -n "$cli" addr add 10.80.0.2/12 dev vc
-ip -n "$srv" link set vs up
-ip -n "$cli" link set vc up
+veth_pair "$srv" "$cli" 10.80.0.1/12 10.80.0.2/12
 
 pool_first=10.80.1.0
 pool_last=10.95.255.254
@@ -123,10 +116,7 @@ start_server() { # name → sets server_pid
     esac
     server_pid=$!
     # `ip netns exec` and `taskset` exec the server: $! is the server's PID.
-    for _ in $(seq 50); do
-        if ip netns exec "$srv" ss -lnu | grep -q ':67 '; then return 0; fi
-        sleep 0.1
-    done
+    wait_udp "$srv" 67 && return 0
     echo "bench/dhcp.sh: $1 did not start; see $work/$1.log" >&2
     return 1
 }

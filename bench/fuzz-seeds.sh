@@ -31,6 +31,7 @@ set -euo pipefail
 ACCEL=${ACCEL:-tcg}
 TIMEOUT=${TIMEOUT:-180}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 CORPUS=$REPO/fuzz/corpus
 NS=pxed-seeds-$$
 IP=10.97.0.1
@@ -57,15 +58,7 @@ trap cleanup EXIT
 
 # The lab of tests/common/lab.rs: bridge, one tap, IPv6 RAs (else iPXE waits
 # ~15 s for IPv6 autoconfiguration).
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip netns exec "$NS" sh -c 'echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad; echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad'
-ip -n "$NS" link add br0 type bridge forward_delay 0
-ip -n "$NS" addr add "$IP/16" dev br0
-ip -n "$NS" addr add fd97::1/64 dev br0 nodad
-ip -n "$NS" link set br0 up
-ip -n "$NS" tuntap add tap0 mode tap
-ip -n "$NS" link set tap0 master br0 up
+bridge_lab "$NS" "$IP/16" fd97::1/64
 ip netns exec "$NS" dnsmasq --keep-in-foreground --log-facility=- --conf-file=/dev/null --port=0 \
     --interface=br0 --bind-interfaces --enable-ra --dhcp-range=fd97::,ra-only,64 \
     --leasefile-ro --pid-file= 2>/dev/null &

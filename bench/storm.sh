@@ -44,6 +44,7 @@ case " $servers " in *" peers "*) peers=1 ;; *) peers=0 ;; esac
 case " $servers " in *" pxed "*) with_pxed=1 ;; *) with_pxed=0 ;; esac
 prio="nice -n ${NICE:--10}"
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 undionly=/usr/lib/ipxe/undionly.kpxe
 
 [ "$(id -u)" = 0 ] || { echo "bench/storm.sh: needs root (network namespaces)" >&2; exit 1; }
@@ -76,15 +77,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$srv"
-ip netns add "$cli"
-ip -n "$srv" link set lo up
-ip -n "$cli" link set lo up
-ip -n "$srv" link add vs type veth peer name vc netns "$cli"
-ip -n "$srv" addr add 10.96.0.1/18 dev vs
-ip -n "$cli" addr add 10.96.0.2/18 dev vc
-ip -n "$srv" link set vs up
-ip -n "$cli" link set vc up
+veth_pair "$srv" "$cli" 10.96.0.1/18 10.96.0.2/18
 
 # --- pxed --------------------------------------------------------------------
 mkdir -p "$work/pxed/assets"
@@ -139,11 +132,8 @@ http {
 }
 EOF
 
-wait_udp() { # port
-    for _ in $(seq 100); do
-        if ip netns exec "$srv" ss -lnu | grep -q ":$1 "; then return 0; fi
-        sleep 0.1
-    done
+wait_server_udp() { # port
+    wait_udp "$srv" "$1" && return 0
     echo "bench/storm.sh: nothing listens on UDP $1; logs in $work" >&2
     return 1
 }
@@ -167,7 +157,7 @@ if [ "$with_pxed" = 1 ]; then
         2>"$work/pxed.log" &
     pxed_pid=$!
     pids+=("$pxed_pid")
-    wait_udp 67 && wait_udp 69
+    wait_server_udp 67 && wait_server_udp 69
     if [ -n "${PXED_WRAP:-}" ]; then
         # The wrapper's child running our binary (found by parent PID, so
         # never another engineer's pxed); ending it lets the wrapper finish.
@@ -195,7 +185,7 @@ if [ "$peers" = 1 ]; then
     ip netns exec "$srv" $prio taskset -c 0 nginx -c "$work/nginx/nginx.conf" 2>>"$work/nginx/error.log" &
     nginx_pid=$!
     pids+=("$nginx_pid")
-    wait_udp 67 && wait_udp 69
+    wait_server_udp 67 && wait_server_udp 69
     for _ in $(seq 50); do
         ip netns exec "$srv" ss -lnt | grep -q ':8080 ' && break
         sleep 0.1
