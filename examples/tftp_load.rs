@@ -127,8 +127,17 @@ async fn main() {
         }
     }
     let secs = wall.as_secs_f64();
+    // This process's own CPU time: when it is close to the wall time, the
+    // client, not the server, bounded the run.
+    let client_cpu_ms = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let ms =
+                |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e3 + t.tv_usec() as f64 / 1e3;
+            ms(u.user_time()) + ms(u.system_time())
+        })
+        .unwrap_or(f64::NAN);
     println!(
-        "clients={} ok={ok} failed={failed} wall_ms={:.1} bytes={bytes} MBps={:.1}{}",
+        "clients={} ok={ok} failed={failed} wall_ms={:.1} bytes={bytes} MBps={:.1} client_cpu_ms={client_cpu_ms:.0}{}",
         a.clients,
         secs * 1000.0,
         bytes as f64 / secs.max(1e-9) / 1e6,

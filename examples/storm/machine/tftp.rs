@@ -36,6 +36,22 @@ fn rrq(file: &str, options: &[(&str, String)]) -> Vec<u8> {
     p
 }
 
+/// In lockstep the server says nothing until it gets the ACK about to be
+/// sent: without this the next wait would start with a `recv` that finds
+/// nothing (pxed's transfers do the same, src/tftp/transfer.rs). A datagram
+/// left queued (a duplicate) is read when the next one arrives.
+fn forget_readiness(sock: &UdpSocket) {
+    let _ = sock.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
+}
+
+/// `last` becomes ACK `block`, in its existing allocation.
+fn set_ack(last: &mut Vec<u8>, block: u16) {
+    last.clear();
+    last.extend_from_slice(&ack(block));
+}
+
 fn ack(block: u16) -> [u8; 4] {
     let b = block.to_be_bytes();
     [0, 4, b[0], b[1]]
@@ -82,9 +98,19 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
     let mut data = Vec::new();
     let mut retries = 0;
     let mut buf = vec![0u8; 65536];
+    // One timer for the whole transfer, moved on per packet: a fresh
+    // `timeout` per block cost a timer-wheel insert and removal each, and in
+    // bench/tftp.sh's storm this one-process client, not the server, was
+    // the bottleneck (docs/decisions.md, "TFTP: the storm's load client").
+    let mut timer = Box::pin(tokio::time::sleep(r.timeout));
     loop {
-        let (n, from) = match tokio::time::timeout(r.timeout, sock.recv_from(&mut buf)).await {
-            Err(_) => {
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + r.timeout);
+        let (n, from) = tokio::select! {
+            biased;
+            got = sock.recv_from(&mut buf) => got.map_err(|e| e.to_string())?,
+            () = &mut timer => {
                 retries += 1;
                 if retries > r.retries {
                     return Err(format!("timed out after {} bytes", data.len()));
@@ -92,13 +118,17 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
                 let _ = sock.send_to(&last, tid.unwrap_or(server)).await;
                 continue;
             }
-            Ok(r) => r.map_err(|e| e.to_string())?,
         };
         if Some(from) == aborted {
             continue;
         }
         match tid {
-            None => tid = Some(from),
+            None => {
+                // Locked to the server's transfer port: the kernel drops
+                // anything else, and sends skip the per-packet route lookup.
+                sock.connect(from).await.map_err(|e| e.to_string())?;
+                tid = Some(from);
+            }
             Some(t) if t != from => continue,
             Some(_) => {}
         }
@@ -115,8 +145,11 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
                     window = w as u32;
                 }
                 tsize = oack_option(&pkt[2..], "tsize");
-                last = ack(0).to_vec();
-                let _ = sock.send_to(&last, from).await;
+                // Grown block by block, the buffer's copies and page faults
+                // were ~10% of the load client's time in a storm.
+                data.reserve(tsize.map_or(0, |t| t.min(64 << 20) as usize));
+                set_ack(&mut last, 0);
+                let _ = sock.send(&last).await;
                 retries = 0;
             }
             3 => {
@@ -130,9 +163,12 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
                     retries = 0;
                     gap_acked = false;
                     let end = payload.len() < blksize;
+                    if window == 1 && !end {
+                        forget_readiness(&sock);
+                    }
                     if end || since_ack >= window {
-                        last = ack(block).to_vec();
-                        let _ = sock.send_to(&last, from).await;
+                        set_ack(&mut last, block);
+                        let _ = sock.send(&last).await;
                         since_ack = 0;
                     }
                     if end {
@@ -147,8 +183,8 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
                     // Duplicate (lockstep) or a gap (window): ACK the last
                     // in-order block.
                     gap_acked = true;
-                    last = ack(expected.wrapping_sub(1)).to_vec();
-                    let _ = sock.send_to(&last, from).await;
+                    set_ack(&mut last, expected.wrapping_sub(1));
+                    let _ = sock.send(&last).await;
                     since_ack = 0;
                 }
             }
