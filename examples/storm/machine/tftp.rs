@@ -101,7 +101,8 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
     // One timer for the whole transfer, moved on per packet: a fresh
     // `timeout` per block cost a timer-wheel insert and removal each, and in
     // bench/tftp.sh's storm this one-process client, not the server, was
-    // the bottleneck (docs/decisions.md, "TFTP: the storm's load client").
+    // the bottleneck (docs/decisions.md, "TFTP: the storm is bound by the
+    // load client").
     let mut timer = Box::pin(tokio::time::sleep(r.timeout));
     loop {
         timer
