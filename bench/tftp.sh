@@ -238,27 +238,24 @@ print()
 print("Server CPU time per scenario (ms, median; 10 ms clock ticks; tftpd-hpa's")
 print("per-transfer children are auto-reaped, so their CPU is not counted):")
 print()
-print("| scenario | " + " | ".join(servers) + " |")
-print("|---|" + "---|" * len(servers))
-for key, title, *_ in scen:
-    cells = []
-    for s in servers:
-        runs = rows.get((key, s), [])
-        cells.append(f"{statistics.median(float(r['server_cpu_ms']) for r in runs):.0f}" if runs else "-")
-    print(f"| {title} | " + " | ".join(cells) + " |")
+def per_server_table(value, fmt):
+    """A scenario x server table of the median of value(run)."""
+    print("| scenario | " + " | ".join(servers) + " |")
+    print("|---|" + "---|" * len(servers))
+    for key, title, *_ in scen:
+        cells = []
+        for s in servers:
+            vals = [v for v in map(value, rows.get((key, s), [])) if v is not None]
+            cells.append(format(statistics.median(vals), fmt) if vals else "-")
+        print(f"| {title} | " + " | ".join(cells) + " |")
+
+per_server_table(lambda r: float(r["server_cpu_ms"]), ".0f")
 print()
 print("Load client busy: its CPU time / the wall time (median). Near 1.00 the")
 print("one-process client, not the server, bounded that figure: compare the")
 print("servers' CPU time there rather than their wall time.")
 print()
-print("| scenario | " + " | ".join(servers) + " |")
-print("|---|" + "---|" * len(servers))
-for key, title, *_ in scen:
-    cells = []
-    for s in servers:
-        runs = [r for r in rows.get((key, s), []) if "client_cpu_ms" in r]
-        cells.append(f"{statistics.median(float(r['client_cpu_ms']) / float(r['wall_ms']) for r in runs):.2f}" if runs else "-")
-    print(f"| {title} | " + " | ".join(cells) + " |")
+per_server_table(lambda r: float(r["client_cpu_ms"]) / float(r["wall_ms"]) if "client_cpu_ms" in r else None, ".2f")
 print()
 print("Server CPU time, pxed / the peer that was fastest in that scenario (sum")
 print("over all runs; CPU time is far less sensitive to other work on the host")
