@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ra;
 pub mod reload;
 pub mod server;
+mod sync;
 pub mod tftp;
 
 #[cfg(any(test, fuzzing))]

@@ -13,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Shared};
+use crate::sync::lock;
 
 /// Editors write a file in several steps; wait this long after the last change
 /// before loading, so a save is read once and whole.
@@ -47,14 +48,11 @@ pub struct Status {
 
 impl Status {
     pub fn last_rejected(&self) -> Option<Rejected> {
-        self.last_rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.last_rejected).clone()
     }
 
     fn set(&self, rejected: Option<Rejected>) {
-        *self.last_rejected.lock().unwrap_or_else(|p| p.into_inner()) = rejected;
+        *lock(&self.last_rejected) = rejected;
     }
 }
 
@@ -153,7 +151,7 @@ impl Reloader {
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             let matters = {
-                let w = filter.lock().unwrap_or_else(|p| p.into_inner());
+                let w = lock(&filter);
                 w.as_ref()
                     .is_some_and(|w| event.paths.iter().any(|p| w.matters(p)))
             };
@@ -197,7 +195,7 @@ impl Reloader {
         // Never hold the filter's lock across watch calls: they wait for the
         // watcher's thread, which may be in the callback waiting for the lock.
         let before = {
-            let current = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            let current = lock(&self.watched);
             current.as_ref().map(Watched::dirs).unwrap_or_default()
         };
         for d in before.iter().filter(|d| !wanted.contains(d)) {
@@ -214,7 +212,7 @@ impl Reloader {
                 }
             }
         }
-        *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = Some(want);
+        *lock(&self.watched) = Some(want);
     }
 
     /// Runs until the process ends: reloads on SIGHUP and on file changes.

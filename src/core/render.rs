@@ -147,9 +147,7 @@ struct ScriptMap {
 
 impl ScriptCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, ScriptMap> {
-        self.answers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.answers)
     }
 
     fn get(&self, query: &str, base: &Base) -> Option<Arc<Answer>> {

@@ -13,6 +13,8 @@ use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 
+use crate::sync::lock;
+
 /// Files up to this size are read into memory whole (boot loaders and iPXE
 /// binaries, fetched by many machines at once); larger ones (kernels and
 /// initrds fetched by classic pxelinux) are read as they are sent. Reading a
@@ -204,12 +206,6 @@ impl Cache {
         }
         e.data.upgrade()
     }
-}
-
-/// The maps stay consistent across a panic (each change is one map
-/// operation): keep going with them.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

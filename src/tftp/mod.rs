@@ -133,9 +133,7 @@ impl State {
     fn waiting(&self) -> std::sync::MutexGuard<'_, admission::Waiting<Request>> {
         // A panic while holding it cannot leave the queue inconsistent
         // (push and pop are single map/deque operations): keep going.
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.waiting)
     }
 }
 
