@@ -23,7 +23,7 @@ use pxed::dhcp::exchange::Port;
 use pxed::dhcp::guard::Guard;
 use pxed::dhcp::leases::Leases;
 use pxed::dhcp::server::{Arrival, Iface};
-use pxed::dhcp::{respond, Response};
+use pxed::dhcp::{respond, Clock, Outcome, Received};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -87,19 +87,19 @@ fn dhcp(config: &Config, n: u32) {
                 local: Ipv4Addr::BROADCAST,
                 truncated: false,
             };
-            let r = respond(
-                config,
-                &mut leases,
-                &mut guard,
-                Some(&iface),
-                &arrival,
-                Port::Dhcp,
-                &datagram,
-                (NOW, Instant::now()),
-            );
-            match r {
-                Response::Reply { given, .. } => {
-                    offered = Some(given.yiaddr);
+            let rx = Received {
+                datagram: &datagram,
+                arrival: &arrival,
+                iface: Some(&iface),
+                port: Port::Dhcp,
+            };
+            let clock = Clock {
+                unix: NOW,
+                instant: Instant::now(),
+            };
+            match respond(config, &mut leases, &mut guard, rx, clock).outcome {
+                Outcome::Reply(reply) => {
+                    offered = Some(reply.yiaddr);
                     acks += usize::from(kind == MessageType::Request);
                 }
                 other => panic!("DORA {i} {kind:?}: {other:?}"),
@@ -127,9 +127,7 @@ fn http(config: Arc<Config>, n: u32, cached: bool) {
             .header("host", "10.97.0.1:8080")
             .body(axum::body::Body::empty())
             .expect("request");
-        let resp = rt
-            .block_on(app.clone().oneshot(req))
-            .expect("infallible");
+        let resp = rt.block_on(app.clone().oneshot(req)).expect("infallible");
         assert!(resp.status().is_success());
         let body = rt
             .block_on(axum::body::to_bytes(resp.into_body(), 1 << 20))

@@ -17,7 +17,7 @@
 //! lease_time = 3600
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ use toml::Spanned;
 
 use super::{wire, Loader};
 use crate::core::decide::Loaders;
-use crate::core::Mac;
+use crate::core::{Mac, Reservation};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:67";
 const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:4011";
@@ -81,12 +81,11 @@ fn mask_bits(prefix: u8) -> u32 {
     }
 }
 
-/// An address and/or host name reserved for one machine by its rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub ip: Option<Ipv4Addr>,
-    pub hostname: Option<String>,
-    pub rule: String,
+/// What the rules reserved so far, while they are validated in order.
+#[derive(Debug, Default)]
+pub(super) struct Reserved {
+    ips: HashSet<Ipv4Addr>,
+    macs: HashSet<Mac>,
 }
 
 /// The validated `[dhcp]` section.
@@ -104,11 +103,6 @@ pub struct DhcpConfig {
     pub lease_fsync: bool,
     pub loaders: Loaders,
     pub subnets: Vec<Subnet>,
-    pub reservations: HashMap<Mac, Reservation>,
-    /// Every reserved address: never handed to another machine.
-    pub reserved_ips: HashSet<Ipv4Addr>,
-    /// Rule name → the loader a PXE ROM matching that rule gets.
-    pub rule_loaders: HashMap<String, String>,
     pub limits: DhcpLimits,
 }
 
@@ -169,10 +163,6 @@ impl DhcpLimits {
 }
 
 impl DhcpConfig {
-    pub fn rule_loader(&self, rule: &str) -> Option<&str> {
-        self.rule_loaders.get(rule).map(String::as_str)
-    }
-
     /// The subnet containing `ip` (an interface address or a relay's giaddr).
     pub fn subnet_for(&self, ip: Ipv4Addr) -> Option<&Subnet> {
         self.subnets.iter().find(|s| s.contains(ip))
@@ -180,11 +170,11 @@ impl DhcpConfig {
 }
 
 impl Loader<'_> {
-    /// Validates `[dhcp]` and the DHCP keys of every rule.
+    /// Validates `[dhcp]` (the rules' `loader`, `ip` and `hostname` are
+    /// validated with each rule: [`Loader::rule_dhcp`]).
     pub(super) fn dhcp(
         &mut self,
         w: Option<&Spanned<wire::Dhcp>>,
-        rules: &[Spanned<wire::Section>],
         defaults: Option<&Spanned<wire::Section>>,
         base_dir: &Path,
     ) -> DhcpConfig {
@@ -198,26 +188,6 @@ impl Loader<'_> {
         let proxy_listen = self.socket_addr(w.proxy_listen.as_ref(), DEFAULT_PROXY_LISTEN);
         let loaders = self.loaders(w);
         let subnets = self.subnets(w, mode);
-        let mut reservations = HashMap::new();
-        let mut rule_loaders = HashMap::new();
-        let mut taken: HashSet<Ipv4Addr> = HashSet::new();
-        for rule in rules {
-            let s = rule.get_ref();
-            let Some(name) = &s.name else { continue };
-            if let Some(l) = &s.loader {
-                if self.loader_name(l) {
-                    rule_loaders.insert(name.get_ref().clone(), l.get_ref().clone());
-                }
-            }
-            if let Some((mac, r, at)) = self.reservation(s, &subnets, &mut taken) {
-                if reservations.insert(mac, r).is_some() {
-                    self.error_at(
-                        at,
-                        format!("{mac} already has a reservation in another rule"),
-                    );
-                }
-            }
-        }
         DhcpConfig {
             mode,
             listen,
@@ -236,10 +206,36 @@ impl Loader<'_> {
             loaders,
             limits: self.dhcp_limits(w, &subnets),
             subnets,
-            reservations,
-            reserved_ips: taken,
-            rule_loaders,
         }
+    }
+
+    /// A rule's DHCP keys: its `loader`, and the reservation its `ip` and
+    /// `hostname` make for the one MAC it matches. `seen` collects what
+    /// earlier rules reserved: an address or a MAC is reserved once.
+    pub(super) fn rule_dhcp(
+        &mut self,
+        s: &wire::Section,
+        subnets: &[Subnet],
+        seen: &mut Reserved,
+    ) -> (Option<String>, Option<Reservation>) {
+        let loader = s
+            .loader
+            .as_ref()
+            .filter(|l| self.loader_name(l))
+            .map(|l| l.get_ref().clone());
+        let reservation = self.reservation(s, subnets, seen).and_then(|(r, at)| {
+            if seen.macs.insert(r.mac) {
+                Some(r)
+            } else {
+                let mac = r.mac;
+                self.error_at(
+                    at,
+                    format!("{mac} already has a reservation in another rule"),
+                );
+                None
+            }
+        });
+        (loader, reservation)
     }
 
     /// `[defaults]` cannot reserve or pick a loader: those belong to one rule.
@@ -317,15 +313,14 @@ impl Loader<'_> {
         subnets
     }
 
-    /// A rule's `ip` and `hostname`: its MAC, the reservation, and where to
-    /// point an error about it. `taken` collects reserved addresses.
+    /// A rule's `ip` and `hostname`: the reservation, and where to point an
+    /// error about it.
     fn reservation(
         &mut self,
         s: &wire::Section,
         subnets: &[Subnet],
-        taken: &mut HashSet<Ipv4Addr>,
-    ) -> Option<(Mac, Reservation, usize)> {
-        let name = s.name.as_ref()?;
+        seen: &mut Reserved,
+    ) -> Option<(Reservation, usize)> {
         if s.ip.is_none() && s.hostname.is_none() {
             return None;
         }
@@ -348,14 +343,14 @@ impl Loader<'_> {
         };
         let ip =
             s.ip.as_ref()
-                .and_then(|ip| self.reserved_ip(ip, subnets, taken));
+                .and_then(|ip| self.reserved_ip(ip, subnets, &mut seen.ips));
         let hostname = s.hostname.as_ref().and_then(|h| self.hostname(h));
         let r = Reservation {
+            mac: mac?,
             ip,
             hostname,
-            rule: name.get_ref().clone(),
         };
-        Some((mac?, r, key))
+        Some((r, key))
     }
 
     /// A reserved address: inside a subnet, not its network or broadcast

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 
 use toml::Spanned;
 
-use super::{wire, ConfigError, Loader};
+use super::dhcp::Reserved;
+use super::{wire, ConfigError, Loader, Subnet};
 use crate::core::render;
 use crate::core::rules::{Glob, Selectors};
 use crate::core::{Arch, Boot, BootKind, Console, Mac, Rule, RuleSet, Templates, Uuid};
@@ -24,11 +25,15 @@ impl Loader<'_> {
         sections: &[Spanned<wire::Section>],
         defaults: &wire::Section,
         templates: Option<&Templates>,
+        subnets: &[Subnet],
     ) -> Option<RuleSet<Boot>> {
+        let mut reserved = Reserved::default();
         let mut rules = Vec::new();
         let mut names = HashSet::new();
         for (order, section) in sections.iter().enumerate() {
-            if let Some(rule) = self.rule(section, order, defaults, templates) {
+            if let Some(rule) =
+                self.rule(section, order, defaults, templates, subnets, &mut reserved)
+            {
                 if !names.insert(rule.name.clone()) {
                     self.error_at(
                         section.span().start,
@@ -82,6 +87,8 @@ impl Loader<'_> {
         order: usize,
         defaults: &wire::Section,
         templates: Option<&Templates>,
+        subnets: &[Subnet],
+        reserved: &mut Reserved,
     ) -> Option<Rule<Boot>> {
         let s = section.get_ref();
         let Some(name) = &s.name else {
@@ -93,7 +100,12 @@ impl Loader<'_> {
             Some(m) => self.selectors(m.get_ref()),
             None => Selectors::default(),
         };
-        let boot = self.boot(s, defaults, templates)?;
+        let (loader, reservation) = self.rule_dhcp(s, subnets, reserved);
+        let boot = Boot {
+            loader,
+            reservation,
+            ..self.boot(s, defaults, templates)?
+        };
         Some(Rule {
             name: name.get_ref().clone(),
             priority: s.priority.as_ref().map_or(0, |p| *p.get_ref()),
@@ -220,6 +232,8 @@ impl Loader<'_> {
             menu_timeout: pick(&s.menu_timeout, &d.menu_timeout)
                 .map_or(DEFAULT_MENU_TIMEOUT, |t| *t.get_ref()),
             vars,
+            loader: None,
+            reservation: None,
         })
     }
 
