@@ -3,6 +3,7 @@
 //! thin adapters around it ([`http`]); [`server`] wires them together.
 
 pub mod assets;
+pub mod check;
 pub mod config;
 pub mod core;
 pub mod dhcp;

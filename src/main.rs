@@ -142,11 +142,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
             }
-            for finding in pxed::ra::probe::check(&c) {
-                match finding {
-                    pxed::ra::probe::Finding::Warning(w) => eprintln!("warning: {w}"),
-                    pxed::ra::probe::Finding::Note(n) => eprintln!("note: {n}"),
-                }
+            let findings = pxed::check::run(&c);
+            for finding in &findings {
+                eprintln!("{finding}");
+            }
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == pxed::check::Severity::Error)
+                .count();
+            if errors > 0 {
+                anyhow::bail!("{}: {errors} error(s)", config.display());
             }
             println!(
                 "{}: ok, {} rules, {} files",

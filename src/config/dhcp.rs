@@ -7,7 +7,7 @@
 //! [dhcp]
 //! mode = "full"                 # "off" (default) | "proxy" | "full"
 //! interfaces = ["br0"]          # default: every interface
-//! efi_loader = "snponly.efi"    # default ipxe.efi
+//! efi_loader = "ipxe.efi"       # default snponly.efi
 //! [[dhcp.subnet]]
 //! network = "10.97.0.0/16"
 //! pool = "10.97.1.10-10.97.1.250"
@@ -26,7 +26,7 @@ use toml::Spanned;
 
 use super::{wire, Loader};
 use crate::core::decide::Loaders;
-use crate::core::Mac;
+use crate::core::{Location, Mac};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:67";
 const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:4011";
@@ -126,6 +126,17 @@ pub struct Reservation {
     pub rule: String,
 }
 
+/// One loader file name as the config sets it (or pxed's default for it),
+/// kept so that `pxed check` can say which setting names a missing file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderSetting {
+    /// `[dhcp] efi_loader`, `rule "rescue" loader`, …
+    pub key: String,
+    pub file: String,
+    /// Where it is written; `None` when it is pxed's default.
+    pub at: Option<Location>,
+}
+
 /// The validated `[dhcp]` section.
 #[derive(Debug, Clone)]
 pub struct DhcpConfig {
@@ -146,6 +157,8 @@ pub struct DhcpConfig {
     pub reserved_ips: HashSet<Ipv4Addr>,
     /// Rule name → the loader a PXE ROM matching that rule gets.
     pub rule_loaders: HashMap<String, String>,
+    /// Every loader name above, with where it was set.
+    pub loader_settings: Vec<LoaderSetting>,
     pub limits: DhcpLimits,
 }
 
@@ -257,17 +270,25 @@ impl Loader<'_> {
         let listen = self.socket_addr(w.listen.as_ref(), DEFAULT_LISTEN);
         let proxy_listen = self.socket_addr(w.proxy_listen.as_ref(), DEFAULT_PROXY_LISTEN);
         let mut loaders = Loaders::default();
-        for (field, slot) in [
-            (&w.bios_loader, &mut loaders.bios),
-            (&w.efi_loader, &mut loaders.efi),
-            (&w.arm32_loader, &mut loaders.arm32),
-            (&w.arm64_loader, &mut loaders.arm64),
+        let mut loader_settings = Vec::new();
+        for (field, slot, key) in [
+            (&w.bios_loader, &mut loaders.bios, "bios_loader"),
+            (&w.efi_loader, &mut loaders.efi, "efi_loader"),
+            (&w.arm32_loader, &mut loaders.arm32, "arm32_loader"),
+            (&w.arm64_loader, &mut loaders.arm64, "arm64_loader"),
         ] {
+            let mut at = None;
             if let Some(v) = field {
                 if self.loader_name(v) {
                     *slot = v.get_ref().clone();
+                    at = Some(self.location(v.span().start));
                 }
             }
+            loader_settings.push(LoaderSetting {
+                key: format!("[dhcp] {key}"),
+                file: slot.clone(),
+                at,
+            });
         }
         let subnets: Vec<Subnet> = w.subnets.iter().filter_map(|s| self.subnet(s)).collect();
         for (i, a) in subnets.iter().enumerate() {
@@ -299,6 +320,11 @@ impl Loader<'_> {
             if let Some(l) = &s.loader {
                 if self.loader_name(l) {
                     rule_loaders.insert(name.get_ref().clone(), l.get_ref().clone());
+                    loader_settings.push(LoaderSetting {
+                        key: format!("rule {:?} loader", name.get_ref()),
+                        file: l.get_ref().clone(),
+                        at: Some(self.location(l.span().start)),
+                    });
                 }
             }
             if s.ip.is_none() && s.hostname.is_none() {
@@ -391,6 +417,7 @@ impl Loader<'_> {
             reservations,
             reserved_ips: taken,
             rule_loaders,
+            loader_settings,
             limits,
         }
     }

@@ -9,7 +9,7 @@ mod events;
 mod ra;
 mod wire;
 
-pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Reservation, Subnet};
+pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, LoaderSetting, Reservation, Subnet};
 pub use events::EventsConfig;
 pub use ra::RaConfig;
 
@@ -152,9 +152,11 @@ impl ServerConfig {
     }
 
     /// Every root an asset may come from, in lookup order.
-    pub fn asset_roots(&self) -> impl Iterator<Item = &Path> {
-        std::iter::once(self.assets_dir.as_path())
-            .chain(self.search_paths.iter().map(PathBuf::as_path))
+    pub fn asset_roots(&self) -> crate::assets::Roots<'_> {
+        crate::assets::Roots {
+            assets: &self.assets_dir,
+            search: &self.search_paths,
+        }
     }
 }
 

@@ -266,6 +266,7 @@ fn warn_if_no_undionly(config: &Shared) {
         let roots: Vec<String> = config
             .server
             .asset_roots()
+            .paths()
             .map(|p| p.display().to_string())
             .collect();
         tracing::warn!(
