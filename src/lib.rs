@@ -9,6 +9,7 @@ pub mod core;
 pub mod dhcp;
 pub mod events;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod ra;
 pub mod reload;

@@ -2,7 +2,7 @@
 //! line when a port cannot be bound), run the adapters, and reload on SIGHUP.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -10,20 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Shared};
-
-/// Turns a bind failure into an error that names the port and the remedy.
-pub fn bind_error(what: &str, addr: SocketAddr, err: std::io::Error) -> anyhow::Error {
-    let remedy = match err.kind() {
-        std::io::ErrorKind::PermissionDenied => format!(
-            "ports below 1024 need root or `setcap cap_net_bind_service=+ep $(command -v pxed)`, or set another port for {what} in machines.toml"
-        ),
-        std::io::ErrorKind::AddrInUse => {
-            format!("another process is using it (`ss -lnptu | grep :{}`), or set another port for {what} in machines.toml", addr.port())
-        }
-        _ => format!("check the {what} address in machines.toml"),
-    };
-    anyhow::anyhow!("cannot listen on {addr} for {what}: {err}; {remedy}")
-}
+use crate::listen::bind_error;
 
 /// Descriptors pxed may hold at once besides its listeners: every HTTP
 /// connection and every TFTP transfer has one.
@@ -122,14 +109,14 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     if let Some(ra) = ra {
         tasks.spawn(ra);
     }
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = %std::path::absolute(&config_path).unwrap_or(config_path.clone()).display(),
-        listeners = %listening.0.join(" "),
-        "pxed started"
-    );
-    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    listening.announce(&config_path);
+    let stopped = until_stopped(tasks).await;
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    stopped
+}
 
+/// Runs until SIGTERM, Ctrl-C, or a server task failing.
+async fn until_stopped(mut tasks: tokio::task::JoinSet<()>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
@@ -140,7 +127,6 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             }
         }
     }
-    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     Ok(())
 }
 
@@ -151,6 +137,18 @@ struct Listening(Vec<String>);
 impl Listening {
     fn add(&mut self, what: &str, addr: SocketAddr) {
         self.0.push(format!("{what}={addr}"));
+    }
+
+    /// The start line (version, config, listeners), then readiness to
+    /// systemd: every listener is bound by now.
+    fn announce(&self, config_path: &Path) {
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %std::path::absolute(config_path).unwrap_or(config_path.to_path_buf()).display(),
+            listeners = %self.0.join(" "),
+            "pxed started"
+        );
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
     }
 }
 

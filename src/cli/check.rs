@@ -18,6 +18,9 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Failed);
         }
     };
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
     let findings = pxed::check::run(&config);
     for f in &findings {
         eprintln!("{f}");
