@@ -360,6 +360,7 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
                         "tty": c.tty(),
                         "baud": c.baud,
                         "kernel_arg": c.kernel_arg(),
+                        "firmware_redirect": c.firmware_redirect,
                     })
                 }),
                 Value::Object(b.vars.clone()),
