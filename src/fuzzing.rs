@@ -430,7 +430,13 @@ fn script_keeps_its_structure(config: &Config, query: &str, base: &Base) {
         .expect("the fixture has a catch-all rule");
     let want = config
         .policy
-        .render_rule_checked(rule, rule.boot.ipxe_template(id.arch), &harmless(&id), base)
+        .render_rule_checked(
+            rule,
+            rule.boot.ipxe_template(id.arch),
+            &harmless(&id),
+            base,
+            &Default::default(),
+        )
         .expect("the fixture's templates render");
     assert_same_shape(&got.text, &want, "iPXE script");
 }
@@ -455,7 +461,13 @@ fn menu_keeps_its_structure(config: &Config, name: &str, query: &str, base: &Bas
         .expect("a rendered menu names its rule");
     let want = config
         .policy
-        .render_rule_checked(rule, &rule.boot.menu_template, &harmless(&id), base)
+        .render_rule_checked(
+            rule,
+            &rule.boot.menu_template,
+            &harmless(&id),
+            base,
+            &Default::default(),
+        )
         .expect("the fixture's templates render");
     assert_same_shape(&got.text, &want, "pxelinux menu");
 }

@@ -8,6 +8,7 @@ pub mod core;
 pub mod dhcp;
 pub mod events;
 pub mod http;
+pub mod machines;
 pub mod metrics;
 pub mod ra;
 pub mod reload;

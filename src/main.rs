@@ -108,6 +108,17 @@ fn load(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<config::Config>
     config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The override stored for this machine by a running (or past) daemon.
+fn stored_override(
+    c: &config::Config,
+    id: &Identity,
+) -> anyhow::Result<Option<pxed::core::BootOverride>> {
+    match id.mac {
+        Some(mac) => pxed::machines::read_override(&pxed::machines::db_path(c), mac),
+        None => Ok(None),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
@@ -174,11 +185,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     shown.base().clone()
                 }
             };
+            // What the machine is served now: its override counts (shown
+            // without a callback token; each boot gets its own).
+            let active =
+                stored_override(&c, &id)?.map(|boot| pxed::core::Active { boot, token: None });
             let rendered = match format {
-                Format::Ipxe => c.policy.ipxe_script(&id, &base),
+                Format::Ipxe => c.policy.script_for(&id, &base, active.as_ref()),
                 Format::Pxelinux => c
                     .policy
-                    .pxelinux_config(&id, &base, None)
+                    .menu_for(&id, &base, None, active.as_ref())
                     .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
             };
             print!("{}", rendered.text);
@@ -187,7 +202,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain { machine } => {
             let c = load(&machine.config)?;
             let id = machine.identity()?;
-            print!("{}", c.policy.rules.explain(&id));
+            let ovr = stored_override(&c, &id)?;
+            print!("{}", c.policy.explain_for(&id, ovr.as_ref()));
             Ok(())
         }
         Command::Events { config, mac, limit } => {

@@ -4,6 +4,7 @@
 
 pub mod decide;
 pub mod identity;
+pub mod lifecycle;
 pub mod render;
 pub mod rules;
 
@@ -11,6 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use identity::{Arch, ClientString, Identity, Mac, Uuid};
+pub use lifecycle::{Active, BootOverride, Overrides};
 pub use render::{Answer, Base, Rendered, Templates};
 pub use rules::{Rule, RuleSet};
 
@@ -93,6 +95,8 @@ pub struct Policy {
     pub rules: RuleSet<Boot>,
     pub templates: Templates,
     scripts: render::ScriptCache,
+    /// What a "local disk" override boots (see [`lifecycle`]).
+    local: Rule<Boot>,
 }
 
 impl Policy {
@@ -101,6 +105,7 @@ impl Policy {
             rules,
             templates,
             scripts: render::ScriptCache::default(),
+            local: lifecycle::local_rule(),
         }
     }
 

@@ -15,6 +15,7 @@ use handlebars::{
 use serde_json::{json, Map, Value};
 
 use super::identity::{query_escape, Arch, Identity, IdentityError};
+use super::lifecycle::Install;
 use super::{Boot, BootKind, Location, Policy, Rule};
 
 /// The templates every config must provide (the shipped `boot-templates/` has
@@ -288,6 +289,21 @@ impl Boot {
         }
     }
 
+    /// The kernel command line of one render: [`Boot::cmdline`], plus
+    /// `pxed.callback=<url>` while a one-shot override boots (the installer,
+    /// or any script reading `/proc/cmdline`, calls it when done).
+    pub fn cmdline_with(&self, install: &Install) -> String {
+        let mut line = self.cmdline();
+        if let Some(url) = &install.callback_url {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str("pxed.callback=");
+            line.push_str(url);
+        }
+        line
+    }
+
     /// The kernel command line: the rule's arguments, plus the serial console
     /// unless the arguments already name one.
     pub fn cmdline(&self) -> String {
@@ -332,7 +348,13 @@ fn server_json(base: &Base) -> Value {
 
 /// The template context for a machine and its rule. Every key is always
 /// present (null when unknown) so strict mode only catches real typos.
-fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Option<&str>) -> Value {
+fn context(
+    id: &Identity,
+    rule: Option<&Rule<Boot>>,
+    base: &Base,
+    message: Option<&str>,
+    install: &Install,
+) -> Value {
     let (rule_json, boot_json, console_json, vars) = match rule {
         Some(r) => {
             let b = &r.boot;
@@ -350,7 +372,7 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
                     "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
                     "initrd_name": initrd_name,
                     "args": b.args,
-                    "cmdline": b.cmdline(),
+                    "cmdline": b.cmdline_with(install),
                     "menu_timeout": b.menu_timeout,
                     "menu_timeout_ds": b.menu_timeout.saturating_mul(10),
                 }),
@@ -399,6 +421,9 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
         "vars": vars,
         "message": message,
         "retry_seconds": RETRY_SECONDS,
+        "install": {
+            "callback_url": install.callback_url,
+        },
     })
 }
 
@@ -414,7 +439,7 @@ fn builtin_retry(base: &Base) -> String {
 impl Policy {
     /// The static bootstrap served at `/boot.ipxe`.
     pub fn bootstrap(&self, base: &Base) -> Rendered {
-        let ctx = context(&Identity::default(), None, base, None);
+        let ctx = context(&Identity::default(), None, base, None, &Install::default());
         let text = self
             .templates
             .render(BOOTSTRAP, &ctx)
@@ -426,7 +451,7 @@ impl Policy {
     /// is sanitised here, so callers may pass client values in it.
     pub fn retry(&self, id: &Identity, base: &Base, message: &str) -> Rendered {
         let message = super::identity::sanitize(message);
-        let ctx = context(id, None, base, Some(&message));
+        let ctx = context(id, None, base, Some(&message), &Install::default());
         let text = self
             .templates
             .render(RETRY, &ctx)
@@ -452,42 +477,32 @@ impl Policy {
         Ok(answer)
     }
 
-    /// The iPXE script this machine gets: its rule's template, or the retry
-    /// script when no rule matches.
+    /// The iPXE script this machine gets by the rules alone: its rule's
+    /// template, or the retry script when no rule matches.
     pub fn ipxe_script(&self, id: &Identity, base: &Base) -> Rendered {
-        match self.select(id) {
-            Some(rule) => self.render_rule(rule, rule.boot.ipxe_template(id.arch), id, base),
-            None => self.retry(
-                id,
-                base,
-                "no rule matches this machine; add one to machines.toml",
-            ),
-        }
+        self.script_for(id, base, None)
     }
 
-    /// The pxelinux `menu.c32` config for this machine (over HTTP for
-    /// lpxelinux chained from iPXE, over TFTP for classic pxelinux).
-    /// `rule_hint` is the rule the machine's iPXE script already chose (named
-    /// in option 209); if the config no longer has it, the rules decide again.
+    /// The pxelinux `menu.c32` config for this machine by the rules alone
+    /// (see [`Policy::menu_for`]).
     pub fn pxelinux_config(
         &self,
         id: &Identity,
         base: &Base,
         rule_hint: Option<&str>,
     ) -> Option<Rendered> {
-        let hinted = rule_hint.and_then(|name| self.rules.iter().find(|r| r.name == name));
-        let rule = hinted.or_else(|| self.select(id))?;
-        Some(self.render_rule(rule, &rule.boot.menu_template, id, base))
+        self.menu_for(id, base, rule_hint, None)
     }
 
-    fn render_rule(
+    pub(super) fn render_rule(
         &self,
         rule: &Rule<Boot>,
         template: &str,
         id: &Identity,
         base: &Base,
+        install: &Install,
     ) -> Rendered {
-        match self.render_rule_checked(rule, template, id, base) {
+        match self.render_rule_checked(rule, template, id, base, install) {
             Ok(text) => Rendered {
                 text,
                 rule: Some(rule.name.clone()),
@@ -506,11 +521,13 @@ impl Policy {
     /// Renders the bootstrap and retry templates, reporting failure instead of
     /// falling back. Used when loading a config.
     pub fn check_fixed_templates(&self, base: &Base) -> Result<(), TemplateError> {
-        let id = Identity::default();
+        let (id, none) = (Identity::default(), Install::default());
         self.templates
-            .render(BOOTSTRAP, &context(&id, None, base, None))?;
-        self.templates
-            .render(RETRY, &context(&id, None, base, Some("sample message")))?;
+            .render(BOOTSTRAP, &context(&id, None, base, None, &none))?;
+        self.templates.render(
+            RETRY,
+            &context(&id, None, base, Some("sample message"), &none),
+        )?;
         Ok(())
     }
 
@@ -522,9 +539,10 @@ impl Policy {
         template: &str,
         id: &Identity,
         base: &Base,
+        install: &Install,
     ) -> Result<String, TemplateError> {
         self.templates
-            .render(template, &context(id, Some(rule), base, None))
+            .render(template, &context(id, Some(rule), base, None, install))
     }
 }
 
