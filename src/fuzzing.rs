@@ -589,7 +589,7 @@ mod tests {
             "http://10.97.0.1:8080/boot.ipxe"
         );
         assert_eq!(bootfile("pxe-rom-discover"), "undionly.kpxe");
-        assert_eq!(bootfile("pxe-efi-discover"), "ipxe.efi");
+        assert_eq!(bootfile("pxe-efi-discover"), "snponly.efi");
 
         let oack = runtime()
             .block_on(crate::tftp::first_packet(

@@ -119,6 +119,33 @@ fn stored_override(
     }
 }
 
+/// `pxed check`: the config loads, then the filesystem checks of
+/// `pxed::check`; fails on an error finding, prints warnings and notes.
+fn check(config: &std::path::Path) -> anyhow::Result<()> {
+    let c = load(config)?;
+    for w in &c.warnings {
+        eprintln!("warning: {w}");
+    }
+    let findings = pxed::check::run(&c);
+    for finding in &findings {
+        eprintln!("{finding}");
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == pxed::check::Severity::Error)
+        .count();
+    if errors > 0 {
+        anyhow::bail!("{}: {errors} error(s)", config.display());
+    }
+    println!(
+        "{}: ok, {} rules, {} files",
+        config.display(),
+        c.policy.rules.len(),
+        c.files.len()
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
@@ -148,25 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(pxed::server::run(config))
         }
-        Command::Check { config } => {
-            let c = load(&config)?;
-            for w in &c.warnings {
-                eprintln!("warning: {w}");
-            }
-            for finding in pxed::ra::probe::check(&c) {
-                match finding {
-                    pxed::ra::probe::Finding::Warning(w) => eprintln!("warning: {w}"),
-                    pxed::ra::probe::Finding::Note(n) => eprintln!("note: {n}"),
-                }
-            }
-            println!(
-                "{}: ok, {} rules, {} files",
-                config.display(),
-                c.policy.rules.len(),
-                c.files.len()
-            );
-            Ok(())
-        }
+        Command::Check { config } => check(&config),
         Command::Render {
             machine,
             format,

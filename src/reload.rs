@@ -97,9 +97,9 @@ impl Watched {
             _ => PathBuf::from("."),
         };
         Watched {
-            config_dir,
+            config_dir: absolute(&config_dir),
             config_name: path.file_name().map(ToOwned::to_owned),
-            templates_dir: shared.load().server.templates_dir.clone(),
+            templates_dir: absolute(&shared.load().server.templates_dir),
         }
     }
 
@@ -119,6 +119,15 @@ impl Watched {
             || (dir == Some(self.config_dir.as_path())
                 && changed.file_name() == self.config_name.as_deref())
     }
+}
+
+/// `path` made absolute the way the watcher makes the paths it reports
+/// (joined to the working directory, no symlink resolved): `--config
+/// machines.toml` yields `machines.toml` and `boot-templates`, which never
+/// equal the `/etc/pxed/machines.toml` an event names. `Path` equality skips
+/// `.` components, so `/etc/pxed/./machines.toml` still matches.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The reload machinery, installed before pxed announces that it listens so
@@ -257,5 +266,20 @@ mod tests {
         assert!(!w.matters(Path::new("/etc/pxed/pxed-leases.sqlite-wal")));
         assert!(!w.matters(Path::new("/etc/pxed/.machines.toml.swp")));
         assert!(!w.matters(Path::new("/etc/machines.toml")));
+    }
+
+    #[test]
+    fn relative_paths_match_what_the_watcher_reports() {
+        let cwd = std::env::current_dir().unwrap();
+        let w = Watched {
+            config_dir: absolute(Path::new(".")),
+            config_name: Some("machines.toml".into()),
+            templates_dir: absolute(Path::new("boot-templates")),
+        };
+        // inotify joins the working directory with the watched path as given.
+        assert!(w.matters(&cwd.join(".").join("machines.toml")));
+        assert!(w.matters(&cwd.join("machines.toml")));
+        assert!(w.matters(&cwd.join("boot-templates/linux.ipxe")));
+        assert!(!w.matters(&cwd.join("pxed-leases.sqlite")));
     }
 }

@@ -1,7 +1,6 @@
 //! `pxed serve`: load the config, bind every listener (failing with one clear
 //! line when a port cannot be bound), run the adapters, and reload on SIGHUP.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,20 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Shared};
-
-/// Turns a bind failure into an error that names the port and the remedy.
-pub fn bind_error(what: &str, addr: SocketAddr, err: std::io::Error) -> anyhow::Error {
-    let remedy = match err.kind() {
-        std::io::ErrorKind::PermissionDenied => format!(
-            "ports below 1024 need root or `setcap cap_net_bind_service=+ep $(command -v pxed)`, or set another port for {what} in machines.toml"
-        ),
-        std::io::ErrorKind::AddrInUse => {
-            format!("another process is using it (`ss -lnptu | grep :{}`), or set another port for {what} in machines.toml", addr.port())
-        }
-        _ => format!("check the {what} address in machines.toml"),
-    };
-    anyhow::anyhow!("cannot listen on {addr} for {what}: {err}; {remedy}")
-}
+use crate::listen::bind_error;
 
 /// Descriptors pxed may hold at once besides its listeners: every HTTP
 /// connection and every TFTP transfer has one.

@@ -71,7 +71,7 @@ fn firmware_gets_the_right_loader() {
                 WAIT,
             )
             .expect("offer to UEFI");
-            assert_eq!(file_field(&o), "ipxe.efi", "arch {code}");
+            assert_eq!(file_field(&o), "snponly.efi", "arch {code}");
             assert_eq!(o.siaddr(), SERVER);
         }
 
@@ -108,7 +108,7 @@ fn firmware_gets_the_right_loader() {
             WAIT,
         )
         .expect("offer to HTTP Boot");
-        assert_eq!(filename(&o), "http://10.77.0.1:8080/assets/ipxe.efi");
+        assert_eq!(filename(&o), "http://10.77.0.1:8080/assets/snponly.efi");
         assert_eq!(
             bytes_opt(&o, OptionCode::ClassIdentifier),
             Some(b"HTTPClient".to_vec())
@@ -356,7 +356,7 @@ fn proxy_mode_gives_no_address_and_answers_on_4011() {
         .expect("proxy offer");
         assert_eq!(o.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert_eq!(o.siaddr(), SERVER);
-        assert_eq!(file_field(&o), "ipxe.efi");
+        assert_eq!(file_field(&o), "snponly.efi");
         assert_eq!(
             bytes_opt(&o, OptionCode::ClassIdentifier),
             Some(b"PXEClient".to_vec())
@@ -373,7 +373,7 @@ fn proxy_mode_gives_no_address_and_answers_on_4011() {
         let a = ask(&s2, &r, SocketAddrV4::new(SERVER, 4011), WAIT).expect("ACK on 4011");
         assert_eq!(msg_type(&a), Some(MessageType::Ack));
         assert_eq!(a.yiaddr(), Ipv4Addr::UNSPECIFIED);
-        assert_eq!(file_field(&a), "ipxe.efi");
+        assert_eq!(file_field(&a), "snponly.efi");
     });
 }
 

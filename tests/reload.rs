@@ -163,3 +163,35 @@ fn database_writes_beside_the_config_do_not_reload_it() {
     let log = pxed.log();
     assert!(!log.contains("config reloaded"), "{log}");
 }
+
+/// `--config machines.toml` from the config's own directory (the README's
+/// form): saves of the rules and of a template are picked up. They were not:
+/// the watcher reports absolute paths, compared with `.` and `boot-templates`.
+#[test]
+fn relative_config_path_reloads_on_save() {
+    let dir = ConfigDir::new(SERVER, &rules("gen=1"));
+    let mut cmd = std::process::Command::new(common::pxed_bin());
+    cmd.current_dir(dir.path())
+        .args(["serve", "--config", "machines.toml"]);
+    let pxed = Pxed::spawn(cmd);
+    let addr = pxed.http();
+    assert!(script(addr).contains("gen=1"));
+    save_by_rename(
+        &dir.config(),
+        &format!("[server]\nsearch_paths = []\n{SERVER}\n{}", rules("gen=2")),
+    );
+    wait_for(addr, "gen=2");
+    let template = dir.path().join("boot-templates/linux.ipxe");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        text.replace("boot || goto failed", "echo relative\nboot || goto failed"),
+    )
+    .unwrap();
+    wait_for(addr, "echo relative");
+    assert!(
+        pxed.log().contains("trigger=\"file change\""),
+        "{}",
+        pxed.log()
+    );
+}

@@ -1,5 +1,5 @@
 //! `[dhcp]` and the DHCP keys of `[[rule]]` (`ip`, `hostname`, `loader`): read
-//! loosely by serde ([`Wire`]) and validated here into [`DhcpConfig`], with every
+//! loosely by serde ([`wire::Dhcp`]) and validated here into [`DhcpConfig`], with every
 //! error at its file:line:col. Safe by default: without `[dhcp]` the mode is
 //! `off`, and `full` needs at least one `[[dhcp.subnet]]` with a pool.
 //!
@@ -7,7 +7,7 @@
 //! [dhcp]
 //! mode = "full"                 # "off" (default) | "proxy" | "full"
 //! interfaces = ["br0"]          # default: every interface
-//! efi_loader = "snponly.efi"    # default ipxe.efi
+//! efi_loader = "ipxe.efi"       # default snponly.efi
 //! [[dhcp.subnet]]
 //! network = "10.97.0.0/16"
 //! pool = "10.97.1.10-10.97.1.250"
@@ -21,7 +21,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::{wire, Loader};
@@ -32,42 +31,6 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:67";
 const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:4011";
 const DEFAULT_LEASE_DB: &str = "pxed-leases.sqlite";
 const DEFAULT_LEASE_TIME: u32 = 3600;
-
-/// `[dhcp]` as serde reads it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Wire {
-    pub mode: Option<Spanned<String>>,
-    pub listen: Option<Spanned<String>>,
-    pub proxy_listen: Option<Spanned<String>>,
-    pub interfaces: Option<Spanned<Vec<String>>>,
-    pub lease_db: Option<Spanned<String>>,
-    pub lease_fsync: Option<Spanned<bool>>,
-    pub bios_loader: Option<Spanned<String>>,
-    pub efi_loader: Option<Spanned<String>>,
-    pub arm32_loader: Option<Spanned<String>>,
-    pub arm64_loader: Option<Spanned<String>>,
-    pub rate_per_mac: Option<Spanned<u32>>,
-    pub rate_per_circuit: Option<Spanned<u32>>,
-    pub rate_per_relay: Option<Spanned<u32>>,
-    pub rate_table_size: Option<Spanned<u32>>,
-    pub max_offers: Option<Spanned<u32>>,
-    pub max_leases_per_mac: Option<Spanned<u32>>,
-    pub max_leases_per_circuit: Option<Spanned<u32>>,
-    #[serde(default, rename = "subnet")]
-    pub subnets: Vec<Spanned<WireSubnet>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireSubnet {
-    pub network: Spanned<String>,
-    pub pool: Option<Spanned<String>>,
-    pub router: Option<Spanned<String>>,
-    pub dns: Option<Spanned<Vec<String>>>,
-    pub domain: Option<Spanned<String>>,
-    pub lease_time: Option<Spanned<u32>>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DhcpMode {
@@ -146,6 +109,8 @@ pub struct DhcpConfig {
     pub reserved_ips: HashSet<Ipv4Addr>,
     /// Rule name → the loader a PXE ROM matching that rule gets.
     pub rule_loaders: HashMap<String, String>,
+    /// Every loader name above, with where it is set (for `pxed check`).
+    pub loader_settings: Vec<super::LoaderSetting>,
     pub limits: DhcpLimits,
 }
 
@@ -220,55 +185,97 @@ impl Loader<'_> {
     /// Validates `[dhcp]` and the DHCP keys of every rule.
     pub(super) fn dhcp(
         &mut self,
-        w: Option<&Spanned<Wire>>,
+        w: Option<&Spanned<wire::Dhcp>>,
         rules: &[Spanned<wire::Section>],
         defaults: Option<&Spanned<wire::Section>>,
         base_dir: &Path,
     ) -> DhcpConfig {
         if let Some(d) = defaults {
-            let s = d.get_ref();
-            for (v, key) in [
-                (&s.ip, "ip"),
-                (&s.hostname, "hostname"),
-                (&s.loader, "loader"),
-            ] {
-                if let Some(v) = v {
-                    self.error(v, format!("[defaults] cannot have `{key}`: it belongs to a [[rule]] (use [dhcp] *_loader for a default loader)"));
-                }
-            }
+            self.no_rule_dhcp_keys(d.get_ref());
         }
-        let empty = Wire::default();
+        let empty = wire::Dhcp::default();
         let w = w.map_or(&empty, |w| w.get_ref());
-        let mode = match &w.mode {
-            None => DhcpMode::Off,
-            Some(m) => match m.get_ref().as_str() {
-                "off" => DhcpMode::Off,
-                "proxy" => DhcpMode::Proxy,
-                "full" => DhcpMode::Full,
-                other => {
-                    self.error(
-                        m,
-                        format!("mode = {other:?}: use \"off\", \"proxy\" or \"full\""),
-                    );
-                    DhcpMode::Off
-                }
-            },
-        };
+        let mode = self.dhcp_mode(w);
         let listen = self.socket_addr(w.listen.as_ref(), DEFAULT_LISTEN);
         let proxy_listen = self.socket_addr(w.proxy_listen.as_ref(), DEFAULT_PROXY_LISTEN);
-        let mut loaders = Loaders::default();
-        for (field, slot) in [
-            (&w.bios_loader, &mut loaders.bios),
-            (&w.efi_loader, &mut loaders.efi),
-            (&w.arm32_loader, &mut loaders.arm32),
-            (&w.arm64_loader, &mut loaders.arm64),
-        ] {
-            if let Some(v) = field {
-                if self.loader_name(v) {
-                    *slot = v.get_ref().clone();
+        let (loaders, mut loader_settings) = self.loaders(w);
+        let (rule_loaders, rule_settings) = self.rule_loaders(rules);
+        loader_settings.extend(rule_settings);
+        let subnets = self.subnets(w, mode);
+        let mut reservations = HashMap::new();
+        let mut taken: HashSet<Ipv4Addr> = HashSet::new();
+        for rule in rules {
+            let s = rule.get_ref();
+            if s.name.is_none() {
+                continue;
+            }
+            if let Some((mac, r, at)) = self.reservation(s, &subnets, &mut taken) {
+                if reservations.insert(mac, r).is_some() {
+                    self.error_at(
+                        at,
+                        format!("{mac} already has a reservation in another rule"),
+                    );
                 }
             }
         }
+        DhcpConfig {
+            mode,
+            listen,
+            proxy_listen,
+            interfaces: w
+                .interfaces
+                .as_ref()
+                .map(|i| i.get_ref().clone())
+                .unwrap_or_default(),
+            lease_db: base_dir.join(
+                w.lease_db
+                    .as_ref()
+                    .map_or(DEFAULT_LEASE_DB, |p| p.get_ref().as_str()),
+            ),
+            lease_fsync: w.lease_fsync.as_ref().is_some_and(|f| *f.get_ref()),
+            loaders,
+            limits: self.dhcp_limits(w, &subnets),
+            subnets,
+            reservations,
+            reserved_ips: taken,
+            rule_loaders,
+            loader_settings,
+        }
+    }
+
+    /// `[defaults]` cannot reserve or pick a loader: those belong to one rule.
+    fn no_rule_dhcp_keys(&mut self, s: &wire::Section) {
+        for (v, key) in [
+            (&s.ip, "ip"),
+            (&s.hostname, "hostname"),
+            (&s.loader, "loader"),
+        ] {
+            if let Some(v) = v {
+                self.error(v, format!("[defaults] cannot have `{key}`: it belongs to a [[rule]] (use [dhcp] *_loader for a default loader)"));
+            }
+        }
+    }
+
+    fn dhcp_mode(&mut self, w: &wire::Dhcp) -> DhcpMode {
+        let Some(m) = &w.mode else {
+            return DhcpMode::Off;
+        };
+        match m.get_ref().as_str() {
+            "off" => DhcpMode::Off,
+            "proxy" => DhcpMode::Proxy,
+            "full" => DhcpMode::Full,
+            other => {
+                self.error(
+                    m,
+                    format!("mode = {other:?}: use \"off\", \"proxy\" or \"full\""),
+                );
+                DhcpMode::Off
+            }
+        }
+    }
+
+    /// Every `[[dhcp.subnet]]`; no two may overlap, and full mode needs a pool.
+    fn subnets(&mut self, w: &wire::Dhcp, mode: DhcpMode) -> Vec<Subnet> {
         let subnets: Vec<Subnet> = w.subnets.iter().filter_map(|s| self.subnet(s)).collect();
         for (i, a) in subnets.iter().enumerate() {
             for b in &subnets[..i] {
@@ -290,113 +297,102 @@ impl Loader<'_> {
                 "mode = \"full\" needs at least one [[dhcp.subnet]] with a `pool`",
             );
         }
-        let mut reservations = HashMap::new();
-        let mut rule_loaders = HashMap::new();
-        let mut taken: HashSet<Ipv4Addr> = HashSet::new();
-        for rule in rules {
-            let s = rule.get_ref();
-            let Some(name) = &s.name else { continue };
-            if let Some(l) = &s.loader {
-                if self.loader_name(l) {
-                    rule_loaders.insert(name.get_ref().clone(), l.get_ref().clone());
-                }
-            }
-            if s.ip.is_none() && s.hostname.is_none() {
-                continue;
-            }
-            let macs = s
-                .selectors
-                .as_ref()
-                .and_then(|m| m.get_ref().mac.as_ref())
-                .map(|m| m.get_ref().0.clone())
-                .unwrap_or_default();
-            let key =
-                s.ip.as_ref()
-                    .or(s.hostname.as_ref())
-                    .map_or(0, |k| k.span().start);
-            let mac = match macs.as_slice() {
-                [one] => one.parse::<Mac>().ok(),
-                _ => {
-                    self.error_at(key, "only a rule that matches exactly one MAC (match = { mac = \"…\" }) can reserve an `ip` or `hostname`");
-                    None
-                }
-            };
-            let ip = s.ip.as_ref().and_then(|ip| {
-                let Ok(addr) = ip.get_ref().parse::<Ipv4Addr>() else {
-                    self.error(ip, format!("{:?} is not an IPv4 address", ip.get_ref()));
-                    return None;
-                };
-                match subnets.iter().find(|n| n.contains(addr)) {
-                    None => self.error(
-                        ip,
-                        format!("{addr} is not inside any [[dhcp.subnet]]; a reserved address must be in a subnet pxed serves"),
-                    ),
-                    Some(n) if addr == n.network || addr == n.broadcast() => self.error(
-                        ip,
-                        format!("{addr} is the network or broadcast address of {}/{}", n.network, n.prefix),
-                    ),
-                    Some(_) if !taken.insert(addr) => {
-                        self.error(ip, format!("{addr} is reserved by another rule too"))
-                    }
-                    Some(_) => {}
-                }
-                Some(addr)
-            });
-            let hostname = s.hostname.as_ref().and_then(|h| {
-                let ok = !h.get_ref().is_empty()
-                    && h.get_ref().len() <= 253
-                    && h.get_ref().split('.').all(|l| {
-                        !l.is_empty()
-                            && l.len() <= 63
-                            && !l.starts_with('-')
-                            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    });
-                if !ok {
-                    self.error(h, format!("hostname {:?}: use letters, digits, '-' and '.' (labels of at most 63)", h.get_ref()));
-                }
-                ok.then(|| h.get_ref().clone())
-            });
-            if let Some(mac) = mac {
-                let r = Reservation {
-                    ip,
-                    hostname,
-                    rule: name.get_ref().clone(),
-                };
-                if reservations.insert(mac, r).is_some() {
-                    self.error_at(
-                        key,
-                        format!("{mac} already has a reservation in another rule"),
-                    );
-                }
-            }
+        subnets
+    }
+
+    /// A rule's `ip` and `hostname`: its MAC, the reservation, and where to
+    /// point an error about it. `taken` collects reserved addresses.
+    fn reservation(
+        &mut self,
+        s: &wire::Section,
+        subnets: &[Subnet],
+        taken: &mut HashSet<Ipv4Addr>,
+    ) -> Option<(Mac, Reservation, usize)> {
+        let name = s.name.as_ref()?;
+        if s.ip.is_none() && s.hostname.is_none() {
+            return None;
         }
-        let limits = self.dhcp_limits(w, &subnets);
-        DhcpConfig {
-            mode,
-            listen,
-            proxy_listen,
-            interfaces: w
-                .interfaces
-                .as_ref()
-                .map(|i| i.get_ref().clone())
-                .unwrap_or_default(),
-            lease_db: base_dir.join(
-                w.lease_db
-                    .as_ref()
-                    .map_or(DEFAULT_LEASE_DB, |p| p.get_ref().as_str()),
+        let macs = s
+            .selectors
+            .as_ref()
+            .and_then(|m| m.get_ref().mac.as_ref())
+            .map(|m| m.get_ref().0.clone())
+            .unwrap_or_default();
+        let key =
+            s.ip.as_ref()
+                .or(s.hostname.as_ref())
+                .map_or(0, |k| k.span().start);
+        let mac = match macs.as_slice() {
+            [one] => one.parse::<Mac>().ok(),
+            _ => {
+                self.error_at(key, "only a rule that matches exactly one MAC (match = { mac = \"…\" }) can reserve an `ip` or `hostname`");
+                None
+            }
+        };
+        let ip =
+            s.ip.as_ref()
+                .and_then(|ip| self.reserved_ip(ip, subnets, taken));
+        let hostname = s.hostname.as_ref().and_then(|h| self.hostname(h));
+        let r = Reservation {
+            ip,
+            hostname,
+            rule: name.get_ref().clone(),
+        };
+        Some((mac?, r, key))
+    }
+
+    /// A reserved address: inside a subnet, not its network or broadcast
+    /// address, reserved once.
+    fn reserved_ip(
+        &mut self,
+        ip: &Spanned<String>,
+        subnets: &[Subnet],
+        taken: &mut HashSet<Ipv4Addr>,
+    ) -> Option<Ipv4Addr> {
+        let Ok(addr) = ip.get_ref().parse::<Ipv4Addr>() else {
+            self.error(ip, format!("{:?} is not an IPv4 address", ip.get_ref()));
+            return None;
+        };
+        match subnets.iter().find(|n| n.contains(addr)) {
+            None => self.error(
+                ip,
+                format!("{addr} is not inside any [[dhcp.subnet]]; a reserved address must be in a subnet pxed serves"),
             ),
-            lease_fsync: w.lease_fsync.as_ref().is_some_and(|f| *f.get_ref()),
-            loaders,
-            subnets,
-            reservations,
-            reserved_ips: taken,
-            rule_loaders,
-            limits,
+            Some(n) if addr == n.network || addr == n.broadcast() => self.error(
+                ip,
+                format!("{addr} is the network or broadcast address of {}/{}", n.network, n.prefix),
+            ),
+            Some(_) if !taken.insert(addr) => {
+                self.error(ip, format!("{addr} is reserved by another rule too"))
+            }
+            Some(_) => {}
         }
+        Some(addr)
+    }
+
+    fn hostname(&mut self, h: &Spanned<String>) -> Option<String> {
+        let ok = !h.get_ref().is_empty()
+            && h.get_ref().len() <= 253
+            && h.get_ref().split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !ok {
+            self.error(
+                h,
+                format!(
+                    "hostname {:?}: use letters, digits, '-' and '.' (labels of at most 63)",
+                    h.get_ref()
+                ),
+            );
+        }
+        ok.then(|| h.get_ref().clone())
     }
 
     /// `rate_*`, `max_offers`, `max_leases_per_mac`: defaults, bounds.
-    fn dhcp_limits(&mut self, w: &Wire, subnets: &[Subnet]) -> DhcpLimits {
+    fn dhcp_limits(&mut self, w: &wire::Dhcp, subnets: &[Subnet]) -> DhcpLimits {
         let d = DhcpLimits::default();
         let num = |v: &Option<Spanned<u32>>| v.as_ref().map(|v| *v.get_ref());
         let limits = DhcpLimits {
@@ -425,20 +421,6 @@ impl Loader<'_> {
         limits
     }
 
-    /// A loader is a file name under the asset roots (or an absolute URL).
-    fn loader_name(&mut self, v: &Spanned<String>) -> bool {
-        let s = v.get_ref();
-        let ok = !s.is_empty()
-            && s.len() <= 127
-            && !s.split('/').any(|p| p == "..")
-            && s.is_ascii()
-            && !s.chars().any(|c| c.is_ascii_control() || c == ' ');
-        if !ok {
-            self.error(v, format!("loader {s:?}: a file name under the asset roots, at most 127 ASCII characters, no spaces or '..'"));
-        }
-        ok
-    }
-
     fn ip(&mut self, v: &Spanned<String>) -> Option<Ipv4Addr> {
         let r = v.get_ref().trim().parse::<Ipv4Addr>().ok();
         if r.is_none() {
@@ -447,7 +429,7 @@ impl Loader<'_> {
         r
     }
 
-    fn subnet(&mut self, s: &Spanned<WireSubnet>) -> Option<Subnet> {
+    fn subnet(&mut self, s: &Spanned<wire::DhcpSubnet>) -> Option<Subnet> {
         let w = s.get_ref();
         let net = w.network.get_ref();
         let parsed = net.split_once('/').and_then(|(a, p)| {
@@ -483,24 +465,7 @@ impl Loader<'_> {
             );
         }
         if let Some(p) = &w.pool {
-            let range = p.get_ref().split_once('-').and_then(|(a, b)| {
-                Some((
-                    a.trim().parse::<Ipv4Addr>().ok()?,
-                    b.trim().parse::<Ipv4Addr>().ok()?,
-                ))
-            });
-            match range {
-                Some((a, b))
-                    if u32::from(a) <= u32::from(b)
-                        && subnet.contains(a)
-                        && subnet.contains(b)
-                        && a != network
-                        && b != subnet.broadcast() =>
-                {
-                    subnet.pool = Some((a, b));
-                }
-                _ => self.error(p, format!("pool {:?}: write \"first-last\" with both inside {network}/{prefix}, first <= last, excluding the network and broadcast addresses", p.get_ref())),
-            }
+            subnet.pool = self.pool(p, &subnet);
         }
         if let Some(r) = &w.router {
             subnet.router = self.ip(r);
@@ -520,20 +485,7 @@ impl Loader<'_> {
             }
         }
         if let Some(d) = &w.domain {
-            let ok = d.get_ref().len() <= 253
-                && d.get_ref()
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-            if !ok {
-                self.error(
-                    d,
-                    format!(
-                        "domain {:?}: letters, digits, '-' and '.' only",
-                        d.get_ref()
-                    ),
-                );
-            }
-            subnet.domain = Some(d.get_ref().clone());
+            subnet.domain = Some(self.domain(d));
         }
         if let Some(t) = &w.lease_time {
             if *t.get_ref() < 60 {
@@ -541,6 +493,50 @@ impl Loader<'_> {
             }
         }
         Some(subnet)
+    }
+
+    /// `pool = "first-last"`, inside the subnet, without its network and
+    /// broadcast addresses.
+    fn pool(&mut self, p: &Spanned<String>, subnet: &Subnet) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        let (network, prefix) = (subnet.network, subnet.prefix);
+        let range = p.get_ref().split_once('-').and_then(|(a, b)| {
+            Some((
+                a.trim().parse::<Ipv4Addr>().ok()?,
+                b.trim().parse::<Ipv4Addr>().ok()?,
+            ))
+        });
+        match range {
+            Some((a, b))
+                if u32::from(a) <= u32::from(b)
+                    && subnet.contains(a)
+                    && subnet.contains(b)
+                    && a != network
+                    && b != subnet.broadcast() =>
+            {
+                Some((a, b))
+            }
+            _ => {
+                self.error(p, format!("pool {:?}: write \"first-last\" with both inside {network}/{prefix}, first <= last, excluding the network and broadcast addresses", p.get_ref()));
+                None
+            }
+        }
+    }
+
+    fn domain(&mut self, d: &Spanned<String>) -> String {
+        let ok = d.get_ref().len() <= 253
+            && d.get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !ok {
+            self.error(
+                d,
+                format!(
+                    "domain {:?}: letters, digits, '-' and '.' only",
+                    d.get_ref()
+                ),
+            );
+        }
+        d.get_ref().clone()
     }
 }
 

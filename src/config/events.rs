@@ -10,22 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::Loader;
+use super::{wire, Loader};
 
 const DEFAULT_KEEP_DAYS: u32 = 30;
 const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
-
-/// `[events]` as serde reads it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Wire {
-    pub db: Option<Spanned<String>>,
-    pub keep_days: Option<Spanned<u32>>,
-    pub max_events: Option<Spanned<u64>>,
-}
 
 /// The validated `[events]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +31,11 @@ impl Loader<'_> {
     /// unless `db` says otherwise.
     pub(super) fn events(
         &mut self,
-        w: Option<&Spanned<Wire>>,
+        w: Option<&Spanned<wire::Events>>,
         lease_db: &Path,
         base_dir: &Path,
     ) -> EventsConfig {
-        let empty = Wire::default();
+        let empty = wire::Events::default();
         let w = w.map_or(&empty, Spanned::get_ref);
         let db = match &w.db {
             None => Some(lease_db.to_path_buf()),

@@ -12,22 +12,12 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::Loader;
+use super::{wire, Loader};
 
 /// RFC 4861 §6.2.1: MaxRtrAdvInterval is between 4 and 1800 seconds.
 const INTERVAL_RANGE: std::ops::RangeInclusive<u32> = 4..=1800;
-
-/// `[ipv6_ra]` as serde reads it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Wire {
-    pub enabled: Option<Spanned<bool>>,
-    pub interfaces: Option<Spanned<Vec<String>>>,
-    pub interval: Option<Spanned<u32>>,
-}
 
 /// The validated `[ipv6_ra]` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,7 +47,7 @@ impl Loader<'_> {
     /// Validates `[ipv6_ra]`; `dhcp_interfaces` is the default interface list.
     pub(super) fn ipv6_ra(
         &mut self,
-        w: Option<&Spanned<Wire>>,
+        w: Option<&Spanned<wire::Ra>>,
         dhcp_interfaces: &[String],
     ) -> RaConfig {
         let Some(section) = w else {

@@ -1,7 +1,7 @@
 //! `machines.toml` exactly as serde reads it: loose types, every key known
 //! (`deny_unknown_fields`), and byte spans kept on whatever is validated later so
 //! that an error can name a line and column. Nothing outside `config` sees these
-//! types; the server only ever holds a validated [`super::Snapshot`].
+//! types; the server only ever holds a validated [`super::Config`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,11 +19,66 @@ pub struct File {
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<Section>>,
     /// `[dhcp]`, read and validated in `config/dhcp.rs`.
-    pub dhcp: Option<Spanned<super::dhcp::Wire>>,
+    pub dhcp: Option<Spanned<Dhcp>>,
     /// `[events]`, read and validated in `config/events.rs`.
-    pub events: Option<Spanned<super::events::Wire>>,
+    pub events: Option<Spanned<Events>>,
     /// `[ipv6_ra]`, read and validated in `config/ra.rs`.
-    pub ipv6_ra: Option<Spanned<super::ra::Wire>>,
+    pub ipv6_ra: Option<Spanned<Ra>>,
+}
+
+/// `[dhcp]`, validated in `config/dhcp.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcp {
+    pub mode: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub proxy_listen: Option<Spanned<String>>,
+    pub interfaces: Option<Spanned<Vec<String>>>,
+    pub lease_db: Option<Spanned<String>>,
+    pub lease_fsync: Option<Spanned<bool>>,
+    pub bios_loader: Option<Spanned<String>>,
+    pub efi_loader: Option<Spanned<String>>,
+    pub arm32_loader: Option<Spanned<String>>,
+    pub arm64_loader: Option<Spanned<String>>,
+    pub rate_per_mac: Option<Spanned<u32>>,
+    pub rate_per_circuit: Option<Spanned<u32>>,
+    pub rate_per_relay: Option<Spanned<u32>>,
+    pub rate_table_size: Option<Spanned<u32>>,
+    pub max_offers: Option<Spanned<u32>>,
+    pub max_leases_per_mac: Option<Spanned<u32>>,
+    pub max_leases_per_circuit: Option<Spanned<u32>>,
+    #[serde(default, rename = "subnet")]
+    pub subnets: Vec<Spanned<DhcpSubnet>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+/// One `[[dhcp.subnet]]`.
+pub struct DhcpSubnet {
+    pub network: Spanned<String>,
+    pub pool: Option<Spanned<String>>,
+    pub router: Option<Spanned<String>>,
+    pub dns: Option<Spanned<Vec<String>>>,
+    pub domain: Option<Spanned<String>>,
+    pub lease_time: Option<Spanned<u32>>,
+}
+
+/// `[events]`, validated in `config/events.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub db: Option<Spanned<String>>,
+    pub keep_days: Option<Spanned<u32>>,
+    pub max_events: Option<Spanned<u64>>,
+}
+
+/// `[ipv6_ra]`, validated in `config/ra.rs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ra {
+    pub enabled: Option<Spanned<bool>>,
+    pub interfaces: Option<Spanned<Vec<String>>>,
+    pub interval: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

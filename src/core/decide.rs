@@ -11,7 +11,7 @@
 //!    `HTTPClient…`)? Then hand it an `http://` URL of the iPXE EFI binary for
 //!    its CPU and echo `HTTPClient` in option 60.
 //! 3. Otherwise it is a PXE ROM: option 93 picks the TFTP file (BIOS →
-//!    `undionly.kpxe`, EFI IA32/x64 → `ipxe.efi` or `snponly.efi`, ARM → ARM
+//!    `undionly.kpxe`, EFI IA32/x64 → `snponly.efi` (or `ipxe.efi`), ARM → ARM
 //!    builds). A rule's `loader` overrides the file for the machines it matches.
 
 use super::identity::{Arch, Identity, Mac};
@@ -23,7 +23,8 @@ use super::{Boot, Policy, Rule};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaders {
     pub bios: String,
-    /// EFI IA32 and x64 (option 93 = 6, 7, 9); `ipxe.efi` or `snponly.efi`.
+    /// EFI IA32 and x64 (option 93 = 6, 7, 9): `snponly.efi` by default, or
+    /// `ipxe.efi` (docs/decisions.md, "The EFI loader").
     pub efi: String,
     pub arm32: String,
     pub arm64: String,
@@ -33,7 +34,7 @@ impl Default for Loaders {
     fn default() -> Loaders {
         Loaders {
             bios: "undionly.kpxe".into(),
-            efi: "ipxe.efi".into(),
+            efi: "snponly.efi".into(),
             arm32: "ipxe-arm32.efi".into(),
             arm64: "ipxe-arm64.efi".into(),
         }
@@ -297,8 +298,8 @@ mod tests {
     #[test]
     fn table() {
         use VendorClass::*;
-        let snp = Loaders {
-            efi: "snponly.efi".into(),
+        let full = Loaders {
+            efi: "ipxe.efi".into(),
             ..Loaders::default()
         };
         let def = Loaders::default();
@@ -315,12 +316,12 @@ mod tests {
         let cases: Vec<Case> = vec![
             (&def, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
             (&def, PLAIN, None, false, Pxe, tftp("undionly.kpxe")),
-            (&def, PLAIN, Some(6), false, Pxe, tftp("ipxe.efi")),
-            (&def, PLAIN, Some(7), false, Pxe, tftp("ipxe.efi")),
-            (&def, PLAIN, Some(9), false, Pxe, tftp("ipxe.efi")),
-            (&snp, PLAIN, Some(7), false, Pxe, tftp("snponly.efi")),
-            (&snp, PLAIN, Some(9), false, Pxe, tftp("snponly.efi")),
-            (&snp, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
+            (&def, PLAIN, Some(6), false, Pxe, tftp("snponly.efi")),
+            (&def, PLAIN, Some(7), false, Pxe, tftp("snponly.efi")),
+            (&def, PLAIN, Some(9), false, Pxe, tftp("snponly.efi")),
+            (&full, PLAIN, Some(7), false, Pxe, tftp("ipxe.efi")),
+            (&full, PLAIN, Some(9), false, Pxe, tftp("ipxe.efi")),
+            (&full, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
             (&def, PLAIN, Some(10), false, Pxe, tftp("ipxe-arm32.efi")),
             (&def, PLAIN, Some(11), false, Pxe, tftp("ipxe-arm64.efi")),
             (&def, PLAIN, Some(2), false, Pxe, None),
@@ -336,7 +337,7 @@ mod tests {
                 Some(15),
                 false,
                 Http,
-                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
             ),
             (
                 &def,
@@ -344,15 +345,15 @@ mod tests {
                 Some(16),
                 false,
                 Http,
-                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
             ),
             (
-                &snp,
+                &full,
                 PLAIN,
                 Some(16),
                 false,
                 Http,
-                http("http://10.0.0.1:8080/assets/snponly.efi", true),
+                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
             ),
             (
                 &def,
@@ -377,7 +378,7 @@ mod tests {
                 Some(16),
                 false,
                 Other,
-                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
             ),
             // Vendor class HTTPClient without option 93: x64.
             (
@@ -386,7 +387,7 @@ mod tests {
                 None,
                 false,
                 Http,
-                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
             ),
             // A rule's loader wins for PXE ROMs and HTTP Boot, not for iPXE.
             (&def, SPECIAL, Some(0), false, Pxe, tftp("special.kpxe")),

@@ -213,7 +213,7 @@ async fn wait_for_leases(path: &Path, fsync: bool) -> (SqliteStore, Leases) {
 }
 
 fn bind(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
-    server::bind(addr).map_err(|e| crate::server::bind_error("DHCP ([dhcp] listen)", addr, e))
+    server::bind(addr).map_err(|e| crate::listen::bind_error("DHCP ([dhcp] listen)", addr, e))
 }
 
 fn now() -> u64 {

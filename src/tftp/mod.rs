@@ -82,7 +82,7 @@ fn count_malformed() {
 
 /// Binds the TFTP listener; a failure is one line naming the port and remedy.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
-    listener(addr).map_err(|e| crate::server::bind_error("TFTP (tftp_listen)", addr, e))
+    listener(addr).map_err(|e| crate::listen::bind_error("TFTP (tftp_listen)", addr, e))
 }
 
 fn listener(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -266,6 +266,7 @@ fn warn_if_no_undionly(config: &Shared) {
         let roots: Vec<String> = config
             .server
             .asset_roots()
+            .paths()
             .map(|p| p.display().to_string())
             .collect();
         tracing::warn!(

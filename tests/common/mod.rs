@@ -184,6 +184,12 @@ impl Pxed {
             None => Command::new(pxed_bin()),
         };
         cmd.arg("serve").arg("--config").arg(config);
+        Pxed::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `pxed serve …` the test built: another working
+    /// directory, user or environment) and waits until it listens.
+    pub fn spawn(mut cmd: Command) -> Pxed {
         cmd.env(
             "PXED_LOG",
             std::env::var("PXED_LOG")

@@ -1,0 +1,19 @@
+//! What every listener shares, below the adapters that bind them (HTTP, TFTP,
+//! DHCP) and the server that starts them: the one-line error an operator
+//! sees when a port cannot be bound.
+
+use std::net::SocketAddr;
+
+/// Turns a bind failure into an error that names the port and the remedy.
+pub fn bind_error(what: &str, addr: SocketAddr, err: std::io::Error) -> anyhow::Error {
+    let remedy = match err.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need root or `setcap cap_net_bind_service=+ep $(command -v pxed)`, or set another port for {what} in machines.toml"
+        ),
+        std::io::ErrorKind::AddrInUse => {
+            format!("another process is using it (`ss -lnptu | grep :{}`), or set another port for {what} in machines.toml", addr.port())
+        }
+        _ => format!("check the {what} address in machines.toml"),
+    };
+    anyhow::anyhow!("cannot listen on {addr} for {what}: {err}; {remedy}")
+}
