@@ -146,6 +146,35 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `pxed render`: exactly what the machine is served now.
+fn render(machine: &MachineArgs, format: Format, base_url: Option<String>) -> anyhow::Result<()> {
+    let c = load(&machine.config)?;
+    let id = machine.identity()?;
+    let base = match base_url {
+        Some(u) => Base::from_url(&u)
+            .ok_or_else(|| anyhow::anyhow!("--base-url {u:?} is not http://host[:port]"))?,
+        None => {
+            let shown = c.server.shown_base();
+            if let Some(note) = shown.note() {
+                eprintln!("note: {note} (or pass --base-url)");
+            }
+            shown.base().clone()
+        }
+    };
+    // What the machine is served now: its override counts (shown
+    // without a callback token; each boot gets its own).
+    let active = stored_override(&c, &id)?.map(|boot| pxed::core::Active { boot, token: None });
+    let rendered = match format {
+        Format::Ipxe => c.policy.script_for(&id, &base, active.as_ref()),
+        Format::Pxelinux => c
+            .policy
+            .menu_for(&id, &base, None, active.as_ref())
+            .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
+    };
+    print!("{}", rendered.text);
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
@@ -180,34 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             machine,
             format,
             base_url,
-        } => {
-            let c = load(&machine.config)?;
-            let id = machine.identity()?;
-            let base = match base_url {
-                Some(u) => Base::from_url(&u)
-                    .ok_or_else(|| anyhow::anyhow!("--base-url {u:?} is not http://host[:port]"))?,
-                None => {
-                    let shown = c.server.shown_base();
-                    if let Some(note) = shown.note() {
-                        eprintln!("note: {note} (or pass --base-url)");
-                    }
-                    shown.base().clone()
-                }
-            };
-            // What the machine is served now: its override counts (shown
-            // without a callback token; each boot gets its own).
-            let active =
-                stored_override(&c, &id)?.map(|boot| pxed::core::Active { boot, token: None });
-            let rendered = match format {
-                Format::Ipxe => c.policy.script_for(&id, &base, active.as_ref()),
-                Format::Pxelinux => c
-                    .policy
-                    .menu_for(&id, &base, None, active.as_ref())
-                    .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
-            };
-            print!("{}", rendered.text);
-            Ok(())
-        }
+        } => render(&machine, format, base_url),
         Command::Explain { machine } => {
             let c = load(&machine.config)?;
             let id = machine.identity()?;

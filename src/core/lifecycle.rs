@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::identity::{Identity, Mac};
+pub use super::render::Install;
 use super::render::{Base, Rendered};
 use super::{Boot, BootKind, Location, Policy, Rule};
 
@@ -213,13 +214,6 @@ impl Policy {
             _ => explained,
         }
     }
-}
-
-/// The per-machine URLs a render of `choice` carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Install {
-    /// `<base>/callback/<mac>/<token>` when a one-shot override is booting.
-    pub callback_url: Option<String>,
 }
 
 fn install(choice: &Choice, id: &Identity, base: &Base, ovr: Option<&Active>) -> Install {

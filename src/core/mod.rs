@@ -2,6 +2,7 @@
 //! it gets ([`rules`]), and what it is handed ([`render`]). Every adapter (HTTP,
 //! TFTP, DHCP) calls these functions over one immutable [`Policy`] snapshot.
 
+mod base;
 pub mod decide;
 pub mod identity;
 pub mod lifecycle;
