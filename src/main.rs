@@ -108,6 +108,17 @@ fn load(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<config::Config>
     config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The override stored for this machine by a running (or past) daemon.
+fn stored_override(
+    c: &config::Config,
+    id: &Identity,
+) -> anyhow::Result<Option<pxed::core::BootOverride>> {
+    match id.mac {
+        Some(mac) => pxed::machines::read_override(&pxed::machines::db_path(c), mac),
+        None => Ok(None),
+    }
+}
+
 /// `pxed check`: the config loads, then the filesystem checks of
 /// `pxed::check`; fails on an error finding, prints warnings and notes.
 fn check(config: &std::path::Path) -> anyhow::Result<()> {
@@ -132,6 +143,35 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
         c.policy.rules.len(),
         c.files.len()
     );
+    Ok(())
+}
+
+/// `pxed render`: exactly what the machine is served now.
+fn render(machine: &MachineArgs, format: Format, base_url: Option<String>) -> anyhow::Result<()> {
+    let c = load(&machine.config)?;
+    let id = machine.identity()?;
+    let base = match base_url {
+        Some(u) => Base::from_url(&u)
+            .ok_or_else(|| anyhow::anyhow!("--base-url {u:?} is not http://host[:port]"))?,
+        None => {
+            let shown = c.server.shown_base();
+            if let Some(note) = shown.note() {
+                eprintln!("note: {note} (or pass --base-url)");
+            }
+            shown.base().clone()
+        }
+    };
+    // What the machine is served now: its override counts (shown
+    // without a callback token; each boot gets its own).
+    let active = stored_override(&c, &id)?.map(|boot| pxed::core::Active { boot, token: None });
+    let rendered = match format {
+        Format::Ipxe => c.policy.script_for(&id, &base, active.as_ref()),
+        Format::Pxelinux => c
+            .policy
+            .menu_for(&id, &base, None, active.as_ref())
+            .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
+    };
+    print!("{}", rendered.text);
     Ok(())
 }
 
@@ -169,34 +209,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             machine,
             format,
             base_url,
-        } => {
-            let c = load(&machine.config)?;
-            let id = machine.identity()?;
-            let base = match base_url {
-                Some(u) => Base::from_url(&u)
-                    .ok_or_else(|| anyhow::anyhow!("--base-url {u:?} is not http://host[:port]"))?,
-                None => {
-                    let shown = c.server.shown_base();
-                    if let Some(note) = shown.note() {
-                        eprintln!("note: {note} (or pass --base-url)");
-                    }
-                    shown.base().clone()
-                }
-            };
-            let rendered = match format {
-                Format::Ipxe => c.policy.ipxe_script(&id, &base),
-                Format::Pxelinux => c
-                    .policy
-                    .pxelinux_config(&id, &base, None)
-                    .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
-            };
-            print!("{}", rendered.text);
-            Ok(())
-        }
+        } => render(&machine, format, base_url),
         Command::Explain { machine } => {
             let c = load(&machine.config)?;
             let id = machine.identity()?;
-            print!("{}", c.policy.rules.explain(&id));
+            let ovr = stored_override(&c, &id)?;
+            print!("{}", c.policy.explain_for(&id, ovr.as_ref()));
             Ok(())
         }
         Command::Events { config, mac, limit } => {
