@@ -10,6 +10,7 @@ pub mod dhcp;
 pub mod events;
 pub mod http;
 pub mod listen;
+pub mod machines;
 pub mod metrics;
 pub mod ra;
 pub mod reload;

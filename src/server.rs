@@ -51,6 +51,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     if let Err(e) = crate::events::start(&config.events) {
         tracing::error!("boot events are not recorded: {e:#}");
     }
+    // Without it machines boot by the rules alone; the API says why it cannot act.
+    if let Err(e) = crate::machines::start(&config).await {
+        tracing::error!("machine state (overrides, labels) is not available: {e:#}");
+    }
 
     // Bind every listener before announcing any: "listening" means started.
     let http_addr = config.server.http_listen;

@@ -24,6 +24,17 @@ impl MachineArgs {
     }
 }
 
+/// The override stored for this machine by a running (or past) daemon.
+fn stored_override(
+    c: &pxed::config::Config,
+    id: &Identity,
+) -> anyhow::Result<Option<pxed::core::BootOverride>> {
+    match id.mac {
+        Some(mac) => pxed::machines::read_override(&pxed::machines::db_path(c), mac),
+        None => Ok(None),
+    }
+}
+
 pub fn render(
     machine: &MachineArgs,
     format: Format,
@@ -42,11 +53,14 @@ pub fn render(
             shown.base().clone()
         }
     };
+    // What the machine is served now: its override counts (shown
+    // without a callback token; each boot gets its own).
+    let active = stored_override(&c, &id)?.map(|boot| pxed::core::Active { boot, token: None });
     let rendered = match format {
-        Format::Ipxe => c.policy.ipxe_script(&id, &base),
+        Format::Ipxe => c.policy.script_for(&id, &base, active.as_ref()),
         Format::Pxelinux => c
             .policy
-            .pxelinux_config(&id, &base, None)
+            .menu_for(&id, &base, None, active.as_ref())
             .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
     };
     print!("{}", rendered.text);
@@ -60,8 +74,9 @@ pub fn render(
 pub fn explain(machine: &MachineArgs) -> anyhow::Result<Outcome> {
     let c = load(&machine.config.config)?;
     let id = machine.identity()?;
-    print!("{}", c.policy.rules.explain(&id));
-    Ok(if c.policy.select(&id).is_some() {
+    let ovr = stored_override(&c, &id)?;
+    print!("{}", c.policy.explain_for(&id, ovr.as_ref()));
+    Ok(if ovr.is_some() || c.policy.select(&id).is_some() {
         Outcome::Ok
     } else {
         Outcome::Failed

@@ -15,6 +15,7 @@
 //!    builds). A rule's `loader` overrides the file for the machines it matches.
 
 use super::identity::{Arch, Identity, Mac};
+use super::lifecycle::BootOverride;
 use super::render::Base;
 use super::{Boot, Policy, Rule};
 
@@ -138,27 +139,34 @@ pub struct Decision {
     pub reason: &'static str,
 }
 
-/// Decides what `client` is handed. `base` is where the client reaches pxed's
-/// HTTP server; `rule_loader` looks up a rule's `loader` override by rule name.
-/// The rule a DHCP client matches: DHCP knows only its MAC and firmware arch
-/// (the SMBIOS identity comes later, with the iPXE script request).
-pub fn rule_for<'p>(policy: &'p Policy, client: &Client) -> Option<&'p Rule<Boot>> {
+/// The rule a DHCP client boots: its override (see [`super::lifecycle`]),
+/// else the rule its MAC and firmware arch match (the SMBIOS identity comes
+/// later, with the iPXE script request).
+pub fn rule_for<'p>(
+    policy: &'p Policy,
+    client: &Client,
+    ovr: Option<&BootOverride>,
+) -> Option<&'p Rule<Boot>> {
     let id = Identity {
         mac: Some(client.mac),
         arch: client.arch,
         ..Identity::default()
     };
-    policy.select(&id)
+    policy.choose(&id, ovr).rule
 }
 
+/// Decides what `client` is handed. `base` is where the client reaches pxed's
+/// HTTP server; `rule_loader` looks up a rule's `loader` override by rule
+/// name; `ovr` is the machine's boot override, if any.
 pub fn decide<'a>(
     policy: &Policy,
     loaders: &Loaders,
     rule_loader: impl Fn(&str) -> Option<&'a str>,
     client: &Client,
     base: &Base,
+    ovr: Option<&BootOverride>,
 ) -> Decision {
-    let rule = rule_for(policy, client).map(|r| r.name.clone());
+    let rule = rule_for(policy, client, ovr).map(|r| r.name.clone());
     let (handout, reason) = handout(loaders, rule.as_deref().and_then(rule_loader), client, base);
     Decision {
         handout,
@@ -403,7 +411,7 @@ mod tests {
                 vendor,
             };
             let lookup = |rule: &str| (rule == "special").then_some("special.kpxe");
-            let got = decide(&policy, loaders, lookup, &client, &base());
+            let got = decide(&policy, loaders, lookup, &client, &base(), None);
             assert_eq!(
                 got.handout, want,
                 "{client:?} with {loaders:?}: {}",
@@ -420,7 +428,14 @@ mod tests {
             ipxe: false,
             vendor: VendorClass::Pxe,
         };
-        let d = decide(&policy(), &Loaders::default(), |_| None, &client, &base());
+        let d = decide(
+            &policy(),
+            &Loaders::default(),
+            |_| None,
+            &client,
+            &base(),
+            None,
+        );
         assert_eq!(d.rule.as_deref(), Some("special"));
         let d = decide(
             &policy(),
@@ -431,6 +446,7 @@ mod tests {
                 ..client
             },
             &base(),
+            None,
         );
         assert_eq!(d.rule.as_deref(), Some("default"));
     }

@@ -2,8 +2,10 @@
 //! it gets ([`rules`]), and what it is handed ([`render`]). Every adapter (HTTP,
 //! TFTP, DHCP) calls these functions over one immutable [`Policy`] snapshot.
 
+mod base;
 pub mod decide;
 pub mod identity;
+pub mod lifecycle;
 pub mod render;
 pub mod rules;
 
@@ -11,6 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use identity::{Arch, ClientString, Identity, Mac, Uuid};
+pub use lifecycle::{Active, BootOverride, Overrides};
 pub use render::{Answer, Base, Rendered, Templates};
 pub use rules::{Rule, RuleSet};
 
@@ -56,6 +59,12 @@ pub struct Console {
     /// 0 for ttyS0 / COM1, 1 for ttyS1 / COM2, …
     pub index: u8,
     pub baud: u32,
+    /// The firmware already copies its text screen to this port (BIOS console
+    /// redirection, QEMU `-nographic`): a boot menu must then draw on the
+    /// screen only, or the operator reads every character twice. `false`: the
+    /// port is a console of its own, and menus write to it themselves
+    /// (pxelinux `SERIAL`, GRUB `terminal_output serial`).
+    pub firmware_redirect: bool,
 }
 
 impl Console {
@@ -93,6 +102,8 @@ pub struct Policy {
     pub rules: RuleSet<Boot>,
     pub templates: Templates,
     scripts: render::ScriptCache,
+    /// What a "local disk" override boots (see [`lifecycle`]).
+    local: Rule<Boot>,
 }
 
 impl Policy {
@@ -101,6 +112,7 @@ impl Policy {
             rules,
             templates,
             scripts: render::ScriptCache::default(),
+            local: lifecycle::local_rule(),
         }
     }
 

@@ -496,6 +496,7 @@ fn boot_options(
         |rule| config.dhcp.rule_loader(rule),
         &req.boot,
         &base,
+        crate::machines::lookup(req.mac).map(|a| a.boot).as_ref(),
     );
     tracing::debug!(mac = %req.mac, rule = d.rule.as_deref(), handout = d.handout.as_ref().map(Handout::filename), reason = d.reason, "boot decision");
     if full {

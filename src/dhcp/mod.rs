@@ -455,7 +455,8 @@ impl Receive<'_> {
 /// The boot event for one message: who asked (MAC, firmware, the rule its MAC
 /// and arch match) and, with a reply, what it was given.
 fn event(config: &Config, req: &Request, src: SocketAddrV4, given: Option<&Given>) -> Event {
-    let rule = decide::rule_for(&config.policy, &req.boot).map(|r| r.name.as_str());
+    let ovr = crate::machines::lookup(req.mac).map(|a| a.boot);
+    let rule = decide::rule_for(&config.policy, &req.boot, ovr.as_ref()).map(|r| r.name.as_str());
     let asked = kind_name(Some(req.kind));
     let yiaddr = given.map(|g| g.yiaddr).filter(|ip| !ip.is_unspecified());
     let ip = yiaddr

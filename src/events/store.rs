@@ -18,7 +18,8 @@ use crate::core::Mac;
 /// How long a writer waits for the other writer of the same file.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCHEMA: &str = "
+/// The event tables; the machine store creates them too (`src/machines/`).
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,          -- unix milliseconds
@@ -49,12 +50,12 @@ CREATE TABLE IF NOT EXISTS machines (
 CREATE INDEX IF NOT EXISTS machines_by_time ON machines (last_at);
 ";
 
-fn millis(t: SystemTime) -> i64 {
+pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn from_millis(ms: i64) -> SystemTime {
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
@@ -127,7 +128,7 @@ impl Writer {
                     let fold = folds.entry(id).or_insert((0, at));
                     fold.0 += 1;
                     fold.1 = at;
-                    if let Some(mac) = mac {
+                    if let Some(mac) = mac.filter(|_| e.stage.by_machine()) {
                         seen.insert(mac, at);
                     }
                     continue;
@@ -146,7 +147,7 @@ impl Writer {
                     e.detail
                 ])?;
                 let id = tx.last_insert_rowid();
-                if let Some(mac) = &mac {
+                if let Some(mac) = mac.as_ref().filter(|_| e.stage.by_machine()) {
                     machine.execute(params![
                         mac,
                         at,
@@ -310,6 +311,24 @@ pub struct Query {
     pub after_id: Option<i64>,
 }
 
+impl Machine {
+    /// From the columns `mac, first_at, last_at, stage, outcome, ip, rule,
+    /// arch, product`, in that order, at the start of a row.
+    pub(crate) fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Machine> {
+        Ok(Machine {
+            mac: r.get(0)?,
+            first_at: from_millis(r.get(1)?),
+            last_at: from_millis(r.get(2)?),
+            stage: r.get(3)?,
+            outcome: r.get(4)?,
+            ip: r.get(5)?,
+            rule: r.get(6)?,
+            arch: r.get(7)?,
+            product: r.get(8)?,
+        })
+    }
+}
+
 /// A read-only view of the event database.
 pub struct Reader {
     conn: Connection,
@@ -402,19 +421,7 @@ impl Reader {
             "SELECT mac, first_at, last_at, stage, outcome, ip, rule, arch, product
              FROM machines ORDER BY last_at DESC LIMIT ?1",
         )?;
-        let rows = stmt.query_map(params![limit], |r| {
-            Ok(Machine {
-                mac: r.get(0)?,
-                first_at: from_millis(r.get(1)?),
-                last_at: from_millis(r.get(2)?),
-                stage: r.get(3)?,
-                outcome: r.get(4)?,
-                ip: r.get(5)?,
-                rule: r.get(6)?,
-                arch: r.get(7)?,
-                product: r.get(8)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![limit], Machine::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

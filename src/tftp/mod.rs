@@ -28,7 +28,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::assets::{self, AssetError};
 use crate::config::{Config, Shared};
-use crate::core::{Base, Identity, Mac};
+use crate::core::{Active, Base, Identity, Mac};
 use crate::events::{Event, Stage};
 use content::{Cache, Content};
 use packet::{Accepted, ErrorCode, Packet, Request};
@@ -309,10 +309,15 @@ async fn open(config: &Config, cache: &Cache, name: &str) -> Result<Content, Ref
         let Some(mac) = Mac::from_pxelinux_name(cfg) else {
             return Err(Refusal::NotFound("not a per-machine pxelinux config name"));
         };
-        return match config
-            .policy
-            .pxelinux_config(&Identity::with_mac(mac), &Base::Tftp, None)
-        {
+        // The machine's override chooses the rule; no callback URL: a TFTP
+        // client has no HTTP base to reach it at (docs/api.md).
+        let active = crate::machines::lookup(mac).map(|a| Active { token: None, ..a });
+        return match config.policy.menu_for(
+            &Identity::with_mac(mac),
+            &Base::Tftp,
+            None,
+            active.as_ref(),
+        ) {
             Some(rendered) => Ok(Content::Memory(Arc::from(rendered.text.into_bytes()))),
             None => Err(Refusal::NoRule),
         };

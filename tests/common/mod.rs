@@ -6,6 +6,7 @@
 pub mod dhcp;
 pub mod http;
 pub mod lab;
+pub mod screen;
 pub mod tftp;
 
 use std::io::{BufRead, BufReader};
