@@ -1,8 +1,19 @@
 //! Finding a requested file under the asset roots without ever leaving them.
 //! Shared by the HTTP and TFTP adapters: both hand a client-chosen path to
 //! [`resolve`] and serve only what it returns.
+//!
+//! The rule (docs/decisions.md, "Loader paths"): the request is a clean
+//! relative path (no `..`, not absolute). Under `assets_dir` the file's real
+//! path must stay inside `assets_dir`. Under a search path it may leave the
+//! search path only through directories and symlinks that no one but root (or
+//! the user pxed runs as) can change, as a package manager installs them:
+//! Debian's `/usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi` is served, a link
+//! planted by anyone else, or one that passes through a directory others can
+//! write to (`/tmp`), is refused.
 
+use std::ffi::OsString;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -12,6 +23,29 @@ pub enum AssetError {
     Refused(&'static str),
     #[error("file not found")]
     NotFound,
+}
+
+const OUTSIDE_ASSETS: &str = "symlink leads outside the asset root";
+const UNTRUSTED_LINK: &str =
+    "symlink leads outside the search path through a link or directory not owned by root";
+/// Symlinks followed in one lookup, as Linux's MAXSYMLINKS.
+const MAX_LINKS: usize = 40;
+
+/// Where files are served from, in lookup order.
+#[derive(Debug, Clone, Copy)]
+pub struct Roots<'a> {
+    /// The operator's directory: nothing under it leads out of it.
+    pub assets: &'a Path,
+    /// Read-only distribution directories (`/usr/lib/ipxe`, …), searched
+    /// after `assets`; see the module doc for their symlinks.
+    pub search: &'a [PathBuf],
+}
+
+impl<'a> Roots<'a> {
+    /// Every root, in lookup order.
+    pub fn paths(&self) -> impl Iterator<Item = &'a Path> {
+        std::iter::once(self.assets).chain(self.search.iter().map(PathBuf::as_path))
+    }
 }
 
 /// Checks a client-supplied relative path: no `..`, no absolute or drive
@@ -40,33 +74,118 @@ pub fn check_relative(request: &str) -> Result<&Path, AssetError> {
     Ok(path)
 }
 
-/// The first regular file named `request` under one of `roots`, in order. A file
-/// whose real path (after following symlinks) lies outside its root is refused,
-/// so a symlink planted in `assets/` cannot expose the rest of the disk.
-pub fn resolve<'a>(
-    roots: impl IntoIterator<Item = &'a Path>,
-    request: &str,
-) -> Result<PathBuf, AssetError> {
+/// The first regular file named `request` under one of `roots`, in order
+/// (see the module doc for which symlinks are followed).
+pub fn resolve(roots: Roots, request: &str) -> Result<PathBuf, AssetError> {
     let relative = check_relative(request)?;
+    let search = roots.search.iter().map(|p| (p.as_path(), true));
     let mut refused = None;
-    for root in roots {
-        let Ok(real_root) = root.canonicalize() else {
-            continue;
-        };
-        let real = match real_root.join(relative).canonicalize() {
-            Ok(p) => p,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(_) => continue,
-        };
-        if !real.starts_with(&real_root) {
-            refused = Some(AssetError::Refused("symlink leads outside the asset root"));
-            continue;
-        }
-        if real.is_file() {
-            return Ok(real);
+    for (root, is_search_path) in std::iter::once((roots.assets, false)).chain(search) {
+        match resolve_in(root, relative, is_search_path) {
+            Ok(file) => return Ok(file),
+            Err(e @ AssetError::Refused(_)) => refused = Some(e),
+            Err(AssetError::NotFound) => {}
         }
     }
     Err(refused.unwrap_or(AssetError::NotFound))
+}
+
+fn resolve_in(root: &Path, relative: &Path, is_search_path: bool) -> Result<PathBuf, AssetError> {
+    let real_root = root.canonicalize().map_err(|_| AssetError::NotFound)?;
+    // Any error but "not found" (a loop, a permission) also means "not here":
+    // the next root may have the file.
+    let real = real_root
+        .join(relative)
+        .canonicalize()
+        .map_err(|_| AssetError::NotFound)?;
+    let real = if real.starts_with(&real_root) {
+        real
+    } else if is_search_path {
+        owner_only_path(&real_root, relative)?
+    } else {
+        return Err(AssetError::Refused(OUTSIDE_ASSETS));
+    };
+    if real.is_file() {
+        Ok(real)
+    } else {
+        Err(AssetError::NotFound)
+    }
+}
+
+/// One step of a path walk.
+enum Step {
+    Up,
+    Name(OsString),
+}
+
+fn push_steps(pending: &mut Vec<Step>, path: &Path) {
+    // `pending` is a stack: push the last component first.
+    for c in path.components().rev() {
+        match c {
+            Component::ParentDir => pending.push(Step::Up),
+            Component::Normal(n) => pending.push(Step::Name(n.to_os_string())),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+}
+
+/// The real path of `relative` under the (canonical) search path `root`,
+/// resolved one component at a time: every directory a name is looked up in,
+/// and every symlink followed, must be [`owner_only`]. So whoever chose where
+/// the path leads could already read the file it leads to.
+fn owner_only_path(root: &Path, relative: &Path) -> Result<PathBuf, AssetError> {
+    let trusted = trusted_owners();
+    let mut at = root.to_path_buf();
+    let mut pending = Vec::new();
+    push_steps(&mut pending, relative);
+    let mut links = 0;
+    while let Some(step) = pending.pop() {
+        let name = match step {
+            // `at` holds no symlink (each one is resolved below), so going up
+            // by removing its last component is the real parent.
+            Step::Up => {
+                at.pop();
+                continue;
+            }
+            Step::Name(n) => n,
+        };
+        let dir = std::fs::metadata(&at).map_err(not_found)?;
+        if !owner_only(&dir, &trusted) {
+            return Err(AssetError::Refused(UNTRUSTED_LINK));
+        }
+        let next = at.join(&name);
+        let meta = std::fs::symlink_metadata(&next).map_err(not_found)?;
+        if !meta.file_type().is_symlink() {
+            at = next;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS || !owner_only(&meta, &trusted) {
+            return Err(AssetError::Refused(UNTRUSTED_LINK));
+        }
+        let target = std::fs::read_link(&next).map_err(not_found)?;
+        if target.is_absolute() {
+            at = PathBuf::from("/");
+        }
+        push_steps(&mut pending, &target);
+    }
+    Ok(at)
+}
+
+fn not_found(_: io::Error) -> AssetError {
+    AssetError::NotFound
+}
+
+/// Root, and the user pxed runs as (who can read whatever pxed serves anyway).
+fn trusted_owners() -> [u32; 2] {
+    [0, nix::unistd::geteuid().as_raw()]
+}
+
+/// Owned by a trusted user, and (for a directory) writable by no one else.
+/// A symlink's own mode bits mean nothing on Linux; its owner is who made it.
+fn owner_only(meta: &std::fs::Metadata, trusted: &[u32]) -> bool {
+    let writable_by_others = !meta.file_type().is_symlink() && meta.mode() & 0o022 != 0;
+    trusted.contains(&meta.uid()) && !writable_by_others
 }
 
 #[cfg(test)]
@@ -90,22 +209,107 @@ mod tests {
         }
     }
 
-    #[test]
-    fn symlinks_out_of_the_root_are_refused() {
+    /// `assets` and one search path `search` under a fresh directory, with
+    /// `outside/file` beside them (the tempdir is the test's own, mode 0700).
+    fn layout() -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).unwrap();
-        std::fs::write(root.join("ok"), b"x").unwrap();
-        std::fs::write(dir.path().join("secret"), b"s").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
-        assert!(resolve([root.as_path()], "ok").is_ok());
+        let assets = dir.path().join("assets");
+        let search = dir.path().join("search");
+        for d in [&assets, &search, &dir.path().join("outside")] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(assets.join("ok"), b"x").unwrap();
+        std::fs::write(dir.path().join("outside/file"), b"s").unwrap();
+        (dir, assets, vec![search])
+    }
+
+    #[test]
+    fn symlinks_out_of_assets_dir_are_refused() {
+        let (dir, assets, search) = layout();
+        let roots = Roots {
+            assets: &assets,
+            search: &search,
+        };
+        std::os::unix::fs::symlink(dir.path().join("outside/file"), assets.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../outside/file", assets.join("relative")).unwrap();
+        assert!(resolve(roots, "ok").is_ok());
+        for name in ["escape", "relative"] {
+            assert_eq!(
+                resolve(roots, name),
+                Err(AssetError::Refused(OUTSIDE_ASSETS))
+            );
+        }
+        assert_eq!(resolve(roots, "missing"), Err(AssetError::NotFound));
+    }
+
+    #[test]
+    fn search_path_links_leave_it_only_through_owner_only_places() {
+        let (dir, assets, search) = layout();
+        let roots = Roots {
+            assets: &assets,
+            search: &search,
+        };
+        // As a package installs it (`ipxe.efi -> /boot/ipxe.efi`), here
+        // relative: the test's own tempdir is writable only by its owner.
+        std::os::unix::fs::symlink("../outside/file", search[0].join("loader.efi")).unwrap();
+        let served = resolve(roots, "loader.efi").unwrap();
         assert_eq!(
-            resolve([root.as_path()], "escape"),
-            Err(AssetError::Refused("symlink leads outside the asset root"))
+            served,
+            dir.path().join("outside/file").canonicalize().unwrap()
         );
+        // The same link through a directory others may write to: refused.
+        let open = dir.path().join("outside");
+        let mode = |m| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(0o777);
         assert_eq!(
-            resolve([root.as_path()], "missing"),
-            Err(AssetError::NotFound)
+            resolve(roots, "loader.efi"),
+            Err(AssetError::Refused(UNTRUSTED_LINK))
         );
+        mode(0o755);
+        // An absolute target passes through /tmp (1777) on most machines.
+        if std::fs::metadata(dir.path().parent().unwrap()).is_ok_and(|m| m.mode() & 0o022 != 0) {
+            std::os::unix::fs::symlink(dir.path().join("outside/file"), search[0].join("abs"))
+                .unwrap();
+            assert_eq!(
+                resolve(roots, "abs"),
+                Err(AssetError::Refused(UNTRUSTED_LINK))
+            );
+        }
+        // A link owned by someone else (as root: chown it to nobody).
+        if nix::unistd::geteuid().is_root() {
+            let link = search[0].join("planted");
+            std::os::unix::fs::symlink("../outside/file", &link).unwrap();
+            std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+            assert_eq!(
+                resolve(roots, "planted"),
+                Err(AssetError::Refused(UNTRUSTED_LINK))
+            );
+        }
+        // Loops end.
+        std::os::unix::fs::symlink("loop", search[0].join("loop")).unwrap();
+        assert_eq!(resolve(roots, "loop"), Err(AssetError::NotFound));
+    }
+
+    /// Debian's own layout, where it is installed: `/usr/lib/ipxe/ipxe.efi`
+    /// is a symlink to `/boot/ipxe.efi`.
+    #[test]
+    fn debian_ipxe_efi_symlink_is_served() {
+        let lib = Path::new("/usr/lib/ipxe");
+        if !lib.join("ipxe.efi").is_symlink() {
+            eprintln!("skipped: /usr/lib/ipxe/ipxe.efi is not a symlink here");
+            return;
+        }
+        let empty = tempfile::tempdir().unwrap();
+        let search = [lib.to_path_buf()];
+        let roots = Roots {
+            assets: empty.path(),
+            search: &search,
+        };
+        let served = resolve(roots, "ipxe.efi").unwrap();
+        assert_eq!(served, lib.join("ipxe.efi").canonicalize().unwrap());
+        assert!(resolve(roots, "../../../etc/passwd").is_err());
     }
 }

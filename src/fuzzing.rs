@@ -17,7 +17,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::Decodable;
 
 use crate::config::{self, Config, TemplateFile, TemplateFiles};
-use crate::core::{Base, ClientString, Identity, Mac};
+use crate::core::{Base, Boot, ClientString, Identity, Mac, Rule};
 use crate::dhcp::exchange::Port;
 use crate::dhcp::guard::Guard;
 use crate::dhcp::leases::{Lease, LeaseOp, Leases, State};
@@ -449,10 +449,7 @@ fn script_keeps_its_structure(config: &Config, query: &str, base: &Base) {
         .policy
         .select(&id)
         .expect("the fixture has a catch-all rule");
-    let want = config
-        .policy
-        .render_rule_checked(rule, rule.boot.ipxe_template(id.arch), &harmless(&id), base)
-        .expect("the fixture's templates render");
+    let want = expected(config, rule, rule.boot.ipxe_template(id.arch), &id, base);
     assert_same_shape(&got.text, &want, "iPXE script");
 }
 
@@ -474,11 +471,22 @@ fn menu_keeps_its_structure(config: &Config, name: &str, query: &str, base: &Bas
         .iter()
         .find(|r| Some(&r.name) == got.rule.as_ref())
         .expect("a rendered menu names its rule");
-    let want = config
-        .policy
-        .render_rule_checked(rule, &rule.boot.menu_template, &harmless(&id), base)
-        .expect("the fixture's templates render");
+    let want = expected(config, rule, &rule.boot.menu_template, &id, base);
     assert_same_shape(&got.text, &want, "pxelinux menu");
+}
+
+/// `template` of `rule` rendered for a harmless copy of `id`.
+fn expected(
+    config: &Config,
+    rule: &Rule<Boot>,
+    template: &str,
+    id: &Identity,
+    base: &Base,
+) -> String {
+    let none = Default::default();
+    (config.policy)
+        .render_rule_checked(rule, template, &harmless(id), base, &none)
+        .expect("the fixture's templates render")
 }
 
 // -------------------------------------------------------------- config ----
@@ -581,7 +589,7 @@ mod tests {
             "http://10.97.0.1:8080/boot.ipxe"
         );
         assert_eq!(bootfile("pxe-rom-discover"), "undionly.kpxe");
-        assert_eq!(bootfile("pxe-efi-discover"), "ipxe.efi");
+        assert_eq!(bootfile("pxe-efi-discover"), "snponly.efi");
 
         let oack = runtime()
             .block_on(crate::tftp::first_packet(

@@ -3,12 +3,14 @@
 //! thin adapters around it ([`http`]); [`server`] wires them together.
 
 pub mod assets;
+pub mod check;
 pub mod config;
 pub mod core;
 pub mod dhcp;
 pub mod events;
 pub mod http;
 pub mod listen;
+pub mod machines;
 pub mod metrics;
 pub mod ra;
 pub mod reload;

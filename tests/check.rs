@@ -224,3 +224,74 @@ fn dhcp_limits_out_of_range() {
     let (ok, out) = check(&dir);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn unservable_loaders_are_named() {
+    // Line 6 is `[dhcp]`.
+    let rules = format!(
+        "[dhcp]\nefi_loader = \"missing.efi\"\nbios_loader = \"undionly.kpxe\"\narm64_loader = \"escape.efi\"\n\n{OK_RULE}loader = \"nope.kpxe\"\n"
+    );
+    let dir = ConfigDir::new("", &rules);
+    dir.asset("undionly.kpxe", b"loader");
+    // A symlink planted in assets_dir cannot lead out of it, even for a loader.
+    std::os::unix::fs::symlink("/etc/hostname", dir.path().join("assets/escape.efi")).unwrap();
+    let (ok, out) = check(&dir);
+    assert!(ok, "a missing loader is a warning, not an error:\n{out}");
+    let config = dir.config().display().to_string();
+    let assets = dir.path().join("assets").display().to_string();
+    for expected in [
+        format!("warning: {config}:7:14: [dhcp] efi_loader = \"missing.efi\" cannot be served: not found in {assets}"),
+        format!("warning: {config}:9:16: [dhcp] arm64_loader = \"escape.efi\" cannot be served: refused: symlink leads outside the asset root"),
+        format!("warning: {config}:14:10: rule \"default\" loader = \"nope.kpxe\" cannot be served: not found in {assets}"),
+    ] {
+        assert!(out.contains(&expected), "expected {expected:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains("undionly.kpxe"),
+        "a served loader is fine:\n{out}"
+    );
+    // DHCP off: pxed's own defaults are not handed out by pxed, so not checked.
+    assert!(!out.contains("arm32_loader"), "{out}");
+
+    // pxed's DHCP on, nothing configured: the defaults it hands out are
+    // checked; the ARM ones Debian does not package are a note.
+    let dir = ConfigDir::new("", &format!("{OK_RULE}[dhcp]\nmode = \"proxy\"\n"));
+    let (ok, out) = check(&dir);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "warning: [dhcp] efi_loader (pxed's default) = \"snponly.efi\" cannot be served"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: [dhcp] bios_loader (pxed's default)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("note: [dhcp] arm64_loader (pxed's default)"),
+        "{out}"
+    );
+}
+
+/// The shipped defaults with Debian's `ipxe` package in the search path: every
+/// x86 loader is servable, `ipxe.efi` (a symlink into /boot) included.
+#[test]
+fn debian_loaders_are_servable() {
+    if !std::path::Path::new("/usr/lib/ipxe/snponly.efi").exists() {
+        eprintln!("skipped: Debian's ipxe package is not installed");
+        return;
+    }
+    let dir = ConfigDir::new(
+        "search_paths = [\"/usr/lib/ipxe\"]",
+        &format!("{OK_RULE}[dhcp]\nmode = \"proxy\"\n\n[[rule]]\nname = \"full-ipxe\"\nkernel = \"k\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nloader = \"ipxe.efi\"\n"),
+    );
+    let (ok, out) = check(&dir);
+    assert!(ok, "{out}");
+    for loader in ["snponly.efi", "undionly.kpxe", "ipxe.efi"] {
+        assert!(
+            !out.contains(&format!("\"{loader}\"")),
+            "{loader} flagged:\n{out}"
+        );
+    }
+}

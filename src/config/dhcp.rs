@@ -7,7 +7,7 @@
 //! [dhcp]
 //! mode = "full"                 # "off" (default) | "proxy" | "full"
 //! interfaces = ["br0"]          # default: every interface
-//! efi_loader = "snponly.efi"    # default ipxe.efi
+//! efi_loader = "ipxe.efi"       # default snponly.efi
 //! [[dhcp.subnet]]
 //! network = "10.97.0.0/16"
 //! pool = "10.97.1.10-10.97.1.250"
@@ -39,6 +39,17 @@ pub enum DhcpMode {
     Proxy,
     /// pxed runs the subnet's DHCP: addresses, leases, reservations.
     Full,
+}
+
+impl DhcpMode {
+    /// As written in `[dhcp] mode`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DhcpMode::Off => "off",
+            DhcpMode::Proxy => "proxy",
+            DhcpMode::Full => "full",
+        }
+    }
 }
 
 /// One subnet pxed serves in full mode.
@@ -81,11 +92,14 @@ fn mask_bits(prefix: u8) -> u32 {
     }
 }
 
-/// What the rules reserved so far, while they are validated in order.
+/// What the rules' DHCP keys set so far, while the rules are validated in
+/// order: reserved addresses and MACs (each reserved once), and the rules'
+/// loader settings (for `pxed check`).
 #[derive(Debug, Default)]
-pub(super) struct Reserved {
+pub(super) struct RuleDhcp {
     ips: HashSet<Ipv4Addr>,
     macs: HashSet<Mac>,
+    pub loader_settings: Vec<super::LoaderSetting>,
 }
 
 /// The validated `[dhcp]` section.
@@ -103,6 +117,9 @@ pub struct DhcpConfig {
     pub lease_fsync: bool,
     pub loaders: Loaders,
     pub subnets: Vec<Subnet>,
+    /// Every loader name, `[dhcp]`'s and the rules', with where it is set
+    /// (for `pxed check`).
+    pub loader_settings: Vec<super::LoaderSetting>,
     pub limits: DhcpLimits,
 }
 
@@ -186,7 +203,7 @@ impl Loader<'_> {
         let mode = self.dhcp_mode(w);
         let listen = self.socket_addr(w.listen.as_ref(), DEFAULT_LISTEN);
         let proxy_listen = self.socket_addr(w.proxy_listen.as_ref(), DEFAULT_PROXY_LISTEN);
-        let loaders = self.loaders(w);
+        let (loaders, loader_settings) = self.loaders(w);
         let subnets = self.subnets(w, mode);
         DhcpConfig {
             mode,
@@ -206,6 +223,7 @@ impl Loader<'_> {
             loaders,
             limits: self.dhcp_limits(w, &subnets),
             subnets,
+            loader_settings,
         }
     }
 
@@ -216,13 +234,12 @@ impl Loader<'_> {
         &mut self,
         s: &wire::Section,
         subnets: &[Subnet],
-        seen: &mut Reserved,
+        seen: &mut RuleDhcp,
     ) -> (Option<String>, Option<Reservation>) {
-        let loader = s
-            .loader
-            .as_ref()
-            .filter(|l| self.loader_name(l))
-            .map(|l| l.get_ref().clone());
+        let loader = self.rule_loader(s).map(|(file, setting)| {
+            seen.loader_settings.push(setting);
+            file
+        });
         let reservation = self.reservation(s, subnets, seen).and_then(|(r, at)| {
             if seen.macs.insert(r.mac) {
                 Some(r)
@@ -269,24 +286,6 @@ impl Loader<'_> {
         }
     }
 
-    /// `bios_loader`, `efi_loader`, `arm32_loader`, `arm64_loader` over the defaults.
-    fn loaders(&mut self, w: &wire::Dhcp) -> Loaders {
-        let mut loaders = Loaders::default();
-        for (field, slot) in [
-            (&w.bios_loader, &mut loaders.bios),
-            (&w.efi_loader, &mut loaders.efi),
-            (&w.arm32_loader, &mut loaders.arm32),
-            (&w.arm64_loader, &mut loaders.arm64),
-        ] {
-            if let Some(v) = field {
-                if self.loader_name(v) {
-                    *slot = v.get_ref().clone();
-                }
-            }
-        }
-        loaders
-    }
-
     /// Every `[[dhcp.subnet]]`; no two may overlap, and full mode needs a pool.
     fn subnets(&mut self, w: &wire::Dhcp, mode: DhcpMode) -> Vec<Subnet> {
         let subnets: Vec<Subnet> = w.subnets.iter().filter_map(|s| self.subnet(s)).collect();
@@ -319,7 +318,7 @@ impl Loader<'_> {
         &mut self,
         s: &wire::Section,
         subnets: &[Subnet],
-        seen: &mut Reserved,
+        seen: &mut RuleDhcp,
     ) -> Option<(Reservation, usize)> {
         if s.ip.is_none() && s.hostname.is_none() {
             return None;
@@ -431,20 +430,6 @@ impl Loader<'_> {
             }
         }
         limits
-    }
-
-    /// A loader is a file name under the asset roots (or an absolute URL).
-    fn loader_name(&mut self, v: &Spanned<String>) -> bool {
-        let s = v.get_ref();
-        let ok = !s.is_empty()
-            && s.len() <= 127
-            && !s.split('/').any(|p| p == "..")
-            && s.is_ascii()
-            && !s.chars().any(|c| c.is_ascii_control() || c == ' ');
-        if !ok {
-            self.error(v, format!("loader {s:?}: a file name under the asset roots, at most 127 ASCII characters, no spaces or '..'"));
-        }
-        ok
     }
 
     fn ip(&mut self, v: &Spanned<String>) -> Option<Ipv4Addr> {

@@ -12,6 +12,7 @@
 
 mod dhcp;
 mod events;
+mod loaders;
 mod ra;
 mod rules;
 mod server;
@@ -20,6 +21,7 @@ mod wire;
 
 pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
 pub use events::EventsConfig;
+pub use loaders::LoaderSetting;
 pub use ra::RaConfig;
 pub use server::{ServerConfig, ShownBase, PXED_ADDRESS_PLACEHOLDER};
 pub use templates::{read_templates, TemplateFile, TemplateFiles};
@@ -182,7 +184,7 @@ impl Loader<'_> {
         };
         let server = self.server(&wire.server, base_dir);
         let defaults = self.defaults(wire.defaults.as_ref());
-        let dhcp = self.dhcp(wire.dhcp.as_ref(), wire.defaults.as_ref(), base_dir);
+        let mut dhcp = self.dhcp(wire.dhcp.as_ref(), wire.defaults.as_ref(), base_dir);
         let events = self.events(wire.events.as_ref(), &dhcp.lease_db, base_dir);
         let ipv6_ra = self.ipv6_ra(wire.ipv6_ra.as_ref(), &dhcp.interfaces);
         let (templates, template_files) = match template_files {
@@ -192,7 +194,16 @@ impl Loader<'_> {
             },
             TemplateFiles::Given(files) => self.templates(&server.templates_dir, files),
         };
-        let rules = self.rules(&wire.rules, &defaults, templates.as_ref(), &dhcp.subnets)?;
+        let mut rule_dhcp = dhcp::RuleDhcp::default();
+        let rules = self.rules(
+            &wire.rules,
+            &defaults,
+            templates.as_ref(),
+            &dhcp.subnets,
+            &mut rule_dhcp,
+        );
+        dhcp.loader_settings.append(&mut rule_dhcp.loader_settings);
+        let rules = rules?;
         let policy = Policy::new(rules, templates?);
         self.render_everything(&policy);
         let mut warnings = Vec::new();

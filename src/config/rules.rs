@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use toml::Spanned;
 
-use super::dhcp::Reserved;
+use super::dhcp::RuleDhcp;
 use super::{wire, ConfigError, Loader, Subnet};
 use crate::core::render;
 use crate::core::rules::{Glob, Selectors};
@@ -15,6 +15,7 @@ const DEFAULT_MENU_TIMEOUT: u32 = 10;
 const DEFAULT_CONSOLE: Console = Console {
     index: 0,
     baud: 115_200,
+    firmware_redirect: true,
 };
 
 impl Loader<'_> {
@@ -26,14 +27,12 @@ impl Loader<'_> {
         defaults: &wire::Section,
         templates: Option<&Templates>,
         subnets: &[Subnet],
+        dhcp: &mut RuleDhcp,
     ) -> Option<RuleSet<Boot>> {
-        let mut reserved = Reserved::default();
         let mut rules = Vec::new();
         let mut names = HashSet::new();
         for (order, section) in sections.iter().enumerate() {
-            if let Some(rule) =
-                self.rule(section, order, defaults, templates, subnets, &mut reserved)
-            {
+            if let Some(rule) = self.rule(section, order, defaults, templates, subnets, dhcp) {
                 if !names.insert(rule.name.clone()) {
                     self.error_at(
                         section.span().start,
@@ -88,7 +87,7 @@ impl Loader<'_> {
         defaults: &wire::Section,
         templates: Option<&Templates>,
         subnets: &[Subnet],
-        reserved: &mut Reserved,
+        dhcp: &mut RuleDhcp,
     ) -> Option<Rule<Boot>> {
         let s = section.get_ref();
         let Some(name) = &s.name else {
@@ -100,7 +99,7 @@ impl Loader<'_> {
             Some(m) => self.selectors(m.get_ref()),
             None => Selectors::default(),
         };
-        let (loader, reservation) = self.rule_dhcp(s, subnets, reserved);
+        let (loader, reservation) = self.rule_dhcp(s, subnets, dhcp);
         let boot = Boot {
             loader,
             reservation,
@@ -249,7 +248,12 @@ impl Loader<'_> {
             self.error(c, format!("baud {baud} is not one of {BAUDS:?}"));
         }
         match index {
-            Some(index) if index < 4 => Some(Console { index, baud }),
+            Some(index) if index < 4 => Some(Console {
+                index,
+                baud,
+                // The usual SOL setup: the BIOS redirects its text screen.
+                firmware_redirect: c.get_ref().firmware_redirect.unwrap_or(true),
+            }),
             _ => {
                 self.error(
                     c,

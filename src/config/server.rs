@@ -97,9 +97,11 @@ impl ServerConfig {
     }
 
     /// Every root an asset may come from, in lookup order.
-    pub fn asset_roots(&self) -> impl Iterator<Item = &Path> {
-        std::iter::once(self.assets_dir.as_path())
-            .chain(self.search_paths.iter().map(PathBuf::as_path))
+    pub fn asset_roots(&self) -> crate::assets::Roots<'_> {
+        crate::assets::Roots {
+            assets: &self.assets_dir,
+            search: &self.search_paths,
+        }
     }
 }
 

@@ -148,6 +148,15 @@ impl Loader<'_> {
             uuid: "00000000-0000-0000-0000-000000000001".parse().ok(),
             arch: Some(arch),
         };
+        // As a one-shot override would render it, so that a template using
+        // `install.callback_url` is checked with a value.
+        let install = crate::core::lifecycle::Install {
+            callback_url: Some(crate::core::lifecycle::callback_url(
+                &base,
+                Mac([0x52, 0x54, 0x00, 0x00, 0x00, 0x01]),
+                "00000000000000000000000000000000",
+            )),
+        };
         for rule in policy.rules.iter() {
             let mut templates = vec![(
                 rule.boot.ipxe_template(Some(Arch::Bios)).to_string(),
@@ -162,7 +171,8 @@ impl Loader<'_> {
             }
             templates.dedup_by(|a, b| a.0 == b.0);
             for (t, arch) in templates {
-                if let Err(e) = policy.render_rule_checked(rule, &t, &sample(arch), &base) {
+                if let Err(e) = policy.render_rule_checked(rule, &t, &sample(arch), &base, &install)
+                {
                     // One broken template fails every rule using it: say it once.
                     if self.errors.iter().any(|known| known.location == e.location) {
                         continue;

@@ -11,10 +11,11 @@
 //!    `HTTPClient…`)? Then hand it an `http://` URL of the iPXE EFI binary for
 //!    its CPU and echo `HTTPClient` in option 60.
 //! 3. Otherwise it is a PXE ROM: option 93 picks the TFTP file (BIOS →
-//!    `undionly.kpxe`, EFI IA32/x64 → `ipxe.efi` or `snponly.efi`, ARM → ARM
+//!    `undionly.kpxe`, EFI IA32/x64 → `snponly.efi` (or `ipxe.efi`), ARM → ARM
 //!    builds). A rule's `loader` overrides the file for the machines it matches.
 
 use super::identity::{Arch, Identity, Mac};
+use super::lifecycle::BootOverride;
 use super::render::Base;
 use super::{Boot, Policy, Reservation, Rule};
 
@@ -22,7 +23,8 @@ use super::{Boot, Policy, Reservation, Rule};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaders {
     pub bios: String,
-    /// EFI IA32 and x64 (option 93 = 6, 7, 9); `ipxe.efi` or `snponly.efi`.
+    /// EFI IA32 and x64 (option 93 = 6, 7, 9): `snponly.efi` by default, or
+    /// `ipxe.efi` (docs/decisions.md, "The EFI loader").
     pub efi: String,
     pub arm32: String,
     pub arm64: String,
@@ -32,7 +34,7 @@ impl Default for Loaders {
     fn default() -> Loaders {
         Loaders {
             bios: "undionly.kpxe".into(),
-            efi: "ipxe.efi".into(),
+            efi: "snponly.efi".into(),
             arm32: "ipxe-arm32.efi".into(),
             arm64: "ipxe-arm64.efi".into(),
         }
@@ -133,19 +135,21 @@ impl<'p> Decision<'p> {
 }
 
 /// Decides what `client` is handed. `base` is where the client reaches
-/// pxed's HTTP server.
+/// pxed's HTTP server; `ovr` is the machine's boot override, if any (see
+/// [`super::lifecycle`]): it beats the rule the MAC and arch match.
 pub fn decide<'p>(
     policy: &'p Policy,
     loaders: &'p Loaders,
     client: &Client,
     base: &Base,
+    ovr: Option<&BootOverride>,
 ) -> Decision<'p> {
     let id = Identity {
         mac: Some(client.mac),
         arch: client.arch,
         ..Identity::default()
     };
-    let rule = policy.select(&id);
+    let rule = policy.choose(&id, ovr).rule;
     let rule_loader = rule.and_then(|r| r.boot.loader.as_deref());
     let (handout, loader, reason) = handout(loaders, rule_loader, client, base);
     Decision {
@@ -296,8 +300,8 @@ mod tests {
     #[test]
     fn table() {
         use VendorClass::*;
-        let snp = Loaders {
-            efi: "snponly.efi".into(),
+        let full = Loaders {
+            efi: "ipxe.efi".into(),
             ..Loaders::default()
         };
         let def = Loaders::default();
@@ -314,12 +318,12 @@ mod tests {
         let cases: Vec<Case> = vec![
             (&def, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
             (&def, PLAIN, None, false, Pxe, tftp("undionly.kpxe")),
-            (&def, PLAIN, Some(6), false, Pxe, tftp("ipxe.efi")),
-            (&def, PLAIN, Some(7), false, Pxe, tftp("ipxe.efi")),
-            (&def, PLAIN, Some(9), false, Pxe, tftp("ipxe.efi")),
-            (&snp, PLAIN, Some(7), false, Pxe, tftp("snponly.efi")),
-            (&snp, PLAIN, Some(9), false, Pxe, tftp("snponly.efi")),
-            (&snp, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
+            (&def, PLAIN, Some(6), false, Pxe, tftp("snponly.efi")),
+            (&def, PLAIN, Some(7), false, Pxe, tftp("snponly.efi")),
+            (&def, PLAIN, Some(9), false, Pxe, tftp("snponly.efi")),
+            (&full, PLAIN, Some(7), false, Pxe, tftp("ipxe.efi")),
+            (&full, PLAIN, Some(9), false, Pxe, tftp("ipxe.efi")),
+            (&full, PLAIN, Some(0), false, Pxe, tftp("undionly.kpxe")),
             (&def, PLAIN, Some(10), false, Pxe, tftp("ipxe-arm32.efi")),
             (&def, PLAIN, Some(11), false, Pxe, tftp("ipxe-arm64.efi")),
             (&def, PLAIN, Some(2), false, Pxe, None),
@@ -335,7 +339,7 @@ mod tests {
                 Some(15),
                 false,
                 Http,
-                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
             ),
             (
                 &def,
@@ -343,15 +347,15 @@ mod tests {
                 Some(16),
                 false,
                 Http,
-                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
             ),
             (
-                &snp,
+                &full,
                 PLAIN,
                 Some(16),
                 false,
                 Http,
-                http("http://10.0.0.1:8080/assets/snponly.efi", true),
+                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
             ),
             (
                 &def,
@@ -376,7 +380,7 @@ mod tests {
                 Some(16),
                 false,
                 Other,
-                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
             ),
             // Vendor class HTTPClient without option 93: x64.
             (
@@ -385,7 +389,7 @@ mod tests {
                 None,
                 false,
                 Http,
-                http("http://10.0.0.1:8080/assets/ipxe.efi", true),
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
             ),
             // A rule's loader wins for PXE ROMs and HTTP Boot, not for iPXE.
             (&def, SPECIAL, Some(0), false, Pxe, tftp("special.kpxe")),
@@ -408,7 +412,7 @@ mod tests {
                 ipxe,
                 vendor,
             };
-            let got = decide(&policy, loaders, &client, &base());
+            let got = decide(&policy, loaders, &client, &base(), None);
             assert_eq!(
                 got.handout, want,
                 "{client:?} with {loaders:?}: {}",
@@ -426,14 +430,14 @@ mod tests {
             vendor: VendorClass::Pxe,
         };
         let (policy, loaders) = (policy(), Loaders::default());
-        let d = decide(&policy, &loaders, &client, &base());
+        let d = decide(&policy, &loaders, &client, &base(), None);
         assert_eq!(d.rule_name(), Some("special"));
         assert_eq!(d.loader, Some("special.kpxe"));
         let plain = Client {
             mac: PLAIN,
             ..client
         };
-        let d = decide(&policy, &loaders, &plain, &base());
+        let d = decide(&policy, &loaders, &plain, &base(), None);
         assert_eq!(d.rule_name(), Some("default"));
         assert_eq!(d.loader, Some("undionly.kpxe"));
     }

@@ -2,8 +2,10 @@
 //! it gets ([`rules`]), and what it is handed ([`render`]). Every adapter (HTTP,
 //! TFTP, DHCP) calls these functions over one immutable [`Policy`] snapshot.
 
+mod base;
 pub mod decide;
 pub mod identity;
+pub mod lifecycle;
 pub mod render;
 pub mod rules;
 
@@ -13,6 +15,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 pub use identity::{Arch, ClientString, Identity, Mac, Uuid};
+pub use lifecycle::{Active, BootOverride, Overrides};
 pub use render::{Answer, Base, Rendered, Templates};
 pub use rules::{Rule, RuleSet};
 
@@ -58,6 +61,12 @@ pub struct Console {
     /// 0 for ttyS0 / COM1, 1 for ttyS1 / COM2, …
     pub index: u8,
     pub baud: u32,
+    /// The firmware already copies its text screen to this port (BIOS console
+    /// redirection, QEMU `-nographic`): a boot menu must then draw on the
+    /// screen only, or the operator reads every character twice. `false`: the
+    /// port is a console of its own, and menus write to it themselves
+    /// (pxelinux `SERIAL`, GRUB `terminal_output serial`).
+    pub firmware_redirect: bool,
 }
 
 impl Console {
@@ -115,6 +124,8 @@ pub struct Policy {
     reserved_by: HashMap<Mac, usize>,
     /// Every reserved address: never handed to another machine.
     reserved_ips: HashSet<Ipv4Addr>,
+    /// What a "local disk" override boots (see [`lifecycle`]).
+    local: Rule<Boot>,
 }
 
 impl Policy {
@@ -133,6 +144,7 @@ impl Policy {
             scripts: render::ScriptCache::default(),
             reserved_by,
             reserved_ips,
+            local: lifecycle::local_rule(),
         }
     }
 

@@ -6,7 +6,6 @@
 //! or a command to a script.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use handlebars::{
@@ -14,6 +13,7 @@ use handlebars::{
 };
 use serde_json::{json, Map, Value};
 
+pub use super::base::Base;
 use super::identity::{query_escape, Arch, Identity, IdentityError};
 use super::{Boot, BootKind, Location, Policy, Rule};
 
@@ -43,67 +43,11 @@ const MENU_PRODUCT_CHARS: usize = 32;
 /// Seconds a machine waits before retrying when it could not be given a script.
 pub const RETRY_SECONDS: u32 = 10;
 
-/// Where the machine reaches pxed, which decides how URLs in a script are
-/// written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Base {
-    /// `http://host[:port]`, validated: only host characters, so it can sit in a
-    /// script unquoted.
-    Http(String),
-    /// A classic pxelinux client over TFTP: paths relative to the TFTP root.
-    Tftp,
-}
-
-impl Base {
-    /// From an HTTP `Host` header or a configured URL authority. `None` if it
-    /// holds anything but host and port characters.
-    pub fn from_authority(authority: &str) -> Option<Base> {
-        let ok = !authority.is_empty()
-            && authority.len() <= 255
-            && authority
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
-        ok.then(|| Base::Http(format!("http://{authority}")))
-    }
-
-    /// From a configured `public_url` such as `http://10.0.0.1:8080` (a path
-    /// prefix is allowed).
-    pub fn from_url(url: &str) -> Option<Base> {
-        let rest = url.strip_prefix("http://")?.trim_end_matches('/');
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let path_ok = path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._~/".contains(c));
-        match Base::from_authority(authority) {
-            Some(Base::Http(a)) if path_ok && path.is_empty() => Some(Base::Http(a)),
-            Some(Base::Http(a)) if path_ok => Some(Base::Http(format!("{a}/{path}"))),
-            _ => None,
-        }
-    }
-
-    pub fn from_addr(addr: SocketAddr) -> Base {
-        Base::Http(format!("http://{addr}"))
-    }
-
-    pub fn url(&self) -> &str {
-        match self {
-            Base::Http(u) => u,
-            Base::Tftp => "",
-        }
-    }
-
-    /// The URL (or TFTP path) of a file under the asset roots. Absolute URLs in
-    /// the config are kept as they are.
-    pub fn asset(&self, path: &str) -> String {
-        if path.contains("://") {
-            return path.to_string();
-        }
-        let path = path.trim_start_matches('/');
-        match self {
-            Base::Http(u) => format!("{u}/assets/{path}"),
-            Base::Tftp => path.to_string(),
-        }
-    }
+/// The per-machine URLs one render carries (see `core::lifecycle`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Install {
+    /// `<base>/callback/<mac>/<token>` when a one-shot override is booting.
+    pub callback_url: Option<String>,
 }
 
 /// A rendered script or config, and the rule that produced it (none for the
@@ -288,6 +232,21 @@ impl Boot {
         }
     }
 
+    /// The kernel command line of one render: [`Boot::cmdline`], plus
+    /// `pxed.callback=<url>` while a one-shot override boots (the installer,
+    /// or any script reading `/proc/cmdline`, calls it when done).
+    pub fn cmdline_with(&self, install: &Install) -> String {
+        let mut line = self.cmdline();
+        if let Some(url) = &install.callback_url {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str("pxed.callback=");
+            line.push_str(url);
+        }
+        line
+    }
+
     /// The kernel command line: the rule's arguments, plus the serial console
     /// unless the arguments already name one.
     pub fn cmdline(&self) -> String {
@@ -332,7 +291,13 @@ fn server_json(base: &Base) -> Value {
 
 /// The template context for a machine and its rule. Every key is always
 /// present (null when unknown) so strict mode only catches real typos.
-fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Option<&str>) -> Value {
+fn context(
+    id: &Identity,
+    rule: Option<&Rule<Boot>>,
+    base: &Base,
+    message: Option<&str>,
+    install: &Install,
+) -> Value {
     let (rule_json, boot_json, console_json, vars) = match rule {
         Some(r) => {
             let b = &r.boot;
@@ -350,7 +315,7 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
                     "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
                     "initrd_name": initrd_name,
                     "args": b.args,
-                    "cmdline": b.cmdline(),
+                    "cmdline": b.cmdline_with(install),
                     "menu_timeout": b.menu_timeout,
                     "menu_timeout_ds": b.menu_timeout.saturating_mul(10),
                 }),
@@ -360,6 +325,7 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
                         "tty": c.tty(),
                         "baud": c.baud,
                         "kernel_arg": c.kernel_arg(),
+                        "firmware_redirect": c.firmware_redirect,
                     })
                 }),
                 Value::Object(b.vars.clone()),
@@ -399,6 +365,9 @@ fn context(id: &Identity, rule: Option<&Rule<Boot>>, base: &Base, message: Optio
         "vars": vars,
         "message": message,
         "retry_seconds": RETRY_SECONDS,
+        "install": {
+            "callback_url": install.callback_url,
+        },
     })
 }
 
@@ -414,7 +383,7 @@ fn builtin_retry(base: &Base) -> String {
 impl Policy {
     /// The static bootstrap served at `/boot.ipxe`.
     pub fn bootstrap(&self, base: &Base) -> Rendered {
-        let ctx = context(&Identity::default(), None, base, None);
+        let ctx = context(&Identity::default(), None, base, None, &Install::default());
         let text = self
             .templates
             .render(BOOTSTRAP, &ctx)
@@ -426,7 +395,7 @@ impl Policy {
     /// is sanitised here, so callers may pass client values in it.
     pub fn retry(&self, id: &Identity, base: &Base, message: &str) -> Rendered {
         let message = super::identity::sanitize(message);
-        let ctx = context(id, None, base, Some(&message));
+        let ctx = context(id, None, base, Some(&message), &Install::default());
         let text = self
             .templates
             .render(RETRY, &ctx)
@@ -452,42 +421,32 @@ impl Policy {
         Ok(answer)
     }
 
-    /// The iPXE script this machine gets: its rule's template, or the retry
-    /// script when no rule matches.
+    /// The iPXE script this machine gets by the rules alone: its rule's
+    /// template, or the retry script when no rule matches.
     pub fn ipxe_script(&self, id: &Identity, base: &Base) -> Rendered {
-        match self.select(id) {
-            Some(rule) => self.render_rule(rule, rule.boot.ipxe_template(id.arch), id, base),
-            None => self.retry(
-                id,
-                base,
-                "no rule matches this machine; add one to machines.toml",
-            ),
-        }
+        self.script_for(id, base, None)
     }
 
-    /// The pxelinux `menu.c32` config for this machine (over HTTP for
-    /// lpxelinux chained from iPXE, over TFTP for classic pxelinux).
-    /// `rule_hint` is the rule the machine's iPXE script already chose (named
-    /// in option 209); if the config no longer has it, the rules decide again.
+    /// The pxelinux `menu.c32` config for this machine by the rules alone
+    /// (see [`Policy::menu_for`]).
     pub fn pxelinux_config(
         &self,
         id: &Identity,
         base: &Base,
         rule_hint: Option<&str>,
     ) -> Option<Rendered> {
-        let hinted = rule_hint.and_then(|name| self.rules.iter().find(|r| r.name == name));
-        let rule = hinted.or_else(|| self.select(id))?;
-        Some(self.render_rule(rule, &rule.boot.menu_template, id, base))
+        self.menu_for(id, base, rule_hint, None)
     }
 
-    fn render_rule(
+    pub(super) fn render_rule(
         &self,
         rule: &Rule<Boot>,
         template: &str,
         id: &Identity,
         base: &Base,
+        install: &Install,
     ) -> Rendered {
-        match self.render_rule_checked(rule, template, id, base) {
+        match self.render_rule_checked(rule, template, id, base, install) {
             Ok(text) => Rendered {
                 text,
                 rule: Some(rule.name.clone()),
@@ -506,11 +465,13 @@ impl Policy {
     /// Renders the bootstrap and retry templates, reporting failure instead of
     /// falling back. Used when loading a config.
     pub fn check_fixed_templates(&self, base: &Base) -> Result<(), TemplateError> {
-        let id = Identity::default();
+        let (id, none) = (Identity::default(), Install::default());
         self.templates
-            .render(BOOTSTRAP, &context(&id, None, base, None))?;
-        self.templates
-            .render(RETRY, &context(&id, None, base, Some("sample message")))?;
+            .render(BOOTSTRAP, &context(&id, None, base, None, &none))?;
+        self.templates.render(
+            RETRY,
+            &context(&id, None, base, Some("sample message"), &none),
+        )?;
         Ok(())
     }
 
@@ -522,9 +483,10 @@ impl Policy {
         template: &str,
         id: &Identity,
         base: &Base,
+        install: &Install,
     ) -> Result<String, TemplateError> {
         self.templates
-            .render(template, &context(id, Some(rule), base, None))
+            .render(template, &context(id, Some(rule), base, None, install))
     }
 }
 
@@ -557,39 +519,5 @@ mod tests {
             text.capacity(),
             text.len()
         );
-    }
-
-    #[test]
-    fn base_rejects_anything_but_host_characters() {
-        assert_eq!(
-            Base::from_authority("10.0.0.1:8080"),
-            Some(Base::Http("http://10.0.0.1:8080".into()))
-        );
-        assert_eq!(
-            Base::from_authority("[::1]:80")
-                .map(|b| b.url().to_string())
-                .as_deref(),
-            Some("http://[::1]:80")
-        );
-        for bad in ["", "a b", "x\nchain", "h/p", "h${x}", "h;y"] {
-            assert_eq!(Base::from_authority(bad), None, "{bad:?}");
-        }
-        assert_eq!(
-            Base::from_url("http://pxe.example:8080/boot/"),
-            Some(Base::Http("http://pxe.example:8080/boot".into()))
-        );
-        assert_eq!(Base::from_url("https://x"), None);
-        assert_eq!(Base::from_url("http://x/a b"), None);
-    }
-
-    #[test]
-    fn asset_urls() {
-        let b = Base::Http("http://h:1".into());
-        assert_eq!(
-            b.asset("debian/vmlinuz"),
-            "http://h:1/assets/debian/vmlinuz"
-        );
-        assert_eq!(b.asset("http://other/k"), "http://other/k");
-        assert_eq!(Base::Tftp.asset("/debian/vmlinuz"), "debian/vmlinuz");
     }
 }

@@ -88,7 +88,7 @@ pub fn start(
         _ => None,
     };
     let main = tokio::net::UdpSocket::from_std(main).context("DHCP socket")?;
-    tracing::info!(addr = %main.local_addr().context("DHCP socket")?, mode = ?dhcp.mode, "dhcp listening");
+    tracing::info!(addr = %main.local_addr().context("DHCP socket")?, mode = dhcp.mode.name(), "dhcp listening");
     let proxy = match proxy {
         Some(p) => {
             let sender = Arc::new(Sender::new(&p).context("proxy socket")?);

@@ -15,7 +15,7 @@ use super::outcome::{kind_label, Outcome, Reply};
 use super::packet::Request;
 use super::respond::Answer;
 use super::server::Sender;
-use crate::core::decide::Decision;
+use crate::core::decide::{Decision, Handout};
 use crate::events::{self, Event, Stage};
 
 /// Packet counters, logged every minute when something was dropped.
@@ -105,14 +105,15 @@ fn count(answer: &Answer, src: SocketAddrV4, stats: &Stats) {
         }
         Outcome::Ignored(why) => {
             stats.ignored.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(mac = %req.mac, kind = asked, ?rule, outcome = label, "no reply: {why}");
+            tracing::debug!(mac = %req.mac, kind = asked, rule, outcome = label, "no reply: {why}");
         }
         Outcome::Reply(r) => {
             stats.replies.fetch_add(1, Ordering::Relaxed);
             let d = answer.decision.as_ref();
             tracing::debug!(
                 mac = %req.mac, kind = asked, outcome = label, yiaddr = %r.yiaddr, dest = %r.out.dest,
-                ?rule, handout = ?d.and_then(|d| d.handout.as_ref()), why = d.map(|d| d.reason),
+                rule, handout = d.and_then(|d| d.handout.as_ref()).map(Handout::filename),
+                why = d.map(|d| d.reason),
                 "reply"
             );
         }

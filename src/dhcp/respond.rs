@@ -75,7 +75,11 @@ pub fn respond<'c>(
     }
     let (server, subnet) = exchange::locate(config, rx.iface, rx.arrival.local, req.giaddr());
     let base = config.server.base_at(server.into());
-    let decision = decide::decide(&config.policy, &config.dhcp.loaders, &req.boot, &base);
+    // The operator's override for this machine, if any (`crate::machines`:
+    // a lock-free snapshot read, no I/O).
+    let ovr = crate::machines::lookup(req.mac).map(|a| a.boot);
+    let loaders = &config.dhcp.loaders;
+    let decision = decide::decide(&config.policy, loaders, &req.boot, &base, ovr.as_ref());
     let outcome = match rx
         .iface
         .filter(|i| !config.dhcp.interfaces.is_empty() && !config.dhcp.interfaces.contains(&i.name))

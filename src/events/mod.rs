@@ -28,7 +28,7 @@ use anyhow::Context as _;
 
 use crate::config::EventsConfig;
 use crate::core::{Arch, Mac};
-pub use store::{Machine, Reader, StoredEvent};
+pub use store::{Machine, Query, Reader, StoredEvent};
 
 /// The steps of a network boot, in the order a machine goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,11 @@ pub enum Stage {
     Script,
     Menu,
     Asset,
+    /// An installer reported that it finished (one-shot override consumed).
+    Callback,
+    /// An operator changed the machine's state (API, CLI, admin page): not
+    /// a step of the machine itself, so its inventory row does not change.
+    Api,
 }
 
 impl Stage {
@@ -50,11 +55,18 @@ impl Stage {
             Stage::Script => "script",
             Stage::Menu => "menu",
             Stage::Asset => "asset",
+            Stage::Callback => "callback",
+            Stage::Api => "api",
         }
     }
 
     /// Whether this step chose the machine's rule with its full identity
     /// (DHCP only knows MAC and arch).
+    /// Whether the machine itself took this step (it was seen).
+    fn by_machine(self) -> bool {
+        self != Stage::Api
+    }
+
     fn decides_rule(self) -> bool {
         matches!(self, Stage::Script | Stage::Menu)
     }

@@ -18,7 +18,8 @@ use crate::core::Mac;
 /// How long a writer waits for the other writer of the same file.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCHEMA: &str = "
+/// The event tables; the machine store creates them too (`src/machines/`).
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,          -- unix milliseconds
@@ -49,12 +50,12 @@ CREATE TABLE IF NOT EXISTS machines (
 CREATE INDEX IF NOT EXISTS machines_by_time ON machines (last_at);
 ";
 
-fn millis(t: SystemTime) -> i64 {
+pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn from_millis(ms: i64) -> SystemTime {
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
@@ -127,7 +128,7 @@ impl Writer {
                     let fold = folds.entry(id).or_insert((0, at));
                     fold.0 += 1;
                     fold.1 = at;
-                    if let Some(mac) = mac {
+                    if let Some(mac) = mac.filter(|_| e.stage.by_machine()) {
                         seen.insert(mac, at);
                     }
                     continue;
@@ -146,7 +147,7 @@ impl Writer {
                     e.detail
                 ])?;
                 let id = tx.last_insert_rowid();
-                if let Some(mac) = &mac {
+                if let Some(mac) = mac.as_ref().filter(|_| e.stage.by_machine()) {
                     machine.execute(params![
                         mac,
                         at,
@@ -202,6 +203,8 @@ impl Writer {
 /// One stored step, as `pxed events` and the timeline show it.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
+    /// Increases with every new row (`pxed events --follow` reads past it).
+    pub id: i64,
     pub at: SystemTime,
     pub last_at: SystemTime,
     pub count: u32,
@@ -213,6 +216,38 @@ pub struct StoredEvent {
     pub arch: Option<String>,
     pub product: Option<String>,
     pub detail: String,
+}
+
+impl StoredEvent {
+    /// One `pxed events --json` line: times in RFC 3339, absent values
+    /// left out.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": self.id,
+            "at": humantime::format_rfc3339_millis(self.at).to_string(),
+            "stage": self.stage,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "count": self.count,
+        });
+        if self.count > 1 {
+            v["last_at"] = humantime::format_rfc3339_millis(self.last_at)
+                .to_string()
+                .into();
+        }
+        for (key, value) in [
+            ("mac", &self.mac),
+            ("ip", &self.ip),
+            ("rule", &self.rule),
+            ("arch", &self.arch),
+            ("product", &self.product),
+        ] {
+            if let Some(value) = value {
+                v[key] = value.clone().into();
+            }
+        }
+        v
+    }
 }
 
 impl fmt::Display for StoredEvent {
@@ -263,6 +298,37 @@ pub struct Machine {
     pub product: Option<String>,
 }
 
+/// Which events [`Reader::query`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Only this machine's.
+    pub mac: Option<Mac>,
+    /// The newest this many.
+    pub limit: usize,
+    /// Only those last seen at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only rows recorded after this one.
+    pub after_id: Option<i64>,
+}
+
+impl Machine {
+    /// From the columns `mac, first_at, last_at, stage, outcome, ip, rule,
+    /// arch, product`, in that order, at the start of a row.
+    pub(crate) fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Machine> {
+        Ok(Machine {
+            mac: r.get(0)?,
+            first_at: from_millis(r.get(1)?),
+            last_at: from_millis(r.get(2)?),
+            stage: r.get(3)?,
+            outcome: r.get(4)?,
+            ip: r.get(5)?,
+            rule: r.get(6)?,
+            arch: r.get(7)?,
+            product: r.get(8)?,
+        })
+    }
+}
+
 /// A read-only view of the event database.
 pub struct Reader {
     conn: Connection,
@@ -301,28 +367,51 @@ impl Reader {
 
     /// The newest `limit` events (of one machine, if `mac`), oldest first.
     pub fn events(&self, mac: Option<Mac>, limit: usize) -> Result<Vec<StoredEvent>, ReadError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(&Query {
+            mac,
+            limit,
+            since: None,
+            after_id: None,
+        })
+    }
+
+    /// The newest `q.limit` events that `q` selects, oldest first.
+    pub fn query(&self, q: &Query) -> Result<Vec<StoredEvent>, ReadError> {
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
-            "SELECT at, last_at, count, mac, ip, stage, outcome, rule, arch, product, detail
-             FROM (SELECT * FROM events WHERE ?1 IS NULL OR mac = ?1 ORDER BY id DESC LIMIT ?2)
+            "SELECT id, at, last_at, count, mac, ip, stage, outcome, rule, arch, product, detail
+             FROM (SELECT * FROM events
+                   WHERE (?1 IS NULL OR mac = ?1) AND (?3 IS NULL OR last_at >= ?3)
+                     AND (?4 IS NULL OR id > ?4)
+                   ORDER BY id DESC LIMIT ?2)
              ORDER BY at, id",
         )?;
-        let rows = stmt.query_map(params![mac.map(|m| m.to_string()), limit], |r| {
+        let mac = q.mac.map(|m| m.to_string());
+        let since = q.since.map(millis);
+        let rows = stmt.query_map(params![mac, limit, since, q.after_id], |r| {
             Ok(StoredEvent {
-                at: from_millis(r.get(0)?),
-                last_at: from_millis(r.get(1)?),
-                count: r.get(2)?,
-                mac: r.get(3)?,
-                ip: r.get(4)?,
-                stage: r.get(5)?,
-                outcome: r.get(6)?,
-                rule: r.get(7)?,
-                arch: r.get(8)?,
-                product: r.get(9)?,
-                detail: r.get(10)?,
+                id: r.get(0)?,
+                at: from_millis(r.get(1)?),
+                last_at: from_millis(r.get(2)?),
+                count: r.get(3)?,
+                mac: r.get(4)?,
+                ip: r.get(5)?,
+                stage: r.get(6)?,
+                outcome: r.get(7)?,
+                rule: r.get(8)?,
+                arch: r.get(9)?,
+                product: r.get(10)?,
+                detail: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The id of the newest row (0 when there is none).
+    pub fn last_id(&self) -> Result<i64, ReadError> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
     /// Every machine seen, most recent first (at most `limit`).
@@ -332,19 +421,7 @@ impl Reader {
             "SELECT mac, first_at, last_at, stage, outcome, ip, rule, arch, product
              FROM machines ORDER BY last_at DESC LIMIT ?1",
         )?;
-        let rows = stmt.query_map(params![limit], |r| {
-            Ok(Machine {
-                mac: r.get(0)?,
-                first_at: from_millis(r.get(1)?),
-                last_at: from_millis(r.get(2)?),
-                stage: r.get(3)?,
-                outcome: r.get(4)?,
-                ip: r.get(5)?,
-                rule: r.get(6)?,
-                arch: r.get(7)?,
-                product: r.get(8)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![limit], Machine::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -9,17 +9,27 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
 use super::Conn;
 use crate::config::{Config, Shared};
 use crate::core::identity::query_pairs;
-use crate::core::{Base, Identity, Mac};
+use crate::core::{Active, Answer, Base, Identity, Mac};
 use crate::events::{self, repeats, Event, Stage};
+use crate::machines;
 
 /// Who asked and how they reached us: the connection and the `Host` header,
 /// taken without copying the rest of the request's headers.
 pub struct Origin {
     conn: Conn,
     host: Option<HeaderValue>,
+}
+
+impl Origin {
+    /// The client's address.
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.conn.peer
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Origin {
@@ -81,6 +91,65 @@ pub async fn bootstrap(State(config): State<Shared>, origin: Origin) -> Response
     text(config.policy.bootstrap(&base).text)
 }
 
+/// The answer to a render request: the machine's override (see
+/// [`overridden`]) or the rules (cached per query).
+async fn answer(config: &Config, query: &str, base: &Base) -> Result<Arc<Answer>, String> {
+    match overridden(query).await {
+        Overridden::No => config.policy.answer(query, base).map_err(|e| e.to_string()),
+        Overridden::Yes(id, active) => {
+            let rendered = config.policy.script_for(&id, base, Some(&active));
+            Ok(Arc::new(Answer { id, rendered }))
+        }
+        Overridden::Failed(id, why) => {
+            let rendered = config.policy.retry(&id, base, &why);
+            Ok(Arc::new(Answer { id, rendered }))
+        }
+    }
+}
+
+enum Overridden {
+    No,
+    Yes(Identity, Active),
+    /// A one-shot override whose callback token could not be stored: the
+    /// machine waits and retries rather than install with no way to report
+    /// back (it would install again at every boot).
+    Failed(Identity, String),
+}
+
+/// Whether the machine asking has an override; for a one-shot override,
+/// this boot's callback token is minted and stored first. Costs nothing
+/// while no machine has an override.
+async fn overridden(query: &str) -> Overridden {
+    if !machines::any() {
+        return Overridden::No;
+    }
+    let Ok(id) = Identity::from_query(query) else {
+        return Overridden::No;
+    };
+    let Some(mac) = id.mac else {
+        return Overridden::No;
+    };
+    match machines::lookup(mac) {
+        None => Overridden::No,
+        Some(active) => active_for_boot(mac, active).await.map_or_else(
+            |why| Overridden::Failed(id.clone(), why),
+            |a| a.map_or(Overridden::No, |a| Overridden::Yes(id.clone(), a)),
+        ),
+    }
+}
+
+/// `active`, with this boot's callback token when it is a one-shot
+/// override (`None` if it was consumed meanwhile).
+pub(super) async fn active_for_boot(mac: Mac, active: Active) -> Result<Option<Active>, String> {
+    let Some(m) = machines::get().filter(|_| active.boot.is_once()) else {
+        return Ok(Some(active));
+    };
+    m.begin_boot(mac).await.map_err(|e| {
+        tracing::error!(%mac, error = %format!("{e:#}"), "cannot store the callback token of a one-shot override");
+        "cannot store this boot's install callback token; see the pxed log".to_string()
+    })
+}
+
 pub async fn ipxe(
     State(config): State<Shared>,
     origin: Origin,
@@ -90,41 +159,10 @@ pub async fn ipxe(
     let base = base(&config, &origin);
     let conn = origin.conn;
     let started = std::time::Instant::now();
-    let (body, matched) = match config.policy.answer(query.as_deref().unwrap_or(""), &base) {
+    let (body, matched) = match answer(&config, query.as_deref().unwrap_or(""), &base).await {
         Ok(answer) => {
-            let (id, rendered) = (&answer.id, &answer.rendered);
-            let product = || id.product.as_ref().map(|p| p.safe());
-            events::record_with(|| {
-                let (outcome, detail) = match &rendered.rule {
-                    Some(_) => ("ok", "iPXE script"),
-                    None => ("no_rule", "no rule matches: retry script"),
-                };
-                Event::new(Stage::Script, outcome, detail)
-                    .mac(id.mac)
-                    .ip(conn.peer.ip())
-                    .rule(rendered.rule.as_deref())
-                    .arch(id.arch)
-                    .product(product())
-            });
-            // A machine asking again for the same script within a minute is
-            // logged at debug only (and counted in its event record).
-            let fresh = match id.mac {
-                Some(m) => repeats::renders().fresh(m, &rendered.rule, std::time::Instant::now()),
-                None => true,
-            };
-            let mac = || fmt_mac(id.mac);
-            match (&rendered.rule, fresh) {
-                (Some(rule), true) => {
-                    tracing::info!(mac = %mac(), peer = %conn.peer, %rule, product = ?product(), "ipxe script rendered")
-                }
-                (Some(rule), false) => {
-                    tracing::debug!(mac = %mac(), peer = %conn.peer, %rule, "ipxe script rendered again")
-                }
-                (None, _) => {
-                    tracing::warn!(mac = %mac(), peer = %conn.peer, product = ?product(), "no rule matches; sent the retry script")
-                }
-            }
-            (rendered.text.clone(), rendered.rule.is_some())
+            log_script(&answer, &conn);
+            (answer.rendered.text.clone(), answer.rendered.rule.is_some())
         }
         Err(e) => {
             tracing::warn!(peer = %conn.peer, error = %e, "malformed render request; sent the retry script");
@@ -141,6 +179,42 @@ pub async fn ipxe(
     metrics.render_time(started.elapsed().as_secs_f64());
     metrics.request("http", "ipxe", if matched { "ok" } else { "retry" });
     text(body)
+}
+
+/// Records and logs a rendered script.
+fn log_script(answer: &Answer, conn: &Conn) {
+    let (id, rendered) = (&answer.id, &answer.rendered);
+    let product = || id.product.as_ref().map(|p| p.safe());
+    events::record_with(|| {
+        let (outcome, detail) = match &rendered.rule {
+            Some(_) => ("ok", "iPXE script"),
+            None => ("no_rule", "no rule matches: retry script"),
+        };
+        Event::new(Stage::Script, outcome, detail)
+            .mac(id.mac)
+            .ip(conn.peer.ip())
+            .rule(rendered.rule.as_deref())
+            .arch(id.arch)
+            .product(product())
+    });
+    // A machine asking again for the same script within a minute is
+    // logged at debug only (and counted in its event record).
+    let fresh = match id.mac {
+        Some(m) => repeats::renders().fresh(m, &rendered.rule, std::time::Instant::now()),
+        None => true,
+    };
+    let mac = || fmt_mac(id.mac);
+    match (&rendered.rule, fresh) {
+        (Some(rule), true) => {
+            tracing::info!(mac = %mac(), peer = %conn.peer, %rule, product = product().as_deref(), "ipxe script rendered")
+        }
+        (Some(rule), false) => {
+            tracing::debug!(mac = %mac(), peer = %conn.peer, %rule, "ipxe script rendered again")
+        }
+        (None, _) => {
+            tracing::warn!(mac = %mac(), peer = %conn.peer, product = product().as_deref(), "no rule matches; sent the retry script")
+        }
+    }
 }
 
 /// `/pxelinux/pxelinux.cfg/01-<mac>[?rule=<name>&<identity query>]`. Names pxelinux tries
@@ -167,12 +241,16 @@ pub async fn pxelinux_config(
         .map(|(_, v)| v);
     let span = tracing::info_span!("pxelinux", mac = %mac, peer = %conn.peer);
     let _enter = span.enter();
+    let active = match machines::lookup(mac) {
+        Some(a) => active_for_boot(mac, a).await.unwrap_or(None),
+        None => None,
+    };
     match config
         .policy
-        .pxelinux_config(&id, &base, rule_hint.as_deref())
+        .menu_for(&id, &base, rule_hint.as_deref(), active.as_ref())
     {
         Some(rendered) => {
-            tracing::info!(rule = ?rendered.rule, "pxelinux config rendered");
+            tracing::info!(rule = rendered.rule.as_deref(), "pxelinux config rendered");
             record_menu(&id, &conn, "ok", "pxelinux menu", rendered.rule.as_deref());
             metrics.request("http", "pxelinux", "ok");
             text(rendered.text)

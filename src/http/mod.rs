@@ -5,6 +5,7 @@
 
 pub mod admin;
 mod boot;
+mod callback;
 mod files;
 
 use std::net::SocketAddr;
@@ -47,6 +48,10 @@ pub fn router(config: Shared) -> Router {
         .route("/boot.ipxe", get(boot::bootstrap))
         .route("/ipxe", get(boot::ipxe))
         .route("/pxelinux/pxelinux.cfg/{name}", get(boot::pxelinux_config))
+        .route(
+            "/callback/{mac}/{token}",
+            get(callback::callback).post(callback::callback),
+        )
         .route("/pxelinux/{*path}", get(files::asset))
         .route("/assets/{*path}", get(files::asset))
         .fallback(files::not_found)

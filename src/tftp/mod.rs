@@ -28,7 +28,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::assets::{self, AssetError};
 use crate::config::{Config, Shared};
-use crate::core::{Base, Identity, Mac};
+use crate::core::{Active, Base, Identity, Mac};
 use crate::events::{Event, Stage};
 use content::{Cache, Content};
 use packet::{Accepted, ErrorCode, Packet, Request};
@@ -185,14 +185,14 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
                 }
             }
             Ok(Packet::Wrq(request)) => {
-                tracing::info!(%peer, file = ?request.filename, outcome = "refused", "tftp write request refused (read-only server)");
+                tracing::info!(%peer, file = %request.filename.escape_debug(), outcome = "refused", "tftp write request refused (read-only server)");
                 crate::metrics::get().request("tftp", "write", "refused");
                 let reply = packet::error(ErrorCode::AccessViolation, READ_ONLY);
                 let _ = state.listener.send_to(&reply, peer).await;
             }
             Ok(other) => {
                 count_malformed();
-                tracing::debug!(%peer, packet = ?other, "tftp: stray packet on the listening port dropped");
+                tracing::debug!(%peer, packet = other.name(), "tftp: stray packet on the listening port dropped");
             }
             Err(e) => {
                 count_malformed();
@@ -222,7 +222,7 @@ fn wait_for_slot(state: &State, peer: SocketAddr, request: Request) {
             if dropped.is_power_of_two() {
                 tracing::warn!(
                     %peer,
-                    file = ?file,
+                    file = %file.escape_debug(),
                     transfers = MAX_TRANSFERS,
                     waiting = MAX_WAITING,
                     dropped,
@@ -266,6 +266,7 @@ fn warn_if_no_undionly(config: &Shared) {
         let roots: Vec<String> = config
             .server
             .asset_roots()
+            .paths()
             .map(|p| p.display().to_string())
             .collect();
         tracing::warn!(
@@ -308,10 +309,15 @@ async fn open(config: &Config, cache: &Cache, name: &str) -> Result<Content, Ref
         let Some(mac) = Mac::from_pxelinux_name(cfg) else {
             return Err(Refusal::NotFound("not a per-machine pxelinux config name"));
         };
-        return match config
-            .policy
-            .pxelinux_config(&Identity::with_mac(mac), &Base::Tftp, None)
-        {
+        // The machine's override chooses the rule; no callback URL: a TFTP
+        // client has no HTTP base to reach it at (docs/api.md).
+        let active = crate::machines::lookup(mac).map(|a| Active { token: None, ..a });
+        return match config.policy.menu_for(
+            &Identity::with_mac(mac),
+            &Base::Tftp,
+            None,
+            active.as_ref(),
+        ) {
             Some(rendered) => Ok(Content::Memory(Arc::from(rendered.text.into_bytes()))),
             None => Err(Refusal::NoRule),
         };
@@ -443,13 +449,13 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
     );
     match &outcome {
         Outcome::Complete => {
-            tracing::info!(%peer, file, bytes, ms, blksize, windowsize, outcome = outcome.name(), "tftp transfer")
+            tracing::info!(%peer, file = %file.escape_debug(), bytes, ms, blksize, windowsize, outcome = outcome.name(), "tftp transfer")
         }
         Outcome::ClientError { code, message } => {
-            tracing::info!(%peer, file, bytes, ms, code, message = ?message, outcome = outcome.name(), "tftp transfer")
+            tracing::info!(%peer, file = %file.escape_debug(), bytes, ms, code, message = %message.escape_debug(), outcome = outcome.name(), "tftp transfer")
         }
         Outcome::TimedOut | Outcome::ClientGone => {
-            tracing::warn!(%peer, file, bytes, ms, outcome = outcome.name(), "tftp transfer")
+            tracing::warn!(%peer, file = %file.escape_debug(), bytes, ms, outcome = outcome.name(), "tftp transfer")
         }
         Outcome::Failed(e) => {
             tracing::error!(%peer, file, bytes, ms, error = %e, outcome = outcome.name(), "tftp transfer")
