@@ -128,7 +128,7 @@ fn status_and_preview_pages() {
     );
     let menu = get(admin, "/preview?mac=52:54:00:00:00:10");
     assert!(
-        menu.contains("pxelinux menu") && menu.contains("SERIAL 0 115200"),
+        menu.contains("pxelinux menu") && menu.contains("UI menu.c32") && !menu.contains("SERIAL"),
         "{menu}"
     );
 }

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::lab::{self, Dhcp, Firmware, Guest, Lab, Machine, Payload};
+use common::screen::Screen;
 use common::{ConfigDir, Pxed};
 
 /// Power-on to the payload's marker, BIOS. Under TCG on a busy 2-core machine
@@ -42,6 +43,7 @@ const PROLIANT: &str = "ProLiant DL360 Gen10";
 const PROLIANT_MAC: &str = "52:54:00:e2:e0:02";
 const UNKNOWN_MAC: &str = "52:54:00:e2:e0:03";
 const MENU_MAC: &str = "52:54:00:e2:e0:10";
+const SERIAL_MENU_MAC: &str = "52:54:00:e2:e0:12";
 const UEFI_MAC: &str = "52:54:00:e2:e0:20";
 const LONG_ID_MAC: &str = "52:54:00:e2:e0:11";
 
@@ -90,6 +92,15 @@ match = { mac = "52:54:00:e2:e0:10" }
 boot = "pxelinux"
 args = "LAB_ARGS pxed.rule=menu"
 
+# The same menu for a machine whose firmware does not redirect its screen to
+# the serial port: pxelinux must write to the port itself (SERIAL).
+[[rule]]
+name = "sol-serial"
+match = { mac = "52:54:00:e2:e0:12" }
+boot = "pxelinux"
+args = "LAB_ARGS pxed.rule=sol-serial"
+console = { port = "ttyS0", baud = 115200, firmware_redirect = false }
+
 [[rule]]
 name = "menu-long-id"
 match = { mac = "52:54:00:e2:e0:11" }
@@ -134,10 +145,11 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
     let lab = Lab::new(name, taps);
     let dhcp = dhcp(&lab);
     let server = format!(
-        "http_listen = \"{}:{}\"\ntftp_listen = \"\"\n\
+        "http_listen = \"{}:{}\"\ntftp_listen = \"{}:69\"\n\
          search_paths = [{:?}, \"/usr/lib/ipxe\", \"/usr/lib/PXELINUX\", \"/usr/lib/syslinux/modules/bios\"]",
         lab::SERVER_IP,
         lab::HTTP_PORT,
+        lab::SERVER_IP,
         payload.dir.display().to_string(),
     );
     let rules = RULES.replace("LAB_ARGS", LAB_ARGS);
@@ -285,78 +297,169 @@ fn bios_ipxe_boots_each_machine_by_its_rule() {
     println!("scenario bios: {}", secs(started.elapsed()));
 }
 
-/// Scenario 2: the rule hands the machine to lpxelinux + menu.c32 on ttyS0; on
-/// the serial console the operator sees the menu, presses Tab, appends an
-/// argument and boots: the kernel gets it (the IPMI SOL editing use case).
+/// menu.c32's help line (its default `MENU TABMSG`).
+const HELP_LINE: &str = "Press [Tab] to edit options";
+
+/// Asserts the menu screen an operator sees: the title row, each label
+/// once, in order below it, the help line below them, and no character
+/// doubled anywhere.
+fn assert_menu_screen(who: &str, screen: &Screen, title: &str, labels: &[&str]) {
+    let capture = screen.capture();
+    let doubled = screen.doubled_rows();
+    assert!(
+        doubled.is_empty(),
+        "{who}: doubled characters in {doubled:?}:\n{capture}"
+    );
+    let once = |text: &str| {
+        let rows = screen.rows_with(text);
+        assert!(
+            rows.len() == 1 && screen.count(text) == 1,
+            "{who}: {text:?} is on the screen {} times, not once:\n{capture}",
+            screen.count(text)
+        );
+        rows[0]
+    };
+    let mut row = once(title);
+    for label in labels {
+        let at = once(label);
+        assert!(
+            at > row,
+            "{who}: {label:?} is not below the title/previous label:\n{capture}"
+        );
+        row = at;
+    }
+    assert!(
+        once(HELP_LINE) > row,
+        "{who}: the help line is not below the menu:\n{capture}"
+    );
+}
+
+/// Scenario 2: the rule hands the machine to lpxelinux + menu.c32 on ttyS0,
+/// in both console setups an IPMI SOL console comes in:
+/// - SeaBIOS redirecting its screen to the serial port (`-nographic`, the
+///   usual SOL setup; `firmware_redirect` at its default, true): pxelinux
+///   draws on the screen only and the firmware carries it to the port;
+/// - SeaBIOS without redirection (`-display none -serial stdio`; the rule
+///   says `firmware_redirect = false`): pxelinux writes to the port itself
+///   (`SERIAL`).
+///
+/// In each, the 80x25 screen a VT100 terminal renders from the serial bytes
+/// shows the menu once, readable; the operator presses Tab, appends an
+/// argument and boots: the kernel gets it.
 #[test]
 fn pxelinux_menu_is_editable_on_the_serial_console() {
     let started = Instant::now();
-    let Some(s) = setup("e2e-menu", 1) else {
+    let Some(s) = setup("e2e-menu", 2) else {
         return;
     };
-    // A product long enough that the title must be cut: the MAC stays visible.
-    let machine = Machine::bios("menu", MENU_MAC, Some(NEC));
-    let mut guest = Guest::boot(&s.lab, 0, &machine, s.accel, None);
-
-    // menu.c32 draws the title, then the help line; input is read after that.
-    guest
-        .console
-        .wait_for("Press [Tab] to edit", BOOT_TIMEOUT)
-        .unwrap_or_else(|e| fail(&s, e));
-    let menu_at = guest.console.started.elapsed();
-    let screen = lab::strip_ansi(&guest.console.text());
-    // The product in the title came from the `?…` query of the option 209
-    // config name: lpxelinux passed it through to pxed. menu.c32 shows 56
-    // characters of a title (80 columns, margins of 10, the frame).
-    let product: String = NEC.chars().take(32).collect();
-    let title = format!("pxed: {MENU_MAC} {product}");
-    assert_eq!(title.chars().count(), 56);
-    assert!(
-        screen.contains(&title),
-        "menu title {title:?} not on the console:\n{}",
-        lab::printable_tail(&screen, 3000)
-    );
-
-    let before_tab = guest.console.text().len();
-    guest.console.type_keys(b"\t");
-    // The edit line shows the entry's command line.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !guest.console.text()[before_tab..].contains("pxed.rule=menu") {
-        assert!(
-            Instant::now() < deadline,
-            "Tab did not open the command line editor:\n{}",
-            lab::printable_tail(&guest.console.text(), 2000)
+    let machines = [
+        (Machine::bios("menu", MENU_MAC, Some(NEC)), "menu"),
+        (
+            Machine {
+                firmware: Firmware::BiosSerialOnly,
+                ..Machine::bios("menu-serial", SERIAL_MENU_MAC, Some(NEC))
+            },
+            "sol-serial",
+        ),
+    ];
+    let mut guests: Vec<Guest> = machines
+        .iter()
+        .enumerate()
+        .map(|(tap, (m, _))| Guest::boot(&s.lab, tap, m, s.accel, None))
+        .collect();
+    for (guest, (machine, rule)) in guests.iter_mut().zip(&machines) {
+        let who = &machine.name;
+        // The product in the title came from the `?…` query of the option
+        // 209 config name: lpxelinux passed it through to pxed. menu.c32
+        // shows 56 characters of a title (80 columns, margins of 10, the
+        // frame), so the MAC comes first and the product is cut to 32.
+        let product: String = NEC.chars().take(32).collect();
+        let title = format!("pxed: {} {product}", machine.mac);
+        assert_eq!(title.chars().count(), 56);
+        let screen = guest
+            .console
+            .wait_for_screen(
+                "the menu's help line",
+                |sc| sc.count(HELP_LINE) > 0,
+                BOOT_TIMEOUT,
+            )
+            .unwrap_or_else(|e| fail(&s, e));
+        let menu_at = guest.console.started.elapsed();
+        let labels = [format!("Boot {rule}"), "Boot from local disk".to_string()];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        assert_menu_screen(who, &screen, &title, &labels);
+        println!(
+            "{who}: menu at {} ({:?}):\n{}",
+            secs(menu_at),
+            machine.firmware,
+            screen.capture()
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for key in b" pxed.typed=yes" {
-        guest.console.type_keys(&[*key]);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    guest.console.type_keys(b"\r");
 
-    let cmdline = guest
-        .booted_cmdline(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| fail(&s, e));
-    println!(
-        "menu: menu shown at {}, booted in {} (accel {}): {cmdline}",
-        secs(menu_at),
-        secs(guest.console.started.elapsed()),
-        s.accel
-    );
-    let args: Vec<&str> = cmdline.split_whitespace().collect();
-    assert!(args.contains(&"pxed.rule=menu"), "{cmdline:?}");
-    assert!(args.contains(&"pxed.typed=yes"), "{cmdline:?}");
-    assert!(guest.console.wait_exit(Duration::from_secs(60)));
-
+        guest.console.type_keys(b"\t");
+        // Tab opens the entry's command line for editing, on the screen.
+        let edit = format!("pxed.rule={rule}");
+        guest
+            .console
+            .wait_for_screen(
+                "the command line editor",
+                |sc| sc.count_wrapped(&edit) > 0,
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| fail(&s, e));
+        for key in b" pxed.typed=yes" {
+            guest.console.type_keys(&[*key]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let typed = guest
+            .console
+            .wait_for_screen(
+                "the typed argument",
+                |sc| sc.count_wrapped("pxed.typed=yes") == 1,
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| fail(&s, e));
+        assert!(
+            typed.doubled_rows().is_empty(),
+            "{who}: doubled while editing:\n{}",
+            typed.capture()
+        );
+        println!("{who}: edited:\n{}", typed.capture());
+        guest.console.type_keys(b"\r");
+    }
+    for (guest, (machine, rule)) in guests.iter_mut().zip(&machines) {
+        let cmdline = guest
+            .booted_cmdline(BOOT_TIMEOUT)
+            .unwrap_or_else(|e| fail(&s, e));
+        println!(
+            "{}: booted in {} (accel {}): {cmdline}",
+            machine.name,
+            secs(guest.console.started.elapsed()),
+            s.accel
+        );
+        let args: Vec<&str> = cmdline.split_whitespace().collect();
+        assert!(
+            args.contains(&format!("pxed.rule={rule}").as_str()),
+            "{cmdline:?}"
+        );
+        assert!(args.contains(&"pxed.typed=yes"), "{cmdline:?}");
+        // Both modes still send kernel messages to the serial console.
+        assert!(args.contains(&"console=ttyS0,115200n8"), "{cmdline:?}");
+        assert!(guest.console.wait_exit(Duration::from_secs(60)));
+        let log = s.pxed.log();
+        assert_rendered(
+            &log,
+            "ipxe script rendered",
+            &machine.mac,
+            &format!("rule={rule} "),
+        );
+        assert_rendered(
+            &log,
+            "pxelinux config rendered",
+            &machine.mac,
+            &format!("rule=Some(\"{rule}\")"),
+        );
+    }
     let log = s.pxed.log();
-    assert_rendered(&log, "ipxe script rendered", MENU_MAC, "rule=menu ");
-    assert_rendered(
-        &log,
-        "pxelinux config rendered",
-        MENU_MAC,
-        "rule=Some(\"menu\")",
-    );
     for file in ["lpxelinux.0", "ldlinux.c32", "menu.c32"] {
         assert!(log.contains(file), "{file} not served:\n{log}");
     }
@@ -491,4 +594,34 @@ fn proxy_dhcp_boots_beside_another_dhcp_server() {
     let log = s.pxed.log();
     assert_rendered(&log, "ipxe script rendered", NEC_MAC, "rule=nec-one ");
     println!("scenario proxy: {}", secs(started.elapsed()));
+}
+
+/// The screen harness itself (no privileges needed): what it counts as
+/// doubled, and how it renders escapes and menu.c32's line drawing.
+#[test]
+fn the_screen_harness_renders_like_a_sol_client() {
+    use common::screen::{has_doubled_run, Terminal};
+    assert!(has_doubled_run("  BBoooott  mmeennuu"));
+    assert!(has_doubled_run("PPrreessss  [[TTaabb]]"));
+    for fine in [
+        "Boot from local disk",
+        "Press [Tab] to edit options",
+        "pxed: 52:54:00:e2:e0:10 Express5800/i120Ra-e1 [N8100-1",
+        "────────────────────────────────",
+        "Automatic boot in 118 seconds...",
+        "address 10.97.1.11 aabb",
+    ] {
+        assert!(!has_doubled_run(fine), "{fine}");
+    }
+    let mut t = Terminal::new();
+    // menu.c32 over a serial line: G1 = DEC graphics, SO draws the frame,
+    // an SGR (final byte `m`, a drawing character) inside it stays an SGR.
+    t.process(b"\x1b)0\x1b(B\x1b[2J\x1b[1;11H\x0elqqk\x1b[2;11H\x1b[0;30;44mx\x0f title\x0ex\x0f");
+    t.process(b"\x1b[25;1Hbottom q");
+    let s = t.screen();
+    assert_eq!(s.rows.len(), 25);
+    assert_eq!(s.rows[0], format!("{}┌──┐", " ".repeat(10)));
+    assert_eq!(s.rows[1], format!("{}│ title│", " ".repeat(10)));
+    assert_eq!(s.rows_with("bottom q"), vec![24]);
+    assert_eq!(s.count("─"), 2);
 }

@@ -68,6 +68,14 @@ name = "menu"
 match = { mac = "52:54:00:00:00:10" }
 boot = "pxelinux"
 args = "rule=menu"
+console = { port = 1, baud = 115200, firmware_redirect = false }
+
+# The usual SOL setup: the BIOS redirects its screen to the serial port.
+[[rule]]
+name = "menu-redirected"
+match = { mac = "52:54:00:00:00:11" }
+boot = "pxelinux"
+args = "rule=menu-redirected"
 console = { port = 1, baud = 115200 }
 "#;
 
@@ -392,8 +400,22 @@ fn pxelinux_config_is_made_for_a_serial_console() {
         "/pxelinux/pxelinux.cfg/01-52-54-00-00-00-10?product=Box&mac=52%3A54%3A00%3A00%3A00%3A10",
     );
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // No firmware redirection: pxelinux writes to the port itself, SERIAL first.
     assert_eq!(menu.lines().next(), Some("SERIAL 1 115200"), "{menu}");
     assert!(menu.contains("\nUI menu.c32\n"), "{menu}");
+    // Redirection (the default): no SERIAL, or every character shows twice;
+    // the kernel still gets the serial console.
+    let (_, redirected) = get(s.addr, "/pxelinux/pxelinux.cfg/01-52-54-00-00-00-11");
+    assert_eq!(
+        redirected.lines().next(),
+        Some("UI menu.c32"),
+        "{redirected}"
+    );
+    assert!(!redirected.contains("SERIAL"), "{redirected}");
+    assert!(
+        redirected.contains("rule=menu-redirected console=ttyS1,115200n8"),
+        "{redirected}"
+    );
     assert!(!menu.contains("vesamenu"));
     assert!(menu.contains("APPEND initrd="), "{menu}");
     assert!(menu.contains("rule=menu console=ttyS1,115200n8"), "{menu}");

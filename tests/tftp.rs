@@ -423,7 +423,9 @@ fn pxelinux_config_is_rendered_per_machine() {
     )
     .expect("rendered menu");
     let menu = String::from_utf8(menu).unwrap();
-    assert_eq!(menu.lines().next(), Some("SERIAL 1 115200"), "{menu}");
+    // The BIOS redirects its screen (the default): no SERIAL line.
+    assert_eq!(menu.lines().next(), Some("UI menu.c32"), "{menu}");
+    assert!(menu.contains("console=ttyS1,115200n8"), "{menu}");
     assert!(menu.contains("KERNEL debian/vmlinuz"), "{menu}");
     assert!(menu.contains("rule=menu"), "{menu}");
     // Another machine gets its own rule's menu; same text with a leading slash.

@@ -14,6 +14,7 @@ const DEFAULT_MENU_TIMEOUT: u32 = 10;
 const DEFAULT_CONSOLE: Console = Console {
     index: 0,
     baud: 115_200,
+    firmware_redirect: true,
 };
 
 impl Loader<'_> {
@@ -235,7 +236,12 @@ impl Loader<'_> {
             self.error(c, format!("baud {baud} is not one of {BAUDS:?}"));
         }
         match index {
-            Some(index) if index < 4 => Some(Console { index, baud }),
+            Some(index) if index < 4 => Some(Console {
+                index,
+                baud,
+                // The usual SOL setup: the BIOS redirects its text screen.
+                firmware_redirect: c.get_ref().firmware_redirect.unwrap_or(true),
+            }),
             _ => {
                 self.error(
                     c,

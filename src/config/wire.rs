@@ -139,6 +139,8 @@ pub struct Console {
     pub port: ConsolePort,
     #[serde(default = "default_baud")]
     pub baud: u32,
+    /// Whether the firmware already copies its screen to this port.
+    pub firmware_redirect: Option<bool>,
 }
 
 fn default_baud() -> u32 {

@@ -59,6 +59,12 @@ pub struct Console {
     /// 0 for ttyS0 / COM1, 1 for ttyS1 / COM2, …
     pub index: u8,
     pub baud: u32,
+    /// The firmware already copies its text screen to this port (BIOS console
+    /// redirection, QEMU `-nographic`): a boot menu must then draw on the
+    /// screen only, or the operator reads every character twice. `false`: the
+    /// port is a console of its own, and menus write to it themselves
+    /// (pxelinux `SERIAL`, GRUB `terminal_output serial`).
+    pub firmware_redirect: bool,
 }
 
 impl Console {

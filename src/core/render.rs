@@ -325,6 +325,7 @@ fn context(
                         "tty": c.tty(),
                         "baud": c.baud,
                         "kernel_arg": c.kernel_arg(),
+                        "firmware_redirect": c.firmware_redirect,
                     })
                 }),
                 Value::Object(b.vars.clone()),

@@ -11,6 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::screen::{Screen, Terminal};
 use super::{have_tool, pxed_bin, repo, skip, Daemon, Netns};
 
 /// pxed's address on the lab bridge.
@@ -434,12 +435,15 @@ pub fn dnsmasq(ns: &str, interface: &str, extra: &[String]) -> Daemon {
 }
 
 /// A process whose stdout is a serial console: kept whole (raw bytes), copied
-/// to a log file under `target/e2e-logs/` for post-mortems, readable and
-/// typeable while it runs. Killed by its own PID when dropped.
+/// to a log file under `target/e2e-logs/` for post-mortems, rendered on an
+/// 80x25 terminal as an operator's SOL client would (stdout only: QEMU's own
+/// warnings on stderr are not on the serial line), readable and typeable
+/// while it runs. Killed by its own PID when dropped.
 pub struct Console {
     child: Child,
     stdin: Option<ChildStdin>,
     out: Arc<Mutex<Vec<u8>>>,
+    terminal: Arc<Mutex<Terminal>>,
     pub name: String,
     pub started: Instant,
 }
@@ -455,11 +459,16 @@ impl Console {
         let started = Instant::now();
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let out = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
+        let terminal = Arc::new(Mutex::new(Terminal::new()));
+        for (stream, is_serial) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                true,
+            ),
+            (Box::new(child.stderr.take().unwrap()), false),
         ] {
             let sink = out.clone();
+            let terminal = is_serial.then(|| terminal.clone());
             let mut file = file.as_mut().and_then(|f| f.try_clone().ok());
             let mut stream = stream;
             std::thread::spawn(move || {
@@ -469,6 +478,9 @@ impl Console {
                         break;
                     }
                     sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if let Some(t) = &terminal {
+                        t.lock().unwrap().process(&buf[..n]);
+                    }
                     if let Some(f) = file.as_mut() {
                         let _ = f.write_all(&buf[..n]);
                     }
@@ -479,6 +491,7 @@ impl Console {
             stdin: child.stdin.take(),
             child,
             out,
+            terminal,
             name: name.to_string(),
             started,
         }
@@ -536,6 +549,41 @@ impl Console {
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The 80x25 screen as the operator sees it now.
+    pub fn screen(&self) -> Screen {
+        self.terminal.lock().unwrap().screen()
+    }
+
+    /// Waits until the screen satisfies `ready`; returns that screen, or an
+    /// error with the last screen when the process exits or time runs out.
+    pub fn wait_for_screen(
+        &mut self,
+        what: &str,
+        ready: impl Fn(&Screen) -> bool,
+        timeout: Duration,
+    ) -> Result<Screen, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return Ok(screen);
+            }
+            let exited = self.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let why = match exited {
+                    Some(status) => format!("exited ({status})"),
+                    None => format!("timed out after {timeout:?}"),
+                };
+                return Err(format!(
+                    "{}: the screen never showed {what}, {why}; last screen:\n{}",
+                    self.name,
+                    screen.capture()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -612,11 +660,28 @@ pub fn strip_ansi(text: &str) -> String {
 /// The guest's firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
-    /// SeaBIOS with QEMU's iPXE option ROM (the default e1000 ROM).
+    /// SeaBIOS with QEMU's iPXE option ROM (the default e1000 ROM), with
+    /// `-nographic`: SeaBIOS copies its text screen to the serial port, as a
+    /// server's BIOS console redirection does for SOL.
     Bios,
+    /// SeaBIOS as [`Firmware::Bios`], but the serial port is only a serial
+    /// port (`-display none -serial stdio`): no redirection, so only what a
+    /// program writes to the port itself reaches the console.
+    BiosSerialOnly,
     /// OVMF with QEMU's iPXE EFI ROM (`efi-e1000.rom`).
     Uefi,
+    /// OVMF's own PXE client, no iPXE ROM: q35, pflash `OVMF_CODE_4M.fd` and
+    /// a copy of `OVMF_VARS_4M.fd`, `virtio-net-pci` with `romfile=`.
+    UefiPxe,
+    /// [`Firmware::UefiPxe`] with PXEv4 and PXEv6 turned off (fw_cfg), so
+    /// OVMF goes straight to UEFI HTTP Boot over IPv4.
+    UefiHttp,
 }
+
+/// OVMF's code and variable store for [`Firmware::UefiPxe`] and
+/// [`Firmware::UefiHttp`] (Debian's `ovmf`).
+pub const OVMF_CODE_4M: &[&str] = &["/usr/share/OVMF/OVMF_CODE_4M.fd"];
+pub const OVMF_VARS_4M: &[&str] = &["/usr/share/OVMF/OVMF_VARS_4M.fd"];
 
 /// One machine to boot.
 #[derive(Debug, Clone)]
@@ -642,16 +707,20 @@ impl Machine {
     }
 }
 
-/// A QEMU guest network-booting in the lab: `-nographic`, so its serial
-/// console (ttyS0, the "SOL" console) is the process's stdio.
+/// A QEMU guest network-booting in the lab; its serial console (ttyS0, the
+/// "SOL" console) is the process's stdio.
 pub struct Guest {
     pub console: Console,
     pub machine: Machine,
+    /// The guest's own copy of OVMF's variable store, removed with it.
+    _vars: Option<tempfile::NamedTempFile>,
 }
 
 impl Guest {
-    /// Boots `machine` on the lab's tap `tap`. `uefi` holds the OVMF image and
-    /// the EFI ROM for [`Firmware::Uefi`].
+    /// Boots `machine` on the lab's tap `tap`. `uefi` holds the firmware
+    /// files: for [`Firmware::Uefi`] the OVMF image and the EFI ROM; for
+    /// [`Firmware::UefiPxe`] and [`Firmware::UefiHttp`] `OVMF_CODE_4M.fd` and
+    /// `OVMF_VARS_4M.fd` (copied for the guest).
     pub fn boot(
         lab: &Lab,
         tap: usize,
@@ -662,8 +731,12 @@ impl Guest {
         assert!(tap < lab.taps, "the lab has {} taps", lab.taps);
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", lab.name(), "qemu-system-x86_64"])
-            .args(["-accel", accel, "-nographic", "-m", "512", "-no-reboot"])
-            .args(["-boot", "n"]);
+            .args(["-accel", accel, "-m", "512", "-no-reboot"]);
+        if machine.firmware == Firmware::BiosSerialOnly {
+            cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);
+        } else {
+            cmd.arg("-nographic");
+        }
         let mut smbios: Vec<String> = Vec::new();
         if let Some(product) = &machine.product {
             // QEMU option values escape ',' by doubling it.
@@ -676,17 +749,14 @@ impl Guest {
         }
         cmd.arg("-netdev")
             .arg(format!("tap,id=n0,ifname=tap{tap},script=no,downscript=no"));
-        let mut nic = format!("e1000,netdev=n0,mac={}", machine.mac);
-        if machine.firmware == Firmware::Uefi {
-            let (ovmf, rom) = uefi.expect("UEFI guests need OVMF and the EFI ROM");
-            cmd.arg("-bios").arg(ovmf);
-            nic.push_str(&format!(",romfile={}", rom.display()));
-        }
-        cmd.arg("-device").arg(nic);
+        let (nic, vars) = firmware_args(&mut cmd, machine, uefi);
+        cmd.arg("-device")
+            .arg(format!("{nic},netdev=n0,mac={}", machine.mac));
         let console = Console::spawn(cmd, &format!("{}-{}", lab.name(), machine.name));
         Guest {
             console,
             machine: machine.clone(),
+            _vars: vars,
         }
     }
 
@@ -714,5 +784,50 @@ impl Guest {
             .split_once("cmdline=")
             .map(|(_, c)| c.to_string())
             .unwrap_or_default())
+    }
+}
+
+/// The firmware's QEMU arguments; returns the NIC model (with its option ROM)
+/// and the guest's copy of OVMF's variable store, if it has one.
+fn firmware_args(
+    cmd: &mut Command,
+    machine: &Machine,
+    uefi: Option<(&Path, &Path)>,
+) -> (String, Option<tempfile::NamedTempFile>) {
+    let files = || uefi.expect("UEFI guests need their firmware files");
+    match machine.firmware {
+        Firmware::Bios | Firmware::BiosSerialOnly => {
+            cmd.args(["-boot", "n"]);
+            ("e1000".to_string(), None)
+        }
+        Firmware::Uefi => {
+            let (ovmf, rom) = files();
+            cmd.args(["-boot", "n"]).arg("-bios").arg(ovmf);
+            (format!("e1000,romfile={}", rom.display()), None)
+        }
+        Firmware::UefiPxe | Firmware::UefiHttp => {
+            let (code, vars) = files();
+            let copy = tempfile::NamedTempFile::new().expect("temp file");
+            std::fs::copy(vars, copy.path()).expect("copy OVMF_VARS");
+            cmd.args(["-machine", "q35"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    code.display()
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    copy.path().display()
+                ));
+            if machine.firmware == Firmware::UefiHttp {
+                for v in ["IPv4PXESupport", "IPv6PXESupport"] {
+                    cmd.arg("-fw_cfg")
+                        .arg(format!("name=opt/org.tianocore/{v},string=no"));
+                }
+            }
+            // `romfile=` empty: no iPXE ROM, the firmware's own network stack.
+            ("virtio-net-pci,romfile=".to_string(), Some(copy))
+        }
     }
 }
