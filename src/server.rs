@@ -1,7 +1,8 @@
 //! `pxed serve`: load the config, bind every listener (failing with one clear
 //! line when a port cannot be bound), run the adapters, and reload on SIGHUP.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -79,29 +80,47 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         shared.clone(),
         reload_status.clone(),
     );
+    let mut listening = Listening::default();
     let mut tasks = tokio::task::JoinSet::new();
-    tracing::info!(addr = %http.local_addr().context("http listener address")?, "http listening");
+    let http_at = http.local_addr().context("http listener address")?;
+    tracing::info!(addr = %http_at, "http listening");
+    listening.add("http", http_at);
     tasks.spawn(crate::http::serve(
         http,
         crate::http::router(shared.clone()),
         "http",
     ));
     if let Some(admin) = admin {
-        tracing::info!(addr = %admin.local_addr().context("admin listener address")?, "admin listening");
+        let admin_at = admin.local_addr().context("admin listener address")?;
+        tracing::info!(addr = %admin_at, "admin listening");
+        warn_if_admin_exposed(admin_at);
+        listening.add("admin", admin_at);
         let app = crate::http::admin::router(shared.clone(), reload_status.clone());
         tasks.spawn(crate::http::serve(admin, app, "admin"));
     }
     if let Some(tftp) = tftp {
+        listening.add("tftp", tftp.local_addr().context("tftp listener address")?);
         tasks.spawn(crate::tftp::serve(tftp, shared.clone()));
     }
     tasks.spawn(reloader.run());
     if let Some(dhcp) = dhcp {
+        listening.add(
+            &format!("dhcp-{}", config.dhcp.mode.name()),
+            config.dhcp.listen,
+        );
         tasks.spawn(dhcp);
     }
     if let Some(ra) = ra {
         tasks.spawn(ra);
     }
+    listening.announce(&config_path);
+    let stopped = until_stopped(tasks).await;
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    stopped
+}
 
+/// Runs until SIGTERM, Ctrl-C, or a server task failing.
+async fn until_stopped(mut tasks: tokio::task::JoinSet<()>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
@@ -113,4 +132,48 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `http=0.0.0.0:8080 admin=127.0.0.1:9180 …` for the start line.
+#[derive(Default)]
+struct Listening(Vec<String>);
+
+impl Listening {
+    fn add(&mut self, what: &str, addr: SocketAddr) {
+        self.0.push(format!("{what}={addr}"));
+    }
+
+    /// The start line (version, config, listeners), then readiness to
+    /// systemd: every listener is bound by now.
+    fn announce(&self, config_path: &Path) {
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %std::path::absolute(config_path).unwrap_or(config_path.to_path_buf()).display(),
+            listeners = %self.0.join(" "),
+            "pxed started"
+        );
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// Tells systemd (`Type=notify`) that pxed is up, or stopping. Outside
+/// systemd (`NOTIFY_SOCKET` unset) it does nothing.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// The admin listener has no authentication: anyone who reaches it sees
+/// every machine's boot record and the config. Off loopback that is worth
+/// a line nobody misses.
+fn warn_if_admin_exposed(addr: SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %addr,
+            "ADMIN LISTENER EXPOSED: admin_listen is not a loopback address and the admin pages and /metrics \
+             have no authentication; anyone who can reach {addr} reads every machine's boot record and the \
+             rules. Bind it to 127.0.0.1 (the default) and reach it over SSH, or firewall the port"
+        );
+    }
 }

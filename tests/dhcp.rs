@@ -641,7 +641,15 @@ fn boot_events_of_a_full_simulated_boot_in_order() {
         ),
     );
     dir.asset("vmlinuz", b"kernel bytes");
-    let pxed = start(&lab, &dir);
+    // In JSON, as a log collector reads it: every line is checked below.
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.srv.name])
+        .arg(common::pxed_bin())
+        .args(["serve", "--config"])
+        .arg(dir.config())
+        .env("PXED_LOG_FORMAT", "json");
+    let pxed = common::Pxed::spawn(cmd);
+    pxed.wait_log("dhcp listening", Duration::from_secs(10));
     pxed.wait_log("tftp listening", Duration::from_secs(10));
     let m = mac(0x60);
     let mac_text = "52:54:00:77:00:60";
@@ -665,8 +673,9 @@ fn boot_events_of_a_full_simulated_boot_in_order() {
         format!("/ipxe?product=Express5800%2Fi120Ra-e1&mac={mac_text}"),
         "/assets/vmlinuz".to_string(),
     ] {
-        lab.cli
-            .sh(&format!("curl -sf -o /dev/null http://{SERVER}:8080{path}"));
+        lab.cli.sh(&format!(
+            "curl -sf -o /dev/null 'http://{SERVER}:8080{path}'"
+        ));
     }
 
     // The writer stores events a moment after they happen.
@@ -756,6 +765,57 @@ fn boot_events_of_a_full_simulated_boot_in_order() {
         metrics.contains("pxed_dhcp_pool_addresses{subnet=\"10.77.0.0/24\",state=\"size\"} 100"),
         "{metrics}"
     );
+    json_log_is_plain(&pxed.log(), mac_text);
+}
+
+/// Every line pxed logged during the boot is one JSON object with a time, a
+/// level and a message, and its fields are plain values: no Rust debug forms
+/// (`Some("…")`, quoted strings, enum names like `Full`).
+fn json_log_is_plain(log: &str, mac: &str) {
+    let mut messages = Vec::new();
+    for line in log.lines().filter(|l| *l != "<exited>") {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{log}"));
+        let fields = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"));
+        for key in ["timestamp", "level", "message", "target"] {
+            assert!(
+                fields.get(key).is_some_and(|v| v.is_string()),
+                "no {key}: {line}"
+            );
+        }
+        for (key, value) in fields {
+            if let Some(s) = value.as_str() {
+                assert!(
+                    !s.starts_with("Some(") && s != "None" && !s.starts_with('"'),
+                    "{key} in Rust debug form: {line}"
+                );
+            }
+        }
+        messages.push(v);
+    }
+    let find = |message: &str| {
+        messages
+            .iter()
+            .find(|m| m["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in\n{log}"))
+    };
+    assert_eq!(find("dhcp listening")["mode"], "full");
+    let started = find("pxed started");
+    assert_eq!(started["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        started["listeners"]
+            .as_str()
+            .unwrap()
+            .contains("dhcp-full=0.0.0.0:67"),
+        "{started}"
+    );
+    let script = find("ipxe script rendered");
+    assert_eq!(script["product"], "Express5800/i120Ra-e1");
+    assert_eq!(script["rule"], "nec");
+    assert_eq!(script["mac"], mac);
+    assert_eq!(find("tftp transfer")["file"], "undionly.kpxe");
 }
 
 /// A locally administered MAC from a counter (distinct for every `n`).

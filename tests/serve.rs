@@ -70,3 +70,25 @@ fn privileged_port_without_root_names_the_remedy() {
         "{line}"
     );
 }
+
+/// The admin pages have no authentication: off loopback, a warning nobody
+/// misses; on loopback (the default), none.
+#[test]
+fn admin_listener_off_loopback_is_warned_about() {
+    let rules = "[[rule]]\nname = \"d\"\nkernel = \"k\"\n";
+    let dir = ConfigDir::new(
+        "http_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"\nadmin_listen = \"0.0.0.0:0\"",
+        rules,
+    );
+    let pxed = common::Pxed::start(&dir.config(), None);
+    let log = pxed.wait_log("ADMIN LISTENER EXPOSED", std::time::Duration::from_secs(5));
+    assert!(log.contains("no authentication"), "{log}");
+    let dir = ConfigDir::new("http_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"", rules);
+    let pxed = common::Pxed::start(&dir.config(), None);
+    let log = pxed.wait_log("pxed started", std::time::Duration::from_secs(5));
+    assert!(!log.contains("EXPOSED"), "{log}");
+    assert!(
+        log.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{log}"
+    );
+}

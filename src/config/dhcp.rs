@@ -41,6 +41,17 @@ pub enum DhcpMode {
     Full,
 }
 
+impl DhcpMode {
+    /// As written in `[dhcp] mode`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DhcpMode::Off => "off",
+            DhcpMode::Proxy => "proxy",
+            DhcpMode::Full => "full",
+        }
+    }
+}
+
 /// One subnet pxed serves in full mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subnet {

@@ -498,7 +498,7 @@ fn boot_options(
         &base,
         crate::machines::lookup(req.mac).map(|a| a.boot).as_ref(),
     );
-    tracing::debug!(mac = %req.mac, rule = ?d.rule, handout = ?d.handout, reason = d.reason, "boot decision");
+    tracing::debug!(mac = %req.mac, rule = d.rule.as_deref(), handout = d.handout.as_ref().map(Handout::filename), reason = d.reason, "boot decision");
     if full {
         // iPXE: do not wait for ProxyDHCP offers (175.176 no-pxedhcp = 1).
         m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(

@@ -118,7 +118,7 @@ pub fn start(
     };
     let stats = Arc::new(Stats::default());
     let main = tokio::net::UdpSocket::from_std(main).context("DHCP socket")?;
-    tracing::info!(addr = %main.local_addr().context("DHCP socket")?, mode = ?dhcp.mode, "dhcp listening");
+    tracing::info!(addr = %main.local_addr().context("DHCP socket")?, mode = dhcp.mode.name(), "dhcp listening");
     let proxy = match proxy {
         Some(p) => {
             let sender = Arc::new(Sender::new(&p).context("proxy socket")?);
@@ -380,7 +380,7 @@ impl Receive<'_> {
                 stats.limited.fetch_add(1, Ordering::Relaxed);
                 metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
                 metrics.dropped("dhcp", limit);
-                tracing::debug!(mac = %req.mac, kind = ?req.kind, giaddr = %req.giaddr(), "dropped: {why}");
+                tracing::debug!(mac = %req.mac, kind = kind_name(Some(req.kind)), giaddr = %req.giaddr(), "dropped: {why}");
                 if on_timeline {
                     events::record_with(|| {
                         event(&config, &req, arrival.src, None).outcome(
@@ -394,7 +394,7 @@ impl Receive<'_> {
             Response::Silent { req, why } => {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
                 metrics.request("dhcp", kind_name(Some(req.kind)), "ignored");
-                tracing::debug!(mac = %req.mac, kind = ?req.kind, "no reply: {why}");
+                tracing::debug!(mac = %req.mac, kind = kind_name(Some(req.kind)), "no reply: {why}");
                 events::record_with(|| {
                     event(&config, &req, arrival.src, None).outcome(
                         "ignored",
@@ -427,7 +427,7 @@ impl Receive<'_> {
                 out,
                 commit,
             } => {
-                tracing::debug!(mac = %req.mac, kind = ?given.kind, yiaddr = %given.yiaddr, dest = %out.dest, "reply");
+                tracing::debug!(mac = %req.mac, kind = kind_name(given.kind), yiaddr = %given.yiaddr, dest = %out.dest, "reply");
                 stats.replies.fetch_add(1, Ordering::Relaxed);
                 metrics.request("dhcp", kind_name(Some(req.kind)), kind_name(given.kind));
                 let event =

@@ -28,7 +28,7 @@ use anyhow::Context as _;
 
 use crate::config::EventsConfig;
 use crate::core::{Arch, Mac};
-pub use store::{Machine, Reader, StoredEvent};
+pub use store::{Machine, Query, Reader, StoredEvent};
 
 /// The steps of a network boot, in the order a machine goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -203,6 +203,8 @@ impl Writer {
 /// One stored step, as `pxed events` and the timeline show it.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
+    /// Increases with every new row (`pxed events --follow` reads past it).
+    pub id: i64,
     pub at: SystemTime,
     pub last_at: SystemTime,
     pub count: u32,
@@ -214,6 +216,38 @@ pub struct StoredEvent {
     pub arch: Option<String>,
     pub product: Option<String>,
     pub detail: String,
+}
+
+impl StoredEvent {
+    /// One `pxed events --json` line: times in RFC 3339, absent values
+    /// left out.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": self.id,
+            "at": humantime::format_rfc3339_millis(self.at).to_string(),
+            "stage": self.stage,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "count": self.count,
+        });
+        if self.count > 1 {
+            v["last_at"] = humantime::format_rfc3339_millis(self.last_at)
+                .to_string()
+                .into();
+        }
+        for (key, value) in [
+            ("mac", &self.mac),
+            ("ip", &self.ip),
+            ("rule", &self.rule),
+            ("arch", &self.arch),
+            ("product", &self.product),
+        ] {
+            if let Some(value) = value {
+                v[key] = value.clone().into();
+            }
+        }
+        v
+    }
 }
 
 impl fmt::Display for StoredEvent {
@@ -262,6 +296,19 @@ pub struct Machine {
     pub rule: Option<String>,
     pub arch: Option<String>,
     pub product: Option<String>,
+}
+
+/// Which events [`Reader::query`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Only this machine's.
+    pub mac: Option<Mac>,
+    /// The newest this many.
+    pub limit: usize,
+    /// Only those last seen at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only rows recorded after this one.
+    pub after_id: Option<i64>,
 }
 
 impl Machine {
@@ -320,28 +367,51 @@ impl Reader {
 
     /// The newest `limit` events (of one machine, if `mac`), oldest first.
     pub fn events(&self, mac: Option<Mac>, limit: usize) -> Result<Vec<StoredEvent>, ReadError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(&Query {
+            mac,
+            limit,
+            since: None,
+            after_id: None,
+        })
+    }
+
+    /// The newest `q.limit` events that `q` selects, oldest first.
+    pub fn query(&self, q: &Query) -> Result<Vec<StoredEvent>, ReadError> {
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
-            "SELECT at, last_at, count, mac, ip, stage, outcome, rule, arch, product, detail
-             FROM (SELECT * FROM events WHERE ?1 IS NULL OR mac = ?1 ORDER BY id DESC LIMIT ?2)
+            "SELECT id, at, last_at, count, mac, ip, stage, outcome, rule, arch, product, detail
+             FROM (SELECT * FROM events
+                   WHERE (?1 IS NULL OR mac = ?1) AND (?3 IS NULL OR last_at >= ?3)
+                     AND (?4 IS NULL OR id > ?4)
+                   ORDER BY id DESC LIMIT ?2)
              ORDER BY at, id",
         )?;
-        let rows = stmt.query_map(params![mac.map(|m| m.to_string()), limit], |r| {
+        let mac = q.mac.map(|m| m.to_string());
+        let since = q.since.map(millis);
+        let rows = stmt.query_map(params![mac, limit, since, q.after_id], |r| {
             Ok(StoredEvent {
-                at: from_millis(r.get(0)?),
-                last_at: from_millis(r.get(1)?),
-                count: r.get(2)?,
-                mac: r.get(3)?,
-                ip: r.get(4)?,
-                stage: r.get(5)?,
-                outcome: r.get(6)?,
-                rule: r.get(7)?,
-                arch: r.get(8)?,
-                product: r.get(9)?,
-                detail: r.get(10)?,
+                id: r.get(0)?,
+                at: from_millis(r.get(1)?),
+                last_at: from_millis(r.get(2)?),
+                count: r.get(3)?,
+                mac: r.get(4)?,
+                ip: r.get(5)?,
+                stage: r.get(6)?,
+                outcome: r.get(7)?,
+                rule: r.get(8)?,
+                arch: r.get(9)?,
+                product: r.get(10)?,
+                detail: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The id of the newest row (0 when there is none).
+    pub fn last_id(&self) -> Result<i64, ReadError> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
     /// Every machine seen, most recent first (at most `limit`).

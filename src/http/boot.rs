@@ -206,13 +206,13 @@ fn log_script(answer: &Answer, conn: &Conn) {
     let mac = || fmt_mac(id.mac);
     match (&rendered.rule, fresh) {
         (Some(rule), true) => {
-            tracing::info!(mac = %mac(), peer = %conn.peer, %rule, product = ?product(), "ipxe script rendered")
+            tracing::info!(mac = %mac(), peer = %conn.peer, %rule, product = product().as_deref(), "ipxe script rendered")
         }
         (Some(rule), false) => {
             tracing::debug!(mac = %mac(), peer = %conn.peer, %rule, "ipxe script rendered again")
         }
         (None, _) => {
-            tracing::warn!(mac = %mac(), peer = %conn.peer, product = ?product(), "no rule matches; sent the retry script")
+            tracing::warn!(mac = %mac(), peer = %conn.peer, product = product().as_deref(), "no rule matches; sent the retry script")
         }
     }
 }
@@ -250,7 +250,7 @@ pub async fn pxelinux_config(
         .menu_for(&id, &base, rule_hint.as_deref(), active.as_ref())
     {
         Some(rendered) => {
-            tracing::info!(rule = ?rendered.rule, "pxelinux config rendered");
+            tracing::info!(rule = rendered.rule.as_deref(), "pxelinux config rendered");
             record_menu(&id, &conn, "ok", "pxelinux menu", rendered.rule.as_deref());
             metrics.request("http", "pxelinux", "ok");
             text(rendered.text)

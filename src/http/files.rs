@@ -34,13 +34,13 @@ pub async fn asset(
             response
         }
         Err(e @ AssetError::Refused(_)) => {
-            tracing::warn!(peer = %conn.peer, path = ?path, error = %e, "asset request refused");
+            tracing::warn!(peer = %conn.peer, path = %path.escape_debug(), error = %e, "asset request refused");
             metrics.request("http", "asset", "refused");
             record_refusal(&conn, &path, "refused", &e);
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
         Err(e @ AssetError::NotFound) => {
-            tracing::info!(peer = %conn.peer, path = ?path, "asset not found");
+            tracing::info!(peer = %conn.peer, path = %path.escape_debug(), "asset not found");
             metrics.request("http", "asset", "not_found");
             record_refusal(&conn, &path, "not_found", &e);
             (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()

@@ -185,14 +185,14 @@ pub async fn serve(socket: UdpSocket, config: Shared) {
                 }
             }
             Ok(Packet::Wrq(request)) => {
-                tracing::info!(%peer, file = ?request.filename, outcome = "refused", "tftp write request refused (read-only server)");
+                tracing::info!(%peer, file = %request.filename.escape_debug(), outcome = "refused", "tftp write request refused (read-only server)");
                 crate::metrics::get().request("tftp", "write", "refused");
                 let reply = packet::error(ErrorCode::AccessViolation, READ_ONLY);
                 let _ = state.listener.send_to(&reply, peer).await;
             }
             Ok(other) => {
                 count_malformed();
-                tracing::debug!(%peer, packet = ?other, "tftp: stray packet on the listening port dropped");
+                tracing::debug!(%peer, packet = other.name(), "tftp: stray packet on the listening port dropped");
             }
             Err(e) => {
                 count_malformed();
@@ -222,7 +222,7 @@ fn wait_for_slot(state: &State, peer: SocketAddr, request: Request) {
             if dropped.is_power_of_two() {
                 tracing::warn!(
                     %peer,
-                    file = ?file,
+                    file = %file.escape_debug(),
                     transfers = MAX_TRANSFERS,
                     waiting = MAX_WAITING,
                     dropped,
@@ -449,13 +449,13 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
     );
     match &outcome {
         Outcome::Complete => {
-            tracing::info!(%peer, file, bytes, ms, blksize, windowsize, outcome = outcome.name(), "tftp transfer")
+            tracing::info!(%peer, file = %file.escape_debug(), bytes, ms, blksize, windowsize, outcome = outcome.name(), "tftp transfer")
         }
         Outcome::ClientError { code, message } => {
-            tracing::info!(%peer, file, bytes, ms, code, message = ?message, outcome = outcome.name(), "tftp transfer")
+            tracing::info!(%peer, file = %file.escape_debug(), bytes, ms, code, message = %message.escape_debug(), outcome = outcome.name(), "tftp transfer")
         }
         Outcome::TimedOut | Outcome::ClientGone => {
-            tracing::warn!(%peer, file, bytes, ms, outcome = outcome.name(), "tftp transfer")
+            tracing::warn!(%peer, file = %file.escape_debug(), bytes, ms, outcome = outcome.name(), "tftp transfer")
         }
         Outcome::Failed(e) => {
             tracing::error!(%peer, file, bytes, ms, error = %e, outcome = outcome.name(), "tftp transfer")

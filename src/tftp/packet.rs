@@ -66,6 +66,21 @@ pub enum Packet {
     Unexpected(u16),
 }
 
+impl Packet {
+    /// The packet type in words, for the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Packet::Rrq(_) => "RRQ",
+            Packet::Wrq(_) => "WRQ",
+            Packet::Ack(_) => "ACK",
+            Packet::Error { .. } => "ERROR",
+            Packet::Unexpected(3) => "DATA",
+            Packet::Unexpected(6) => "OACK",
+            Packet::Unexpected(_) => "unexpected",
+        }
+    }
+}
+
 /// Why a datagram is not a TFTP packet this server can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {

@@ -211,13 +211,17 @@ impl Pxed {
         self.daemon.wait_log(needle, timeout)
     }
 
-    /// The address a listener logged as `<what> listening addr=<addr>`.
+    /// The address a listener logged as `<what> listening addr=<addr>` (or,
+    /// with `--log-format json`, `"addr":"<addr>"`).
     pub fn addr(&self, what: &str) -> SocketAddr {
         let log = self.wait_log(&format!("{what} listening"), Duration::from_secs(10));
         let line = log
             .lines()
             .find(|l| l.contains(&format!("{what} listening")))
             .unwrap();
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+            return json["addr"].as_str().unwrap().parse().unwrap();
+        }
         let addr = line
             .split("addr=")
             .nth(1)

@@ -1,0 +1,182 @@
+//! The command line as an operator meets it: exit codes of `explain` and
+//! `render`, `events --json --since --follow` against a database the real
+//! daemon wrote, and the generated man pages and shell completions.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ConfigDir, Pxed};
+
+const RULES: &str =
+    "[[rule]]\nname = \"nec\"\nkernel = \"k\"\nmatch = { product = \"Express5800/*\" }\n";
+
+fn pxed(args: &[&str], dir: &ConfigDir) -> (i32, String, String) {
+    let out = Command::new(common::pxed_bin())
+        .args(args)
+        .arg("--config")
+        .arg(dir.config())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn explain_exits_1_when_no_rule_matches() {
+    let dir = ConfigDir::new("", RULES);
+    dir.asset("k", b"kernel");
+    let (code, out, _) = pxed(
+        &[
+            "explain",
+            "--mac",
+            "52:54:00:00:00:01",
+            "--product",
+            "Express5800/R120h",
+        ],
+        &dir,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nec"), "{out}");
+    let (code, out, _) = pxed(
+        &[
+            "explain",
+            "--mac",
+            "52:54:00:00:00:01",
+            "--product",
+            "PowerEdge R640",
+        ],
+        &dir,
+    );
+    assert_eq!(code, 1, "no rule matches, yet exit 0:\n{out}");
+}
+
+#[test]
+fn render_requires_a_mac() {
+    let dir = ConfigDir::new("", RULES);
+    let (code, out, err) = pxed(&["render", "--product", "Express5800/R120h"], &dir);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.is_empty(), "rendered without a MAC:\n{out}");
+    assert!(err.contains("--mac"), "{err}");
+}
+
+fn get(addr: SocketAddr, path: &str) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+}
+
+/// `pxed events --json` lines, once at least `n` are recorded.
+fn events_json(dir: &ConfigDir, extra: &[&str], n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut args = vec!["events", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = pxed(&args, dir);
+        if code == 0 && out.lines().count() >= n || Instant::now() > deadline {
+            assert_eq!(code, 0, "{err}");
+            return out
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn events_as_json_since_and_followed() {
+    let dir = ConfigDir::new("http_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"", RULES);
+    let daemon = Pxed::start(&dir.config(), None);
+    let addr = daemon.http();
+    get(
+        addr,
+        "/ipxe?product=Express5800%2FR120h&mac=52:54:00:00:00:01",
+    );
+    let all = events_json(&dir, &[], 1);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let e = &all[0];
+    assert_eq!(e["mac"], "52:54:00:00:00:01");
+    assert_eq!(e["stage"], "script");
+    assert_eq!(e["rule"], "nec");
+    assert_eq!(e["product"], "Express5800/R120h");
+    assert!(
+        humantime::parse_rfc3339(e["at"].as_str().unwrap()).is_ok(),
+        "{e}"
+    );
+    assert_eq!(events_json(&dir, &["--since", "1h"], 1).len(), 1);
+    assert!(events_json(&dir, &["--since", "2999-01-01T00:00:00Z"], 0).is_empty());
+
+    // --follow prints what is recorded after it started, as it comes.
+    let mut follow = Command::new(common::pxed_bin())
+        .args(["events", "--json", "--follow", "--config"])
+        .arg(dir.config())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("52:54:00:00:00:01"), "{first}");
+    get(
+        addr,
+        "/ipxe?product=Express5800%2FR120h&mac=52:54:00:00:00:02",
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(lines.next());
+    });
+    let next = rx.recv_timeout(Duration::from_secs(5));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let next = next
+        .expect("--follow printed nothing new")
+        .unwrap()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&next).unwrap();
+    assert_eq!(v["mac"], "52:54:00:00:00:02", "{next}");
+}
+
+#[test]
+fn man_pages_and_completions_are_generated() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(common::pxed_bin())
+        .args(["generate", "--out"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let man = std::fs::read_to_string(out.path().join("man/pxed.1")).unwrap();
+    assert!(man.contains(".TH pxed 1"), "{man}");
+    let serve = std::fs::read_to_string(out.path().join("man/pxed-serve.1")).unwrap();
+    assert!(serve.contains("log\\-format"), "{serve}");
+    let bash = std::fs::read_to_string(out.path().join("completions/pxed.bash")).unwrap();
+    assert!(
+        bash.contains("--log-format") && bash.contains("explain"),
+        "{bash}"
+    );
+    for f in ["completions/_pxed", "completions/pxed.fish"] {
+        assert!(out.path().join(f).exists(), "{f}");
+    }
+    // man(1) can format it (groff), when installed.
+    if Command::new("sh")
+        .args(["-c", "command -v groff"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let rendered = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww"])
+            .arg(out.path().join("man/pxed.1"))
+            .output()
+            .unwrap();
+        assert!(rendered.status.success());
+        assert!(String::from_utf8_lossy(&rendered.stdout).contains("explain"));
+    }
+}
