@@ -602,7 +602,7 @@ fn uefi_firmware_pxe_boots_with_the_shipped_loaders() {
         return;
     };
     assert!(
-        log.lines().any(|l| l.contains("boot decision")
+        log.lines().any(|l| l.contains("handout=")
             && l.contains(&format!("mac={UEFI_PXE_MAC}"))
             && l.contains("snponly.efi")
             && l.contains("PXE ROM")),
@@ -637,7 +637,7 @@ fn uefi_http_boot_gets_a_working_loader() {
     };
     let url = format!("{}/assets/snponly.efi", lab::http_base());
     assert!(
-        log.lines().any(|l| l.contains("boot decision")
+        log.lines().any(|l| l.contains("handout=")
             && l.contains(&format!("mac={UEFI_HTTP_MAC}"))
             && l.contains(&url)
             && l.contains("UEFI HTTP Boot")),
