@@ -487,7 +487,7 @@ fn pxelinux_menu_is_editable_on_the_serial_console() {
             &log,
             "pxelinux config rendered",
             &machine.mac,
-            &format!("rule=Some(\"{rule}\")"),
+            &format!("\"{rule}\""),
         );
     }
     let log = s.pxed.log();
