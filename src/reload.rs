@@ -56,10 +56,17 @@ impl Status {
     }
 }
 
-fn reload_and_log(path: &Path, shared: &Shared, status: &Status, trigger: &'static str) {
+/// Reloads, logs and counts the outcome, and remembers a rejection for the
+/// status page (SIGHUP, file changes, `POST /api/v1/reload`).
+pub fn reload_and_log(
+    path: &Path,
+    shared: &Shared,
+    status: &Status,
+    trigger: &'static str,
+) -> Result<(), config::ConfigErrors> {
     let result = reload(path, shared);
     crate::metrics::get().reload(result.is_ok());
-    match result {
+    match &result {
         Ok(()) => {
             tracing::info!(config = %path.display(), trigger, "config reloaded");
         }
@@ -77,6 +84,7 @@ fn reload_and_log(path: &Path, shared: &Shared, status: &Status, trigger: &'stat
             }));
         }
     }
+    result
 }
 
 /// Which changes trigger a reload: the config file itself and anything in the
@@ -243,7 +251,7 @@ impl Reloader {
                 }
                 else => return,
             };
-            reload_and_log(&self.path, &self.shared, &self.status, trigger);
+            let _ = reload_and_log(&self.path, &self.shared, &self.status, trigger);
             self.watch_current_dirs();
         }
     }

@@ -10,6 +10,7 @@
 //! `dhcp.rs`, `events.rs` and `ra.rs` each validate their part through the
 //! one [`Loader`] that collects errors.
 
+pub mod api;
 mod dhcp;
 mod events;
 mod loaders;
@@ -209,6 +210,10 @@ impl Loader<'_> {
             ));
         }
         let mut files = vec![path.to_path_buf()];
+        if let Some(tokens) = &server.api_tokens {
+            warnings.extend(api::permission_warning(&tokens.path));
+            files.push(tokens.path.clone());
+        }
         files.extend(template_files);
         Some(Config {
             path: path.to_path_buf(),

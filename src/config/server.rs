@@ -66,6 +66,8 @@ pub struct ServerConfig {
     /// Read-only directories searched after `assets_dir` (iPXE and syslinux
     /// binaries from distribution packages).
     pub search_paths: Vec<PathBuf>,
+    /// The JSON API's clients; `None` (no `api_tokens`): no API at all.
+    pub api_tokens: Option<std::sync::Arc<super::api::ApiTokens>>,
 }
 
 impl ServerConfig {
@@ -132,6 +134,9 @@ impl Loader<'_> {
             assets_dir: dir(&w.assets_dir, "assets"),
             templates_dir: dir(&w.templates_dir, "boot-templates"),
             search_paths,
+            api_tokens: self
+                .api_tokens(w.api_tokens.as_ref(), base_dir)
+                .map(std::sync::Arc::new),
         }
     }
 

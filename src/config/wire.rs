@@ -91,6 +91,8 @@ pub struct Server {
     pub assets_dir: Option<Spanned<String>>,
     pub templates_dir: Option<Spanned<String>>,
     pub search_paths: Option<Vec<Spanned<String>>>,
+    /// The API's token file (see `config/api.rs`).
+    pub api_tokens: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -94,6 +94,17 @@ pub struct Event {
     pub product: Option<String>,
     /// What happened, in words: `request → ack 10.0.0.5, boot undionly.kpxe`.
     pub detail: String,
+    /// The rest of the SMBIOS identity, when the step knew it (the script
+    /// request): kept in the machine inventory, not in each event.
+    pub smbios: Option<Box<Smbios>>,
+}
+
+/// SMBIOS fields beyond the product, sanitised like it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Smbios {
+    pub serial: Option<String>,
+    pub manufacturer: Option<String>,
+    pub uuid: Option<String>,
 }
 
 impl Event {
@@ -108,6 +119,7 @@ impl Event {
             arch: None,
             product: None,
             detail: detail.into(),
+            smbios: None,
         }
     }
 
@@ -139,6 +151,22 @@ impl Event {
     pub fn outcome(mut self, outcome: &'static str, detail: impl Into<String>) -> Event {
         self.outcome = outcome;
         self.detail = detail.into();
+        self
+    }
+
+    /// The machine's whole identity as it reported it: product, serial,
+    /// manufacturer, UUID and arch.
+    pub fn identity(mut self, id: &crate::core::Identity) -> Event {
+        self.product = id.product.as_ref().map(|p| p.safe());
+        self.arch = id.arch;
+        let smbios = Smbios {
+            serial: id.serial.as_ref().map(|s| s.safe()),
+            manufacturer: id.manufacturer.as_ref().map(|s| s.safe()),
+            uuid: id.uuid.as_ref().map(|u| u.to_string()),
+        };
+        if smbios != Smbios::default() {
+            self.smbios = Some(Box::new(smbios));
+        }
         self
     }
 

@@ -18,8 +18,8 @@ use crate::core::Mac;
 /// How long a writer waits for the other writer of the same file.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The event tables; the machine store creates them too (`src/machines/`).
-pub(crate) const SCHEMA: &str = "
+/// The event tables (see [`create_tables`]).
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,          -- unix milliseconds
@@ -50,6 +50,25 @@ CREATE TABLE IF NOT EXISTS machines (
 CREATE INDEX IF NOT EXISTS machines_by_time ON machines (last_at);
 ";
 
+/// Columns added to `machines` after its first release (the SMBIOS identity
+/// of the machine inventory, issue 17): added to older files at open.
+const MACHINE_COLUMNS_ADDED: &[&str] = &["serial", "manufacturer", "uuid"];
+
+/// Creates the event tables, and adds to an older file what it lacks.
+pub(crate) fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('machines')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for column in MACHINE_COLUMNS_ADDED {
+        if !have.iter().any(|h| h == column) {
+            conn.execute_batch(&format!("ALTER TABLE machines ADD COLUMN {column} TEXT"))?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -78,7 +97,7 @@ impl Writer {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.execute_batch(SCHEMA)?;
+        create_tables(&conn)?;
         Ok(Writer { conn })
     }
 
@@ -112,14 +131,18 @@ impl Writer {
                  VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             let mut machine = tx.prepare_cached(
-                "INSERT INTO machines (mac, first_at, last_at, stage, outcome, ip, rule, arch, product)
-                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO machines (mac, first_at, last_at, stage, outcome, ip, rule, arch, product,
+                                       serial, manufacturer, uuid)
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?11, ?12)
                  ON CONFLICT (mac) DO UPDATE SET
                     last_at = excluded.last_at, stage = excluded.stage, outcome = excluded.outcome,
                     ip = coalesce(excluded.ip, ip),
                     rule = CASE WHEN ?9 THEN coalesce(excluded.rule, rule) ELSE coalesce(rule, excluded.rule) END,
                     arch = coalesce(excluded.arch, arch),
-                    product = coalesce(excluded.product, product)",
+                    product = coalesce(excluded.product, product),
+                    serial = coalesce(excluded.serial, serial),
+                    manufacturer = coalesce(excluded.manufacturer, manufacturer),
+                    uuid = coalesce(excluded.uuid, uuid)",
             )?;
             for e in batch.drain(..) {
                 let at = millis(e.at);
@@ -148,17 +171,7 @@ impl Writer {
                 ])?;
                 let id = tx.last_insert_rowid();
                 if let Some(mac) = mac.as_ref().filter(|_| e.stage.by_machine()) {
-                    machine.execute(params![
-                        mac,
-                        at,
-                        e.stage.name(),
-                        e.outcome,
-                        ip,
-                        e.rule,
-                        arch,
-                        e.product,
-                        e.stage.decides_rule()
-                    ])?;
+                    upsert_machine(&mut machine, mac, at, &e)?;
                     seen.remove(mac);
                 }
                 memory.remember(id, &e);
@@ -198,6 +211,32 @@ impl Writer {
         tx.commit()?;
         Ok(deleted)
     }
+}
+
+/// Updates a machine's inventory row with one of its steps.
+fn upsert_machine(
+    stmt: &mut rusqlite::CachedStatement,
+    mac: &str,
+    at: i64,
+    e: &Event,
+) -> rusqlite::Result<()> {
+    let smbios = e.smbios.as_deref();
+    let field = |f: fn(&super::Smbios) -> &Option<String>| smbios.and_then(|s| f(s).clone());
+    stmt.execute(params![
+        mac,
+        at,
+        e.stage.name(),
+        e.outcome,
+        e.ip.map(|ip| ip.to_string()),
+        e.rule,
+        e.arch.map(|a| a.name()),
+        e.product,
+        e.stage.decides_rule(),
+        field(|s| &s.serial),
+        field(|s| &s.manufacturer),
+        field(|s| &s.uuid),
+    ])?;
+    Ok(())
 }
 
 /// One stored step, as `pxed events` and the timeline show it.
@@ -296,6 +335,9 @@ pub struct Machine {
     pub rule: Option<String>,
     pub arch: Option<String>,
     pub product: Option<String>,
+    pub serial: Option<String>,
+    pub manufacturer: Option<String>,
+    pub uuid: Option<String>,
 }
 
 /// Which events [`Reader::query`] returns.
@@ -312,8 +354,11 @@ pub struct Query {
 }
 
 impl Machine {
-    /// From the columns `mac, first_at, last_at, stage, outcome, ip, rule,
-    /// arch, product`, in that order, at the start of a row.
+    pub(crate) const COLUMNS: &'static str =
+        "mac, m.first_at, m.last_at, m.stage, m.outcome, m.ip, m.rule, m.arch, m.product, m.serial, m.manufacturer, m.uuid";
+
+    /// From the columns of [`Machine::COLUMNS`], in that order, at the start
+    /// of a row.
     pub(crate) fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Machine> {
         Ok(Machine {
             mac: r.get(0)?,
@@ -325,6 +370,9 @@ impl Machine {
             rule: r.get(6)?,
             arch: r.get(7)?,
             product: r.get(8)?,
+            serial: r.get(9)?,
+            manufacturer: r.get(10)?,
+            uuid: r.get(11)?,
         })
     }
 }
@@ -417,10 +465,10 @@ impl Reader {
     /// Every machine seen, most recent first (at most `limit`).
     pub fn machines(&self, limit: usize) -> Result<Vec<Machine>, ReadError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT mac, first_at, last_at, stage, outcome, ip, rule, arch, product
-             FROM machines ORDER BY last_at DESC LIMIT ?1",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM machines m ORDER BY last_at DESC LIMIT ?1",
+            Machine::COLUMNS
+        ))?;
         let rows = stmt.query_map(params![limit], Machine::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -194,8 +194,7 @@ fn log_script(answer: &Answer, conn: &Conn) {
             .mac(id.mac)
             .ip(conn.peer.ip())
             .rule(rendered.rule.as_deref())
-            .arch(id.arch)
-            .product(product())
+            .identity(id)
     });
     // A machine asking again for the same script within a minute is
     // logged at debug only (and counted in its event record).

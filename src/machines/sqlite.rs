@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::{Callback, Labels, MachineRecord, MachineStore, OverrideRecord, TOKENS_KEPT};
 use crate::core::{Active, BootOverride, Mac};
-use crate::events::store::{from_millis, millis, BUSY_TIMEOUT, SCHEMA as EVENTS_SCHEMA};
+use crate::events::store::{create_tables, from_millis, millis, BUSY_TIMEOUT};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS machine_state (
@@ -49,7 +49,7 @@ impl SqliteMachines {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // The inventory table is the event writer's; created here too so
         // that machine state works with `[events] db = ""`.
-        conn.execute_batch(EVENTS_SCHEMA)?;
+        create_tables(&conn)?;
         conn.execute_batch(SCHEMA)?;
         let (tx, rx) = channel::<Job>();
         std::thread::Builder::new()
@@ -122,11 +122,15 @@ fn boot_override(kind: Option<String>, rule: Option<String>) -> Option<BootOverr
     }
 }
 
-/// The columns every machine query selects: the MAC, the inventory (NULL
-/// for a machine never seen), the state (NULL for a machine without any).
-const COLUMNS: &str =
-    "mac, m.first_at, m.last_at, m.stage, m.outcome, m.ip, m.rule, m.arch, m.product,
-    s.labels, s.override_kind, s.override_rule, s.override_by, s.override_at, s.boots";
+/// The columns every machine query selects: the inventory (NULL for a
+/// machine never seen; its MAC first), then the state (NULL for a machine
+/// without any).
+fn columns() -> String {
+    format!(
+        "{}, s.labels, s.override_kind, s.override_rule, s.override_by, s.override_at, s.boots",
+        crate::events::Machine::COLUMNS
+    )
+}
 
 /// Clears a machine's override and its tokens.
 const CLEAR_OVERRIDE: &str = "UPDATE machine_state SET override_kind = NULL, override_rule = NULL,
@@ -139,17 +143,17 @@ fn record(r: &Row) -> rusqlite::Result<MachineRecord> {
         None => None,
         Some(_) => Some(crate::events::Machine::from_row(r)?),
     };
-    let labels: Option<String> = r.get(9)?;
+    let labels: Option<String> = r.get(12)?;
     let labels: Labels = labels
         .and_then(|l| serde_json::from_str(&l).ok())
         .unwrap_or_default();
-    let boot_override = match boot_override(r.get(10)?, r.get(11)?) {
+    let boot_override = match boot_override(r.get(13)?, r.get(14)?) {
         None => None,
         Some(boot) => Some(OverrideRecord {
             boot,
-            set_by: r.get::<_, Option<String>>(12)?.unwrap_or_default(),
-            set_at: from_millis(r.get::<_, Option<i64>>(13)?.unwrap_or(0)),
-            boots: r.get::<_, Option<u32>>(14)?.unwrap_or(0),
+            set_by: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
+            set_at: from_millis(r.get::<_, Option<i64>>(16)?.unwrap_or(0)),
+            boots: r.get::<_, Option<u32>>(17)?.unwrap_or(0),
         }),
     };
     Ok(MachineRecord {
@@ -205,11 +209,12 @@ impl MachineStore for SqliteMachines {
             // Machines seen (with their state, if any), then machines with
             // state that were never seen.
             let sql = format!(
-                "SELECT {COLUMNS} FROM machines m LEFT JOIN machine_state s USING (mac)
+                "SELECT {c} FROM machines m LEFT JOIN machine_state s USING (mac)
                  UNION ALL
-                 SELECT {COLUMNS} FROM machine_state s LEFT JOIN machines m USING (mac)
+                 SELECT {c} FROM machine_state s LEFT JOIN machines m USING (mac)
                  WHERE m.first_at IS NULL
-                 ORDER BY 3 DESC NULLS LAST, 1 LIMIT ?1"
+                 ORDER BY 3 DESC NULLS LAST, 1 LIMIT ?1",
+                c = columns()
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![limit], record)?;
@@ -221,9 +226,10 @@ impl MachineStore for SqliteMachines {
     async fn get(&self, mac: Mac) -> anyhow::Result<Option<MachineRecord>> {
         self.call(move |conn| {
             let sql = format!(
-                "SELECT {COLUMNS} FROM (SELECT ?1 AS mac) k
+                "SELECT {} FROM (SELECT ?1 AS mac) k
                  LEFT JOIN machines m USING (mac) LEFT JOIN machine_state s USING (mac)
-                 WHERE m.first_at IS NOT NULL OR s.labels IS NOT NULL"
+                 WHERE m.first_at IS NOT NULL OR s.labels IS NOT NULL",
+                columns()
             );
             conn.query_row(&sql, params![mac.to_string()], record)
                 .optional()

@@ -3,6 +3,7 @@
 //! network namespaces that are removed when the test ends.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod dhcp;
 pub mod http;
 pub mod lab;

@@ -5,6 +5,7 @@
 //! explains the match as `pxed explain` does, and `/metrics`.
 //! Plain server-rendered HTML that works without JavaScript and on a phone.
 
+mod api;
 mod machines;
 
 use std::fmt::Write as _;
@@ -27,14 +28,18 @@ struct AdminState {
     reload: Arc<Status>,
 }
 
+pub use api::ROUTES as API_ROUTES;
+
 pub fn router(config: Shared, reload: Arc<Status>) -> Router {
+    let state = AdminState { config, reload };
     Router::new()
+        .nest("/api/v1", api::router(state.clone()))
         .route("/", get(status))
         .route("/machines", get(machines::list))
         .route("/machines/{mac}", get(machines::timeline))
         .route("/preview", get(preview))
         .route("/metrics", get(metrics))
-        .with_state(AdminState { config, reload })
+        .with_state(state)
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1rem;max-width:70rem}\
