@@ -21,8 +21,9 @@ use crate::core::{Base, Boot, ClientString, Identity, Mac, Rule};
 use crate::dhcp::exchange::Port;
 use crate::dhcp::guard::Guard;
 use crate::dhcp::leases::{Lease, LeaseOp, Leases, State};
+use crate::dhcp::outcome::Reply;
 use crate::dhcp::server::{Arrival, Iface};
-use crate::dhcp::{respond, Response};
+use crate::dhcp::{respond, Answer, Clock, Outcome, Received};
 
 /// `fuzz/fixture/` in this source tree.
 pub fn fixture_dir() -> PathBuf {
@@ -154,67 +155,85 @@ fn stored_leases() -> Vec<Lease> {
 /// retransmission, or the same DISCOVER after its OFFER), in proxy mode on 67
 /// and 4011, and on an interface pxed does not serve.
 pub fn dhcp(datagram: &[u8]) {
-    let iface = Iface {
-        name: "br0".into(),
-        addrs: vec![(Ipv4Addr::new(10, 97, 0, 1), 16)],
-    };
-    let arrival = Arrival {
-        len: datagram.len(),
-        src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
-        ifindex: 2,
-        local: Ipv4Addr::BROADCAST,
-        truncated: false,
-    };
+    let br0 = br0();
+    let arrival = broadcast_arrival(datagram);
     let full = full_config();
     let mut leases = Leases::from_stored(stored_leases());
     for _ in 0..2 {
-        let r = respond(
+        let a = answer(
             &full,
             &mut leases,
-            &mut fresh_guard(),
-            Some(&iface),
-            &arrival,
-            Port::Dhcp,
-            datagram,
-            (NOW, std::time::Instant::now()),
+            received(datagram, &arrival, &br0, Port::Dhcp),
         );
-        check_dhcp(&full, &r, true);
+        check_dhcp(&full, &a, true);
     }
     let proxy = proxy_config();
     for port in [Port::Dhcp, Port::Proxy] {
-        let r = respond(
+        let a = answer(
             &proxy,
             &mut Leases::default(),
-            &mut fresh_guard(),
-            Some(&iface),
-            &arrival,
-            port,
-            datagram,
-            (NOW, std::time::Instant::now()),
+            received(datagram, &arrival, &br0, port),
         );
-        check_dhcp(&proxy, &r, false);
+        check_dhcp(&proxy, &a, false);
     }
     let other = Iface {
         name: "eth9".into(),
         addrs: vec![(Ipv4Addr::new(10, 98, 0, 1), 24)],
     };
-    let r = respond(
+    let a = answer(
         &full,
         &mut leases,
-        &mut fresh_guard(),
-        Some(&other),
-        &arrival,
-        Port::Dhcp,
-        datagram,
-        (NOW, std::time::Instant::now()),
+        received(datagram, &arrival, &other, Port::Dhcp),
     );
     assert!(
         matches!(
-            r,
-            Response::Malformed(_) | Response::Silent { .. } | Response::Limited { .. }
+            a.outcome,
+            Outcome::Malformed(_) | Outcome::Ignored(_) | Outcome::Limited(..)
         ),
-        "answered on an interface outside [dhcp] interfaces: {r:?}"
+        "answered on an interface outside [dhcp] interfaces: {a:?}"
     );
+}
+
+/// The lab's boot network: pxed on br0 as 10.97.0.1/16.
+pub fn br0() -> Iface {
+    Iface {
+        name: "br0".into(),
+        addrs: vec![(Ipv4Addr::new(10, 97, 0, 1), 16)],
+    }
+}
+
+/// How a client without an address reaches pxed: broadcast from 0.0.0.0:68.
+pub fn broadcast_arrival(datagram: &[u8]) -> Arrival {
+    Arrival {
+        len: datagram.len(),
+        src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        ifindex: 2,
+        local: Ipv4Addr::BROADCAST,
+        truncated: false,
+    }
+}
+
+pub fn received<'a>(
+    datagram: &'a [u8],
+    arrival: &'a Arrival,
+    iface: &'a Iface,
+    port: Port,
+) -> Received<'a> {
+    Received {
+        datagram,
+        arrival,
+        iface: Some(iface),
+        port,
+    }
+}
+
+/// [`respond`] at the fixed [`NOW`], with rate budgets that start full.
+pub fn answer<'c>(config: &'c Config, leases: &mut Leases, rx: Received) -> Answer<'c> {
+    let clock = Clock {
+        unix: NOW,
+        instant: std::time::Instant::now(),
+    };
+    respond(config, leases, &mut fresh_guard(), rx, clock)
 }
 
 /// Rate budgets that start full: the fuzz target drives the exchange, and
@@ -224,17 +243,20 @@ fn fresh_guard() -> Guard {
 }
 
 /// What must hold for any answer.
-fn check_dhcp(config: &Config, r: &Response, full: bool) {
-    let Response::Reply {
-        req,
-        given,
-        out,
-        commit,
-    } = r
+fn check_dhcp(config: &Config, answer: &Answer, full: bool) {
+    let (
+        Some(req),
+        Outcome::Reply(Reply {
+            kind,
+            yiaddr,
+            out,
+            commit,
+        }),
+    ) = (&answer.req, &answer.outcome)
     else {
         return;
     };
-    let (kind, yiaddr) = (&given.kind, &given.yiaddr);
+    let kind = &Some(*kind);
     // One Ethernet frame: a reply must never need IP fragmentation.
     assert!(
         out.bytes.len() <= 1472,
@@ -274,11 +296,10 @@ fn check_dhcp(config: &Config, r: &Response, full: bool) {
             .dhcp
             .subnet_for(*yiaddr)
             .expect("an ACKed address is in a served subnet");
-        let reserved_here =
-            config.dhcp.reservations.get(&req.mac).and_then(|r| r.ip) == Some(*yiaddr);
+        let reserved_here = config.policy.reservation(req.mac).and_then(|r| r.ip) == Some(*yiaddr);
         assert!(
             reserved_here
-                || (subnet.in_pool(*yiaddr) && !config.dhcp.reserved_ips.contains(yiaddr)),
+                || (subnet.in_pool(*yiaddr) && !config.policy.reserved_ips().contains(yiaddr)),
             "ACKed {yiaddr}: neither this machine's reservation nor a free pool address"
         );
     }
@@ -547,34 +568,17 @@ mod tests {
     #[test]
     fn seeds_get_real_answers() {
         let full = full_config();
-        let iface = Iface {
-            name: "br0".into(),
-            addrs: vec![(Ipv4Addr::new(10, 97, 0, 1), 16)],
-        };
+        let br0 = br0();
         let bootfile = |name: &str| {
             let datagram = seed("dhcp", name);
-            let arrival = Arrival {
-                len: datagram.len(),
-                src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
-                ifindex: 2,
-                local: Ipv4Addr::BROADCAST,
-                truncated: false,
-            };
+            let arrival = broadcast_arrival(&datagram);
             let mut leases = Leases::from_stored(stored_leases());
-            let r = respond(
-                &full,
-                &mut leases,
-                &mut fresh_guard(),
-                Some(&iface),
-                &arrival,
-                Port::Dhcp,
-                &datagram,
-                (NOW, std::time::Instant::now()),
-            );
-            let Response::Reply { out, .. } = r else {
-                panic!("{name}: no reply: {r:?}")
+            let rx = received(&datagram, &arrival, &br0, Port::Dhcp);
+            let a = answer(&full, &mut leases, rx);
+            let Outcome::Reply(reply) = &a.outcome else {
+                panic!("{name}: no reply: {a:?}")
             };
-            let m = Message::from_bytes(&out.bytes).unwrap();
+            let m = Message::from_bytes(&reply.out.bytes).unwrap();
             match m.opts().get(OptionCode::BootfileName) {
                 Some(DhcpOption::BootfileName(f)) => String::from_utf8_lossy(f).into_owned(),
                 other => panic!("{name}: {other:?}"),

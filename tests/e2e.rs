@@ -1,7 +1,9 @@
-//! End to end: real iPXE firmware (QEMU's NIC option ROMs) boots a real Debian
-//! kernel through pxed, inside a network namespace the test creates (see
+//! End to end: real firmware (SeaBIOS and OVMF, with QEMU's iPXE option ROMs
+//! or with OVMF's own PXE and HTTP Boot clients) boots a real Debian kernel
+//! through pxed, inside a network namespace the test creates (see
 //! `common::lab` and BRIEF "The test lab"). Each scenario asserts on what the
-//! guest printed on its serial console and on pxed's log.
+//! guest printed on its serial console (menus: on the 80x25 screen a VT100
+//! emulator renders from it, `common::screen`) and on pxed's log.
 //!
 //! Needs root, `/dev/net/tun`, qemu-system-x86, ipxe-qemu, dnsmasq-base,
 //! busybox-static, ovmf, pxelinux, syslinux-common, ndisc6 (`.ci/e2e-packages`) and
@@ -45,6 +47,8 @@ const UNKNOWN_MAC: &str = "52:54:00:e2:e0:03";
 const MENU_MAC: &str = "52:54:00:e2:e0:10";
 const SERIAL_MENU_MAC: &str = "52:54:00:e2:e0:12";
 const UEFI_MAC: &str = "52:54:00:e2:e0:20";
+const UEFI_PXE_MAC: &str = "52:54:00:e2:e0:21";
+const UEFI_HTTP_MAC: &str = "52:54:00:e2:e0:22";
 const LONG_ID_MAC: &str = "52:54:00:e2:e0:11";
 
 /// Kernel arguments for every guest of the lab. Under TCG on a loaded host
@@ -111,6 +115,18 @@ args = "LAB_ARGS pxed.rule=menu-long-id"
 name = "uefi"
 match = { mac = "52:54:00:e2:e0:20", arch = ["efi-x64"] }
 args = "LAB_ARGS pxed.rule=uefi"
+
+# OVMF's own PXE client and its HTTP Boot: no loader set anywhere, so they
+# get pxed's defaults from Debian's ipxe package.
+[[rule]]
+name = "uefi-pxe"
+match = { mac = "52:54:00:e2:e0:21" }
+args = "LAB_ARGS pxed.rule=uefi-pxe"
+
+[[rule]]
+name = "uefi-http"
+match = { mac = "52:54:00:e2:e0:22" }
+args = "LAB_ARGS pxed.rule=uefi-http"
 "#;
 
 /// The responder, on `[dhcp] interfaces` (its default).
@@ -189,6 +205,36 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
+/// Waits for `guest` to boot the payload and returns the kernel's arguments
+/// (`/proc/cmdline`, as the payload printed it), having checked that they
+/// hold `pxed.rule=<rule>` and no other rule's. Prints how long it took.
+fn booted(s: &Setup, guest: &mut Guest, timeout: Duration, rule: &str) -> Vec<String> {
+    let cmdline = guest.booted_cmdline(timeout).unwrap_or_else(|e| fail(s, e));
+    println!(
+        "{}: booted in {} (accel {}): {cmdline}",
+        guest.machine.name,
+        secs(guest.console.started.elapsed()),
+        s.accel
+    );
+    let args: Vec<String> = cmdline.split_whitespace().map(str::to_string).collect();
+    let rules: Vec<&String> = args
+        .iter()
+        .filter(|a| a.starts_with("pxed.rule="))
+        .collect();
+    assert_eq!(
+        rules,
+        [&format!("pxed.rule={rule}")],
+        "{}: {cmdline:?}",
+        guest.machine.name
+    );
+    args
+}
+
+/// Asserts that `args` holds `arg`.
+fn has(args: &[String], arg: &str) {
+    assert!(args.iter().any(|a| a == arg), "no {arg} in {args:?}");
+}
+
 /// Scenario 1: BIOS iPXE → DHCP (and pxed's IPv6 router advertisement) →
 /// boot.ipxe → per-machine script by product and MAC → kernel and initrd over
 /// HTTP; three machines at once, each with the argument only its rule sets.
@@ -219,29 +265,10 @@ fn bios_ipxe_boots_each_machine_by_its_rule() {
         .map(|(tap, (m, _))| Guest::boot(&s.lab, tap, m, s.accel, None))
         .collect();
     for (guest, (machine, rule)) in guests.iter_mut().zip(&machines) {
-        let cmdline = guest
-            .booted_cmdline(BOOT_TIMEOUT)
-            .unwrap_or_else(|e| panic!("{e}\npxed log:\n{}", s.pxed.log()));
-        println!(
-            "{}: booted in {} (accel {}): {cmdline}",
-            machine.name,
-            secs(guest.console.started.elapsed()),
-            s.accel
-        );
-        let args: Vec<&str> = cmdline.split_whitespace().collect();
-        assert!(
-            args.contains(&format!("pxed.rule={rule}").as_str()),
-            "{}: expected pxed.rule={rule} in {cmdline:?}",
-            machine.name
-        );
-        assert_eq!(
-            args.iter().filter(|a| a.starts_with("pxed.rule=")).count(),
-            1,
-            "{cmdline:?}"
-        );
+        let args = booted(&s, guest, BOOT_TIMEOUT, rule);
         // The iPXE script names the initrd on the kernel line (UEFI needs it).
-        assert!(args.contains(&"initrd=initrd.gz"), "{cmdline:?}");
-        assert!(args.contains(&"console=ttyS0,115200n8"), "{cmdline:?}");
+        has(&args, "initrd=initrd.gz");
+        has(&args, "console=ttyS0,115200n8");
         // The script's own echo, as the operator sees it on the console.
         let console = lab::strip_ansi(&guest.console.text());
         assert!(
@@ -427,23 +454,10 @@ fn pxelinux_menu_is_editable_on_the_serial_console() {
         guest.console.type_keys(b"\r");
     }
     for (guest, (machine, rule)) in guests.iter_mut().zip(&machines) {
-        let cmdline = guest
-            .booted_cmdline(BOOT_TIMEOUT)
-            .unwrap_or_else(|e| fail(&s, e));
-        println!(
-            "{}: booted in {} (accel {}): {cmdline}",
-            machine.name,
-            secs(guest.console.started.elapsed()),
-            s.accel
-        );
-        let args: Vec<&str> = cmdline.split_whitespace().collect();
-        assert!(
-            args.contains(&format!("pxed.rule={rule}").as_str()),
-            "{cmdline:?}"
-        );
-        assert!(args.contains(&"pxed.typed=yes"), "{cmdline:?}");
+        let args = booted(&s, guest, BOOT_TIMEOUT, rule);
+        has(&args, "pxed.typed=yes");
         // Both modes still send kernel messages to the serial console.
-        assert!(args.contains(&"console=ttyS0,115200n8"), "{cmdline:?}");
+        has(&args, "console=ttyS0,115200n8");
         assert!(guest.console.wait_exit(Duration::from_secs(60)));
         let log = s.pxed.log();
         assert_rendered(
@@ -504,15 +518,7 @@ fn pxelinux_menu_survives_a_long_smbios_identity() {
         lab::printable_tail(&text, 2000)
     );
     guest.console.type_keys(b"\r");
-    let cmdline = guest
-        .booted_cmdline(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| fail(&s, e));
-    assert!(
-        cmdline
-            .split_whitespace()
-            .any(|a| a == "pxed.rule=menu-long-id"),
-        "{cmdline:?}"
-    );
+    booted(&s, &mut guest, BOOT_TIMEOUT, "menu-long-id");
     println!("scenario long-id: {}", secs(started.elapsed()));
 }
 
@@ -544,21 +550,103 @@ fn uefi_ipxe_boots_over_http() {
         s.accel,
         Some((&firmware.0, &firmware.1)),
     );
-    let cmdline = guest
-        .booted_cmdline(UEFI_BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\npxed log:\n{}", s.pxed.log()));
-    println!(
-        "uefi: booted in {} (accel {}): {cmdline}",
-        secs(guest.console.started.elapsed()),
-        s.accel
-    );
-    let args: Vec<&str> = cmdline.split_whitespace().collect();
-    assert!(args.contains(&"pxed.rule=uefi"), "{cmdline:?}");
-    assert!(args.contains(&"initrd=initrd.gz"), "{cmdline:?}");
+    let args = booted(&s, &mut guest, UEFI_BOOT_TIMEOUT, "uefi");
+    has(&args, "initrd=initrd.gz");
     assert!(guest.console.wait_exit(Duration::from_secs(60)));
     let log = s.pxed.log();
     assert_rendered(&log, "ipxe script rendered", UEFI_MAC, "rule=uefi ");
     println!("scenario uefi: {}", secs(started.elapsed()));
+}
+
+/// OVMF's firmware files for its own network stack, and Debian's
+/// `snponly.efi` (pxed's default EFI loader); `None` (skipped) if missing.
+fn ovmf_4m(what: &str) -> Option<(PathBuf, PathBuf)> {
+    lab::find_file(&["/usr/lib/ipxe/snponly.efi"], what)?;
+    Some((
+        lab::find_file(lab::OVMF_CODE_4M, what)?,
+        lab::find_file(lab::OVMF_VARS_4M, what)?,
+    ))
+}
+
+/// Sets up the lab and boots one OVMF guest without iPXE ROM (`firmware`,
+/// MAC `mac`) to the payload; checks that it got its rule's kernel line
+/// through pxed's script. Returns pxed's log; `None` when skipped.
+fn boot_ovmf(what: &str, firmware: Firmware, mac: &str, rule: &str) -> Option<String> {
+    let started = Instant::now();
+    let s = setup(what, 1)?;
+    let files = ovmf_4m(what)?;
+    let machine = Machine {
+        firmware,
+        ..Machine::bios(what, mac, Some("UEFI Box"))
+    };
+    let mut guest = Guest::boot(&s.lab, 0, &machine, s.accel, Some((&files.0, &files.1)));
+    let args = booted(&s, &mut guest, UEFI_BOOT_TIMEOUT, rule);
+    // Under UEFI the kernel's EFI stub finds the initrd by this argument.
+    has(&args, "initrd=initrd.gz");
+    assert!(guest.console.wait_exit(Duration::from_secs(60)));
+    let log = s.pxed.log();
+    assert_rendered(&log, "ipxe script rendered", mac, &format!("rule={rule} "));
+    println!("scenario {what}: {}", secs(started.elapsed()));
+    Some(log)
+}
+
+/// Scenario 3b: a UEFI machine whose own firmware does PXE, as on real UEFI
+/// servers: OVMF with no iPXE ROM (`virtio-net-pci,romfile=`). With the
+/// shipped loader defaults and Debian's `ipxe` package, DHCP hands it
+/// `snponly.efi`, OVMF fetches it over TFTP (tsize probe, abort, then
+/// blksize 1468 and windowsize 4), iPXE starts on the same NIC and boots the
+/// machine's rule.
+#[test]
+fn uefi_firmware_pxe_boots_with_the_shipped_loaders() {
+    let Some(log) = boot_ovmf("e2e-ovmf-pxe", Firmware::UefiPxe, UEFI_PXE_MAC, "uefi-pxe") else {
+        return;
+    };
+    assert!(
+        log.lines().any(|l| l.contains("handout=")
+            && l.contains(&format!("mac={UEFI_PXE_MAC}"))
+            && l.contains("snponly.efi")
+            && l.contains("PXE ROM")),
+        "the firmware was not handed snponly.efi:\n{log}"
+    );
+    // The whole file, after the firmware's tsize probe (aborted, ERROR 8).
+    let size = std::fs::metadata("/usr/lib/ipxe/snponly.efi").map_or(0, |m| m.len());
+    assert!(
+        log.lines().any(|l| l.contains("tftp transfer")
+            && l.contains("snponly.efi")
+            && l.contains(&format!("bytes={size} "))
+            && l.contains("complete")),
+        "snponly.efi was not sent over TFTP:\n{log}"
+    );
+}
+
+/// Scenario 3c: UEFI HTTP Boot, OVMF's own HTTP client (PXE turned off with
+/// fw_cfg, so it asks DHCP as `HTTPClient:Arch:00016`). pxed hands it the
+/// URL of its default EFI loader; the firmware fetches and starts it, and the
+/// machine boots its rule. Shown by a boot rather than by fetching the URL
+/// with curl: only a boot shows that the firmware accepts the reply (option
+/// 60 `HTTPClient` echoed) and that the binary behind the URL runs.
+#[test]
+fn uefi_http_boot_gets_a_working_loader() {
+    let Some(log) = boot_ovmf(
+        "e2e-ovmf-http",
+        Firmware::UefiHttp,
+        UEFI_HTTP_MAC,
+        "uefi-http",
+    ) else {
+        return;
+    };
+    let url = format!("{}/assets/snponly.efi", lab::http_base());
+    assert!(
+        log.lines().any(|l| l.contains("handout=")
+            && l.contains(&format!("mac={UEFI_HTTP_MAC}"))
+            && l.contains(&url)
+            && l.contains("UEFI HTTP Boot")),
+        "the firmware was not handed {url}:\n{log}"
+    );
+    assert!(
+        log.contains("file=/usr/lib/ipxe/snponly.efi"),
+        "snponly.efi was not served over HTTP:\n{log}"
+    );
 }
 
 /// Scenario 4: proxyDHCP. dnsmasq gives the address and nothing else; pxed in
@@ -572,18 +660,7 @@ fn proxy_dhcp_boots_beside_another_dhcp_server() {
     };
     let machine = Machine::bios("proxy", NEC_MAC, Some(NEC));
     let mut guest = Guest::boot(&s.lab, 0, &machine, s.accel, None);
-    let cmdline = guest
-        .booted_cmdline(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| fail(&s, e));
-    println!(
-        "proxy: booted in {} (accel {}): {cmdline}",
-        secs(guest.console.started.elapsed()),
-        s.accel
-    );
-    assert!(
-        cmdline.split_whitespace().any(|a| a == "pxed.rule=nec-one"),
-        "{cmdline:?}"
-    );
+    booted(&s, &mut guest, BOOT_TIMEOUT, "nec-one");
     // The address came from dnsmasq, the boot file from pxed.
     let console = lab::strip_ansi(&guest.console.text());
     assert!(console.contains("net0: 10.97.1."), "{console}");

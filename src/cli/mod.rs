@@ -6,6 +6,7 @@ mod check;
 mod events;
 mod generate;
 mod inspect;
+mod machines;
 mod serve;
 
 use std::path::PathBuf;
@@ -72,6 +73,18 @@ enum Command {
     },
     /// Print recorded boot events (DHCP, TFTP, scripts, assets), oldest first.
     Events(events::EventsArgs),
+    /// List the machines a running pxed knows (its API: docs/api.md).
+    Machines(machines::ApiArgs),
+    /// Show a machine, or change what it boots: reinstall, boot, local,
+    /// clear, label (through a running pxed's API).
+    Machine {
+        /// Its MAC address (any notation).
+        mac: String,
+        #[command(subcommand)]
+        action: Option<machines::Action>,
+        #[command(flatten)]
+        api: machines::ApiArgs,
+    },
     /// Write the man pages and shell completions into a directory (used to
     /// build the Debian package).
     #[command(hide = true)]
@@ -123,6 +136,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         } => inspect::render(&machine, format, base_url.as_deref()),
         Command::Explain { machine } => inspect::explain(&machine),
         Command::Events(args) => events::run(&args),
+        Command::Machines(api) => machines::list(&api),
+        Command::Machine { mac, action, api } => machines::machine(&mac, action.as_ref(), &api),
         Command::Generate { out } => generate::run(&out),
     }
 }

@@ -17,7 +17,7 @@
 //! lease_time = 3600
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ use toml::Spanned;
 
 use super::{wire, Loader};
 use crate::core::decide::Loaders;
-use crate::core::Mac;
+use crate::core::{Mac, Reservation};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:67";
 const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:4011";
@@ -92,12 +92,14 @@ fn mask_bits(prefix: u8) -> u32 {
     }
 }
 
-/// An address and/or host name reserved for one machine by its rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub ip: Option<Ipv4Addr>,
-    pub hostname: Option<String>,
-    pub rule: String,
+/// What the rules' DHCP keys set so far, while the rules are validated in
+/// order: reserved addresses and MACs (each reserved once), and the rules'
+/// loader settings (for `pxed check`).
+#[derive(Debug, Default)]
+pub(super) struct RuleDhcp {
+    ips: HashSet<Ipv4Addr>,
+    macs: HashSet<Mac>,
+    pub loader_settings: Vec<super::LoaderSetting>,
 }
 
 /// The validated `[dhcp]` section.
@@ -115,12 +117,8 @@ pub struct DhcpConfig {
     pub lease_fsync: bool,
     pub loaders: Loaders,
     pub subnets: Vec<Subnet>,
-    pub reservations: HashMap<Mac, Reservation>,
-    /// Every reserved address: never handed to another machine.
-    pub reserved_ips: HashSet<Ipv4Addr>,
-    /// Rule name → the loader a PXE ROM matching that rule gets.
-    pub rule_loaders: HashMap<String, String>,
-    /// Every loader name above, with where it is set (for `pxed check`).
+    /// Every loader name, `[dhcp]`'s and the rules', with where it is set
+    /// (for `pxed check`).
     pub loader_settings: Vec<super::LoaderSetting>,
     pub limits: DhcpLimits,
 }
@@ -182,10 +180,6 @@ impl DhcpLimits {
 }
 
 impl DhcpConfig {
-    pub fn rule_loader(&self, rule: &str) -> Option<&str> {
-        self.rule_loaders.get(rule).map(String::as_str)
-    }
-
     /// The subnet containing `ip` (an interface address or a relay's giaddr).
     pub fn subnet_for(&self, ip: Ipv4Addr) -> Option<&Subnet> {
         self.subnets.iter().find(|s| s.contains(ip))
@@ -193,11 +187,11 @@ impl DhcpConfig {
 }
 
 impl Loader<'_> {
-    /// Validates `[dhcp]` and the DHCP keys of every rule.
+    /// Validates `[dhcp]` (the rules' `loader`, `ip` and `hostname` are
+    /// validated with each rule: [`Loader::rule_dhcp`]).
     pub(super) fn dhcp(
         &mut self,
         w: Option<&Spanned<wire::Dhcp>>,
-        rules: &[Spanned<wire::Section>],
         defaults: Option<&Spanned<wire::Section>>,
         base_dir: &Path,
     ) -> DhcpConfig {
@@ -209,26 +203,8 @@ impl Loader<'_> {
         let mode = self.dhcp_mode(w);
         let listen = self.socket_addr(w.listen.as_ref(), DEFAULT_LISTEN);
         let proxy_listen = self.socket_addr(w.proxy_listen.as_ref(), DEFAULT_PROXY_LISTEN);
-        let (loaders, mut loader_settings) = self.loaders(w);
-        let (rule_loaders, rule_settings) = self.rule_loaders(rules);
-        loader_settings.extend(rule_settings);
+        let (loaders, loader_settings) = self.loaders(w);
         let subnets = self.subnets(w, mode);
-        let mut reservations = HashMap::new();
-        let mut taken: HashSet<Ipv4Addr> = HashSet::new();
-        for rule in rules {
-            let s = rule.get_ref();
-            if s.name.is_none() {
-                continue;
-            }
-            if let Some((mac, r, at)) = self.reservation(s, &subnets, &mut taken) {
-                if reservations.insert(mac, r).is_some() {
-                    self.error_at(
-                        at,
-                        format!("{mac} already has a reservation in another rule"),
-                    );
-                }
-            }
-        }
         DhcpConfig {
             mode,
             listen,
@@ -247,11 +223,36 @@ impl Loader<'_> {
             loaders,
             limits: self.dhcp_limits(w, &subnets),
             subnets,
-            reservations,
-            reserved_ips: taken,
-            rule_loaders,
             loader_settings,
         }
+    }
+
+    /// A rule's DHCP keys: its `loader`, and the reservation its `ip` and
+    /// `hostname` make for the one MAC it matches. `seen` collects what
+    /// earlier rules reserved: an address or a MAC is reserved once.
+    pub(super) fn rule_dhcp(
+        &mut self,
+        s: &wire::Section,
+        subnets: &[Subnet],
+        seen: &mut RuleDhcp,
+    ) -> (Option<String>, Option<Reservation>) {
+        let loader = self.rule_loader(s).map(|(file, setting)| {
+            seen.loader_settings.push(setting);
+            file
+        });
+        let reservation = self.reservation(s, subnets, seen).and_then(|(r, at)| {
+            if seen.macs.insert(r.mac) {
+                Some(r)
+            } else {
+                let mac = r.mac;
+                self.error_at(
+                    at,
+                    format!("{mac} already has a reservation in another rule"),
+                );
+                None
+            }
+        });
+        (loader, reservation)
     }
 
     /// `[defaults]` cannot reserve or pick a loader: those belong to one rule.
@@ -311,15 +312,14 @@ impl Loader<'_> {
         subnets
     }
 
-    /// A rule's `ip` and `hostname`: its MAC, the reservation, and where to
-    /// point an error about it. `taken` collects reserved addresses.
+    /// A rule's `ip` and `hostname`: the reservation, and where to point an
+    /// error about it.
     fn reservation(
         &mut self,
         s: &wire::Section,
         subnets: &[Subnet],
-        taken: &mut HashSet<Ipv4Addr>,
-    ) -> Option<(Mac, Reservation, usize)> {
-        let name = s.name.as_ref()?;
+        seen: &mut RuleDhcp,
+    ) -> Option<(Reservation, usize)> {
         if s.ip.is_none() && s.hostname.is_none() {
             return None;
         }
@@ -342,14 +342,14 @@ impl Loader<'_> {
         };
         let ip =
             s.ip.as_ref()
-                .and_then(|ip| self.reserved_ip(ip, subnets, taken));
+                .and_then(|ip| self.reserved_ip(ip, subnets, &mut seen.ips));
         let hostname = s.hostname.as_ref().and_then(|h| self.hostname(h));
         let r = Reservation {
+            mac: mac?,
             ip,
             hostname,
-            rule: name.get_ref().clone(),
         };
-        Some((mac?, r, key))
+        Some((r, key))
     }
 
     /// A reserved address: inside a subnet, not its network or broadcast

@@ -1,9 +1,7 @@
 //! The loader file names PXE ROMs are handed: `[dhcp] bios_loader`,
 //! `efi_loader`, `arm32_loader`, `arm64_loader` over pxed's defaults, and each
-//! rule's `loader`. Each is kept with where it is set, so that `pxed check`
+//! rule's `loader` (which the rule carries). Each is kept with where it is set, so that `pxed check`
 //! (`src/check.rs`) can name the setting when the file cannot be served.
-
-use std::collections::HashMap;
 
 use toml::Spanned;
 
@@ -46,28 +44,20 @@ impl Loader<'_> {
         (loaders, settings)
     }
 
-    /// Rule name → its `loader`, for every rule that sets one.
-    pub(super) fn rule_loaders(
-        &mut self,
-        rules: &[Spanned<wire::Section>],
-    ) -> (HashMap<String, String>, Vec<LoaderSetting>) {
-        let mut by_rule = HashMap::new();
-        let mut settings = Vec::new();
-        for rule in rules {
-            let s = rule.get_ref();
-            let (Some(name), Some(l)) = (&s.name, &s.loader) else {
-                continue;
-            };
-            if self.loader_name(l) {
-                by_rule.insert(name.get_ref().clone(), l.get_ref().clone());
-                settings.push(LoaderSetting {
-                    key: format!("rule {:?} loader", name.get_ref()),
-                    file: l.get_ref().clone(),
-                    at: Some(self.location(l.span().start)),
-                });
-            }
+    /// A rule's `loader`, validated, and its setting.
+    pub(super) fn rule_loader(&mut self, s: &wire::Section) -> Option<(String, LoaderSetting)> {
+        let (Some(name), Some(l)) = (&s.name, &s.loader) else {
+            return None;
+        };
+        if !self.loader_name(l) {
+            return None;
         }
-        (by_rule, settings)
+        let setting = LoaderSetting {
+            key: format!("rule {:?} loader", name.get_ref()),
+            file: l.get_ref().clone(),
+            at: Some(self.location(l.span().start)),
+        };
+        Some((l.get_ref().clone(), setting))
     }
 
     /// A loader is a file name under the asset roots (or an absolute URL).

@@ -20,7 +20,7 @@ mod server;
 mod templates;
 mod wire;
 
-pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Reservation, Subnet};
+pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
 pub use events::EventsConfig;
 pub use loaders::LoaderSetting;
 pub use ra::RaConfig;
@@ -76,7 +76,8 @@ pub struct Config {
     pub loaded_at: SystemTime,
     /// Things worth telling the operator that do not stop the config loading.
     pub warnings: Vec<String>,
-    /// `[dhcp]` and the rules' reservations (see `config/dhcp.rs`).
+    /// `[dhcp]` (see `config/dhcp.rs`; the rules carry their own loader and
+    /// reservation).
     pub dhcp: DhcpConfig,
     /// `[events]` (see `config/events.rs`).
     pub events: EventsConfig,
@@ -184,12 +185,7 @@ impl Loader<'_> {
         };
         let server = self.server(&wire.server, base_dir);
         let defaults = self.defaults(wire.defaults.as_ref());
-        let dhcp = self.dhcp(
-            wire.dhcp.as_ref(),
-            &wire.rules,
-            wire.defaults.as_ref(),
-            base_dir,
-        );
+        let mut dhcp = self.dhcp(wire.dhcp.as_ref(), wire.defaults.as_ref(), base_dir);
         let events = self.events(wire.events.as_ref(), &dhcp.lease_db, base_dir);
         let ipv6_ra = self.ipv6_ra(wire.ipv6_ra.as_ref(), &dhcp.interfaces);
         let (templates, template_files) = match template_files {
@@ -199,7 +195,16 @@ impl Loader<'_> {
             },
             TemplateFiles::Given(files) => self.templates(&server.templates_dir, files),
         };
-        let rules = self.rules(&wire.rules, &defaults, templates.as_ref())?;
+        let mut rule_dhcp = dhcp::RuleDhcp::default();
+        let rules = self.rules(
+            &wire.rules,
+            &defaults,
+            templates.as_ref(),
+            &dhcp.subnets,
+            &mut rule_dhcp,
+        );
+        dhcp.loader_settings.append(&mut rule_dhcp.loader_settings);
+        let rules = rules?;
         let policy = Policy::new(rules, templates?);
         self.render_everything(&policy);
         let mut warnings = Vec::new();

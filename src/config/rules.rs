@@ -5,7 +5,8 @@ use std::collections::HashSet;
 
 use toml::Spanned;
 
-use super::{wire, ConfigError, Loader};
+use super::dhcp::RuleDhcp;
+use super::{wire, ConfigError, Loader, Subnet};
 use crate::core::render;
 use crate::core::rules::{Glob, Selectors};
 use crate::core::{Arch, Boot, BootKind, Console, Mac, Rule, RuleSet, Templates, Uuid};
@@ -25,11 +26,13 @@ impl Loader<'_> {
         sections: &[Spanned<wire::Section>],
         defaults: &wire::Section,
         templates: Option<&Templates>,
+        subnets: &[Subnet],
+        dhcp: &mut RuleDhcp,
     ) -> Option<RuleSet<Boot>> {
         let mut rules = Vec::new();
         let mut names = HashSet::new();
         for (order, section) in sections.iter().enumerate() {
-            if let Some(rule) = self.rule(section, order, defaults, templates) {
+            if let Some(rule) = self.rule(section, order, defaults, templates, subnets, dhcp) {
                 if !names.insert(rule.name.clone()) {
                     self.error_at(
                         section.span().start,
@@ -83,6 +86,8 @@ impl Loader<'_> {
         order: usize,
         defaults: &wire::Section,
         templates: Option<&Templates>,
+        subnets: &[Subnet],
+        dhcp: &mut RuleDhcp,
     ) -> Option<Rule<Boot>> {
         let s = section.get_ref();
         let Some(name) = &s.name else {
@@ -94,7 +99,12 @@ impl Loader<'_> {
             Some(m) => self.selectors(m.get_ref()),
             None => Selectors::default(),
         };
-        let boot = self.boot(s, defaults, templates)?;
+        let (loader, reservation) = self.rule_dhcp(s, subnets, dhcp);
+        let boot = Boot {
+            loader,
+            reservation,
+            ..self.boot(s, defaults, templates)?
+        };
         Some(Rule {
             name: name.get_ref().clone(),
             priority: s.priority.as_ref().map_or(0, |p| *p.get_ref()),
@@ -221,6 +231,8 @@ impl Loader<'_> {
             menu_timeout: pick(&s.menu_timeout, &d.menu_timeout)
                 .map_or(DEFAULT_MENU_TIMEOUT, |t| *t.get_ref()),
             vars,
+            loader: None,
+            reservation: None,
         })
     }
 

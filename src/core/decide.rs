@@ -17,7 +17,7 @@
 use super::identity::{Arch, Identity, Mac};
 use super::lifecycle::BootOverride;
 use super::render::Base;
-use super::{Boot, Policy, Rule};
+use super::{Boot, Policy, Reservation, Rule};
 
 /// The file names handed to PXE ROMs, per firmware (`[dhcp]` in machines.toml).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl Loaders {
 }
 
 /// What the client's DHCP packet says about its firmware, already parsed out of
-/// the options (see [`is_ipxe_user_class`] and [`VendorClass::parse`]).
+/// the options by the DHCP adapter (`dhcp/options.rs`) and [`VendorClass::parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Client {
     pub mac: Mac,
@@ -87,27 +87,6 @@ impl VendorClass {
     }
 }
 
-/// Whether option 77 holds `iPXE`: iPXE sends the raw bytes; RFC 3004 clients
-/// send length-prefixed items. Both forms are accepted.
-pub fn is_ipxe_user_class(option77: &[u8]) -> bool {
-    if option77 == b"iPXE" {
-        return true;
-    }
-    let mut rest = option77;
-    while let Some((&len, tail)) = rest.split_first() {
-        let len = usize::from(len);
-        if len == 0 || len > tail.len() {
-            return false;
-        }
-        let (item, next) = tail.split_at(len);
-        if item == b"iPXE" {
-            return true;
-        }
-        rest = next;
-    }
-    false
-}
-
 /// What goes into the reply's boot fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handout {
@@ -128,59 +107,68 @@ impl Handout {
     }
 }
 
-/// The decision, with the reason in words for the debug log and `explain`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+/// The boot decision for one DHCP client: made once per packet by
+/// [`decide`], then carried unchanged into the reply, the boot event, the log
+/// and the metrics. Nothing downstream matches rules again or reads the
+/// decision back out of the reply.
+#[derive(Debug, Clone)]
+pub struct Decision<'p> {
+    /// The rule the client's MAC and arch match (DHCP knows no more of it:
+    /// the SMBIOS identity comes later, with the iPXE script request).
+    pub rule: Option<&'p Rule<Boot>>,
     /// `None`: not a network-boot client (or a firmware pxed has nothing for);
     /// full mode still leases it an address, proxy mode stays silent.
     pub handout: Option<Handout>,
-    /// The rule that matched MAC + arch, if any.
-    pub rule: Option<String>,
+    /// The loader file the handout names: the rule's `loader`, else the
+    /// firmware's from `[dhcp]`; `None` for the iPXE script or no handout.
+    pub loader: Option<&'p str>,
+    /// The address and host name kept for this MAC (full mode).
+    pub reservation: Option<&'p Reservation>,
+    /// Why, in words, for the debug log and the boot event.
     pub reason: &'static str,
 }
 
-/// The rule a DHCP client boots: its override (see [`super::lifecycle`]),
-/// else the rule its MAC and firmware arch match (the SMBIOS identity comes
-/// later, with the iPXE script request).
-pub fn rule_for<'p>(
+impl<'p> Decision<'p> {
+    pub fn rule_name(&self) -> Option<&'p str> {
+        self.rule.map(|r| r.name.as_str())
+    }
+}
+
+/// Decides what `client` is handed. `base` is where the client reaches
+/// pxed's HTTP server; `ovr` is the machine's boot override, if any (see
+/// [`super::lifecycle`]): it beats the rule the MAC and arch match.
+pub fn decide<'p>(
     policy: &'p Policy,
+    loaders: &'p Loaders,
     client: &Client,
+    base: &Base,
     ovr: Option<&BootOverride>,
-) -> Option<&'p Rule<Boot>> {
+) -> Decision<'p> {
     let id = Identity {
         mac: Some(client.mac),
         arch: client.arch,
         ..Identity::default()
     };
-    policy.choose(&id, ovr).rule
-}
-
-/// Decides what `client` is handed. `base` is where the client reaches pxed's
-/// HTTP server; `rule_loader` looks up a rule's `loader` override by rule
-/// name; `ovr` is the machine's boot override, if any.
-pub fn decide<'a>(
-    policy: &Policy,
-    loaders: &Loaders,
-    rule_loader: impl Fn(&str) -> Option<&'a str>,
-    client: &Client,
-    base: &Base,
-    ovr: Option<&BootOverride>,
-) -> Decision {
-    let rule = rule_for(policy, client, ovr).map(|r| r.name.clone());
-    let (handout, reason) = handout(loaders, rule.as_deref().and_then(rule_loader), client, base);
+    let rule = policy.choose(&id, ovr).rule;
+    let rule_loader = rule.and_then(|r| r.boot.loader.as_deref());
+    let (handout, loader, reason) = handout(loaders, rule_loader, client, base);
     Decision {
-        handout,
         rule,
+        handout,
+        loader,
+        reservation: policy.reservation(client.mac),
         reason,
     }
 }
 
-fn handout(
-    loaders: &Loaders,
-    rule_loader: Option<&str>,
+type Handed<'p> = (Option<Handout>, Option<&'p str>, &'static str);
+
+fn handout<'p>(
+    loaders: &'p Loaders,
+    rule_loader: Option<&'p str>,
     client: &Client,
     base: &Base,
-) -> (Option<Handout>, &'static str) {
+) -> Handed<'p> {
     if client.ipxe {
         let url = format!("{}/boot.ipxe", base.url());
         return (
@@ -188,6 +176,7 @@ fn handout(
                 url,
                 http_client: false,
             }),
+            None,
             "user class iPXE: HTTP boot script",
         );
     }
@@ -199,6 +188,7 @@ fn handout(
         let Some(file) = rule_loader.or_else(|| loaders.for_arch(arch)) else {
             return (
                 None,
+                None,
                 "UEFI HTTP Boot on an architecture pxed has no loader for",
             );
         };
@@ -207,6 +197,7 @@ fn handout(
                 url: base.asset(file),
                 http_client: true,
             }),
+            Some(file),
             "UEFI HTTP Boot: iPXE EFI binary over HTTP",
         );
     }
@@ -217,6 +208,7 @@ fn handout(
         (None, _) => {
             return (
                 None,
+                None,
                 "not a network-boot client (no PXE vendor class or arch)",
             )
         }
@@ -224,13 +216,18 @@ fn handout(
     match rule_loader.or_else(|| loaders.for_arch(arch)) {
         Some(file) => (
             Some(Handout::Tftp(file.to_string())),
+            Some(file),
             if rule_loader.is_some() {
                 "PXE ROM: the rule's loader over TFTP"
             } else {
                 "PXE ROM: iPXE for this firmware over TFTP"
             },
         ),
-        None => (None, "PXE ROM with an architecture pxed has no loader for"),
+        None => (
+            None,
+            None,
+            "PXE ROM with an architecture pxed has no loader for",
+        ),
     }
 }
 
@@ -251,6 +248,8 @@ mod tests {
             console: None,
             menu_timeout: 10,
             vars: serde_json::Map::new(),
+            loader: None,
+            reservation: None,
         };
         let rule = |name: &str, order, mac: Option<Mac>| Rule {
             name: name.into(),
@@ -259,7 +258,10 @@ mod tests {
                 mac: mac.map(|m| vec![m]),
                 ..Selectors::default()
             },
-            boot: boot.clone(),
+            boot: Boot {
+                loader: (name == "special").then(|| "special.kpxe".into()),
+                ..boot.clone()
+            },
             order,
             location: Location {
                 file: "t".into(),
@@ -410,8 +412,7 @@ mod tests {
                 ipxe,
                 vendor,
             };
-            let lookup = |rule: &str| (rule == "special").then_some("special.kpxe");
-            let got = decide(&policy, loaders, lookup, &client, &base(), None);
+            let got = decide(&policy, loaders, &client, &base(), None);
             assert_eq!(
                 got.handout, want,
                 "{client:?} with {loaders:?}: {}",
@@ -428,44 +429,17 @@ mod tests {
             ipxe: false,
             vendor: VendorClass::Pxe,
         };
-        let d = decide(
-            &policy(),
-            &Loaders::default(),
-            |_| None,
-            &client,
-            &base(),
-            None,
-        );
-        assert_eq!(d.rule.as_deref(), Some("special"));
-        let d = decide(
-            &policy(),
-            &Loaders::default(),
-            |_| None,
-            &Client {
-                mac: PLAIN,
-                ..client
-            },
-            &base(),
-            None,
-        );
-        assert_eq!(d.rule.as_deref(), Some("default"));
-    }
-
-    #[test]
-    fn user_class_forms() {
-        for (bytes, want) in [
-            (&b"iPXE"[..], true),
-            (b"\x04iPXE", true),
-            (b"\x03abc\x04iPXE", true),
-            (b"\x04gPXE", false),
-            (b"ipxe", false),
-            (b"", false),
-            (b"\x09iPXE", false),
-            (b"\x00\x04iPXE", false),
-            (b"\xff", false),
-        ] {
-            assert_eq!(is_ipxe_user_class(bytes), want, "{bytes:?}");
-        }
+        let (policy, loaders) = (policy(), Loaders::default());
+        let d = decide(&policy, &loaders, &client, &base(), None);
+        assert_eq!(d.rule_name(), Some("special"));
+        assert_eq!(d.loader, Some("special.kpxe"));
+        let plain = Client {
+            mac: PLAIN,
+            ..client
+        };
+        let d = decide(&policy, &loaders, &plain, &base(), None);
+        assert_eq!(d.rule_name(), Some("default"));
+        assert_eq!(d.loader, Some("undionly.kpxe"));
     }
 
     #[test]

@@ -45,6 +45,18 @@ pub enum IdentityError {
     Arch(String),
 }
 
+impl IdentityError {
+    /// The same error with the client's value passed through [`sanitize`],
+    /// so that its message can be written into a script.
+    pub fn sanitized(&self) -> IdentityError {
+        match self {
+            IdentityError::Mac(v) => IdentityError::Mac(sanitize(v)),
+            IdentityError::Uuid(v) => IdentityError::Uuid(sanitize(v)),
+            IdentityError::Arch(v) => IdentityError::Arch(sanitize(v)),
+        }
+    }
+}
+
 /// A 48-bit Ethernet address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mac(pub [u8; 6]);

@@ -78,6 +78,8 @@ pub(super) fn local_rule() -> Rule<Boot> {
             console: None,
             menu_timeout: 10,
             vars: serde_json::Map::new(),
+            loader: None,
+            reservation: None,
         },
         order: usize::MAX,
         location: Location {

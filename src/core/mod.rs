@@ -9,7 +9,9 @@ pub mod lifecycle;
 pub mod render;
 pub mod rules;
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 pub use identity::{Arch, ClientString, Identity, Mac, Uuid};
@@ -93,6 +95,20 @@ pub struct Boot {
     /// Seconds the pxelinux menu waits before booting the default entry.
     pub menu_timeout: u32,
     pub vars: serde_json::Map<String, serde_json::Value>,
+    /// DHCP: the file a PXE ROM (or UEFI HTTP Boot) matching this rule gets
+    /// instead of its firmware's default from `[dhcp] *_loader`.
+    pub loader: Option<String>,
+    /// DHCP (full mode): the address and host name kept for the one MAC
+    /// this rule matches.
+    pub reservation: Option<Reservation>,
+}
+
+/// An address and/or host name a rule reserves for the one MAC it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub mac: Mac,
+    pub ip: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
 }
 
 /// Everything the boot decision needs, validated and immutable. A reload builds
@@ -102,18 +118,45 @@ pub struct Policy {
     pub rules: RuleSet<Boot>,
     pub templates: Templates,
     scripts: render::ScriptCache,
+    /// The rule (its position in `rules`) holding each MAC's reservation: a
+    /// reservation belongs to its MAC whichever rule that MAC's DHCP request
+    /// matches (DHCP knows no product or serial to match more).
+    reserved_by: HashMap<Mac, usize>,
+    /// Every reserved address: never handed to another machine.
+    reserved_ips: HashSet<Ipv4Addr>,
     /// What a "local disk" override boots (see [`lifecycle`]).
     local: Rule<Boot>,
 }
 
 impl Policy {
     pub fn new(rules: RuleSet<Boot>, templates: Templates) -> Policy {
+        let mut reserved_by = HashMap::new();
+        let mut reserved_ips = HashSet::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if let Some(r) = &rule.boot.reservation {
+                reserved_by.insert(r.mac, i);
+                reserved_ips.extend(r.ip);
+            }
+        }
         Policy {
             rules,
             templates,
             scripts: render::ScriptCache::default(),
+            reserved_by,
+            reserved_ips,
             local: lifecycle::local_rule(),
         }
+    }
+
+    /// The reservation kept for `mac`, if a rule has one.
+    pub fn reservation(&self, mac: Mac) -> Option<&Reservation> {
+        let i = *self.reserved_by.get(&mac)?;
+        self.rules.get(i)?.boot.reservation.as_ref()
+    }
+
+    /// Every reserved address.
+    pub fn reserved_ips(&self) -> &HashSet<Ipv4Addr> {
+        &self.reserved_ips
     }
 
     /// The rule this machine gets, if any.

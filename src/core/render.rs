@@ -371,6 +371,14 @@ fn context(
     })
 }
 
+/// `text` with control characters (a newline would start a new script
+/// command) turned into spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Last resort when even `retry.ipxe` fails to render: the firmware must never
 /// be left at a dead end.
 fn builtin_retry(base: &Base) -> String {
@@ -391,10 +399,14 @@ impl Policy {
         Rendered { text, rule: None }
     }
 
-    /// A script that prints `message` on the console and starts over. `message`
-    /// is sanitised here, so callers may pass client values in it.
+    /// A script that prints `message` on the console and starts over.
+    /// `message` is pxed's own sentence, written as it is (only kept to one
+    /// line): a client value may appear in it only through
+    /// [`super::identity::sanitize`] (see `IdentityError::sanitized`), never
+    /// raw. Sanitising the whole sentence would mangle pxed's text ("machine_
+    /// add one") and cut it at a client string's length.
     pub fn retry(&self, id: &Identity, base: &Base, message: &str) -> Rendered {
-        let message = super::identity::sanitize(message);
+        let message = one_line(message);
         let ctx = context(id, None, base, Some(&message), &Install::default());
         let text = self
             .templates

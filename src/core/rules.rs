@@ -306,6 +306,13 @@ impl<B> Rule<B> {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread matched a machine against rules: the unit
+    /// tests use it to show that one packet or request is decided once.
+    pub static SELECTIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Rules in precedence order, ready for matching.
 #[derive(Debug, Clone)]
 pub struct RuleSet<B> {
@@ -373,8 +380,15 @@ impl<B> RuleSet<B> {
         self.rules.iter().any(|r| r.selectors.is_catch_all())
     }
 
+    /// The rule at `index` in precedence order.
+    pub fn get(&self, index: usize) -> Option<&Rule<B>> {
+        self.rules.get(index)
+    }
+
     /// The rule this machine gets.
     pub fn select(&self, id: &Identity) -> Option<&Rule<B>> {
+        #[cfg(test)]
+        SELECTIONS.with(|n| n.set(n.get() + 1));
         self.rules.iter().find(|r| r.selectors.check(id).is_ok())
     }
 

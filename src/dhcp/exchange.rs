@@ -6,9 +6,10 @@
 //!    subnet the client is on (the relay's subnet when `giaddr` is set);
 //! 2. per message type ([`discover`], [`request`], [`decline`], [`release`],
 //!    [`inform`] in full mode; [`proxy`] in proxy mode): the address decision;
-//! 3. [`boot_options`]: the boot decision from `core::decide`, encoded (siaddr,
-//!    `file` or option 67, option 60 `HTTPClient`/`PXEClient`, 175.176);
-//! 4. [`destination`]: RFC 2131 §4.1 reply addressing.
+//! 3. [`boot_options`]: the boot [`Decision`] the caller made once for this
+//!    packet, encoded (siaddr, `file` or option 67, option 60
+//!    `HTTPClient`/`PXEClient`, 175.176);
+//! 4. [`destination`]: RFC 2131 §4.1 reply addressing, then the encoding.
 //!
 //! The result is an [`Outcome`]: a reply (with the lease changes that must be
 //! committed before it leaves), lease changes alone, or the reason for silence.
@@ -19,12 +20,15 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::{
     DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
 };
+use dhcproto::Encodable;
 
 use super::leases::{LeaseOp, Leases, State};
+use super::outcome::{Limit, Outcome, Reply};
 use super::packet::Request;
-use super::server::Iface;
+use super::server::{Iface, Outgoing};
 use crate::config::{Config, DhcpMode, Subnet};
-use crate::core::decide::{self, Handout, VendorClass};
+use crate::core::decide::{Decision, Handout, VendorClass};
+use crate::core::Reservation;
 
 /// Which socket a packet came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,46 +49,6 @@ pub struct Place<'a> {
     pub ifindex: u32,
     pub port: Port,
     pub src: SocketAddrV4,
-}
-
-/// The answer to one message.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Send `msg` to `dest` (out of `ifindex` if non-zero) once `commit` is
-    /// durable.
-    Reply {
-        msg: Box<Message>,
-        dest: SocketAddrV4,
-        ifindex: u32,
-        commit: Vec<LeaseOp>,
-    },
-    /// Nothing to send, but lease changes to store (DECLINE, RELEASE).
-    Commit(Vec<LeaseOp>),
-    /// Stay silent, for this reason (logged at debug).
-    Ignore(String),
-    /// Stay silent because a limit says so: counted by reason on /metrics.
-    Limited(Limit, String),
-}
-
-/// The limits that silence a client (`pxed_dropped_total{reason=…}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    /// No free address in the pool (or the reservation is held).
-    PoolExhausted,
-    /// The MAC already holds `max_leases_per_mac` addresses.
-    MacLeases,
-    /// The relay circuit already holds `max_leases_per_circuit` addresses.
-    CircuitLeases,
-}
-
-impl Limit {
-    pub fn label(self) -> &'static str {
-        match self {
-            Limit::PoolExhausted => "pool_exhausted",
-            Limit::MacLeases => "mac_leases",
-            Limit::CircuitLeases => "circuit_leases",
-        }
-    }
 }
 
 /// Step 1: our address and the client's subnet. `iface` is the receiving
@@ -122,20 +86,21 @@ pub fn locate<'a>(
     }
 }
 
-/// Steps 2–4 for one message.
+/// Steps 2–4 for one message, with the boot decision made for it.
 pub fn handle(
     config: &Config,
     leases: &mut Leases,
     place: &Place,
     req: &Request,
+    decision: &Decision,
     now: u64,
 ) -> Outcome {
     match config.dhcp.mode {
-        DhcpMode::Off => Outcome::Ignore("DHCP is off".into()),
-        DhcpMode::Proxy => proxy(config, place, req),
+        DhcpMode::Off => Outcome::Ignored("DHCP is off".into()),
+        DhcpMode::Proxy => proxy(place, req, decision),
         DhcpMode::Full => {
             let Some(subnet) = place.subnet else {
-                return Outcome::Ignore(if req.giaddr().is_unspecified() {
+                return Outcome::Ignored(if req.giaddr().is_unspecified() {
                     format!("no [[dhcp.subnet]] contains an address of the receiving interface (server address {})", place.server)
                 } else {
                     format!(
@@ -149,9 +114,10 @@ pub fn handle(
                 subnet,
                 place,
                 req,
+                decision,
                 now,
-                reserved: &config.dhcp.reserved_ips,
-                reservation: config.dhcp.reservations.get(&req.mac),
+                reserved: config.policy.reserved_ips(),
+                reservation: decision.reservation,
             };
             match req.kind {
                 MessageType::Discover => discover(&cx, leases),
@@ -159,7 +125,7 @@ pub fn handle(
                 MessageType::Decline => decline(&cx, leases),
                 MessageType::Release => release(&cx, leases),
                 MessageType::Inform => inform(&cx),
-                other => Outcome::Ignore(format!("{other:?} is not handled")),
+                other => Outcome::Ignored(format!("{other:?} is not handled")),
             }
         }
     }
@@ -171,9 +137,10 @@ struct Full<'a> {
     subnet: &'a Subnet,
     place: &'a Place<'a>,
     req: &'a Request,
+    decision: &'a Decision<'a>,
     now: u64,
     reserved: &'a HashSet<Ipv4Addr>,
-    reservation: Option<&'a crate::config::Reservation>,
+    reservation: Option<&'a Reservation>,
 }
 
 impl Full<'_> {
@@ -277,18 +244,13 @@ impl Full<'_> {
 
     fn finish(&self, mut m: Message, commit: Vec<LeaseOp>) -> Outcome {
         if !matches!(m.opts().msg_type(), Some(MessageType::Nak)) {
-            boot_options(self.config, self.place.server, self.req, &mut m, true);
+            boot_options(self.decision, self.place.server, &mut m, true);
         }
         let (dest, ifindex) = destination(self.req, &m, self.place);
         if dest.ip().is_broadcast() && !self.req.giaddr().is_unspecified() {
             m.set_flags(Flags::default().set_broadcast());
         }
-        Outcome::Reply {
-            msg: Box::new(m),
-            dest,
-            ifindex,
-            commit,
-        }
+        encode(&m, dest, ifindex, self.place.server, commit)
     }
 }
 
@@ -338,7 +300,7 @@ fn request(cx: &Full, leases: &mut Leases) -> Outcome {
         // SELECTING: the client answers an OFFER.
         (Some(sid), _, _) if sid != cx.place.server => {
             leases.drop_offer(&req.client_id);
-            return Outcome::Ignore(format!("the client chose server {sid}"));
+            return Outcome::Ignored(format!("the client chose server {sid}"));
         }
         (Some(_), Some(ip), _) => ip,
         (Some(_), None, c) if !c.is_unspecified() => c,
@@ -348,7 +310,7 @@ fn request(cx: &Full, leases: &mut Leases) -> Outcome {
         // RENEWING (unicast) or REBINDING (broadcast).
         (None, _, c) if !c.is_unspecified() => c,
         (None, _, _) => {
-            return Outcome::Ignore(
+            return Outcome::Ignored(
                 "REQUEST with no server identifier, requested address or ciaddr".into(),
             )
         }
@@ -379,25 +341,25 @@ fn nak(cx: &Full, why: String) -> Outcome {
 
 fn decline(cx: &Full, leases: &mut Leases) -> Outcome {
     if cx.req.server_id.is_some_and(|s| s != cx.place.server) {
-        return Outcome::Ignore("DECLINE for another server".into());
+        return Outcome::Ignored("DECLINE for another server".into());
     }
     let Some(ip) = cx.req.requested_ip else {
-        return Outcome::Ignore("DECLINE without a requested address".into());
+        return Outcome::Ignored("DECLINE without a requested address".into());
     };
     match leases.decline(ip, &cx.req.client_id, cx.now) {
         Some(op) => {
             tracing::warn!(ip = %ip, mac = %cx.req.mac, "address declined (in use by another host?): quarantined");
-            Outcome::Commit(vec![op])
+            Outcome::Store(vec![op])
         }
-        None => Outcome::Ignore(format!("DECLINE of {ip}, which this client does not hold")),
+        None => Outcome::Ignored(format!("DECLINE of {ip}, which this client does not hold")),
     }
 }
 
 fn release(cx: &Full, leases: &mut Leases) -> Outcome {
     let ip = cx.req.ciaddr();
     match leases.release(ip, &cx.req.client_id, cx.now) {
-        Some(op) => Outcome::Commit(vec![op]),
-        None => Outcome::Ignore(format!("RELEASE of {ip}, which this client does not hold")),
+        Some(op) => Outcome::Store(vec![op]),
+        None => Outcome::Ignored(format!("RELEASE of {ip}, which this client does not hold")),
     }
 }
 
@@ -410,9 +372,9 @@ fn inform(cx: &Full) -> Outcome {
 
 /// ProxyDHCP: boot information only, to PXE and HTTP Boot clients. DISCOVERs on
 /// 67 get an OFFER without an address; REQUESTs on 4011 an ACK.
-pub fn proxy(config: &Config, place: &Place, req: &Request) -> Outcome {
+pub fn proxy(place: &Place, req: &Request, decision: &Decision) -> Outcome {
     if req.boot.vendor == VendorClass::Other {
-        return Outcome::Ignore(
+        return Outcome::Ignored(
             "proxy mode answers PXE clients only (no PXEClient/HTTPClient vendor class)".into(),
         );
     }
@@ -420,7 +382,7 @@ pub fn proxy(config: &Config, place: &Place, req: &Request) -> Outcome {
         (Port::Dhcp, MessageType::Discover) => MessageType::Offer,
         (Port::Proxy, MessageType::Request | MessageType::Inform) => MessageType::Ack,
         (port, kind) => {
-            return Outcome::Ignore(format!(
+            return Outcome::Ignored(format!(
                 "proxy mode does not answer {kind:?} on port {}",
                 match port {
                     Port::Dhcp => 67,
@@ -430,8 +392,8 @@ pub fn proxy(config: &Config, place: &Place, req: &Request) -> Outcome {
         }
     };
     let mut m = base_reply(req, kind, place.server);
-    if !boot_options(config, place.server, req, &mut m, false) {
-        return Outcome::Ignore("no boot file for this client's firmware".into());
+    if !boot_options(decision, place.server, &mut m, false) {
+        return Outcome::Ignored("no boot file for this client's firmware".into());
     }
     let o = m.opts_mut();
     if !o.contains(OptionCode::ClassIdentifier) {
@@ -446,11 +408,30 @@ pub fn proxy(config: &Config, place: &Place, req: &Request) -> Outcome {
         o.insert(DhcpOption::ClientMachineIdentifier(g.clone()));
     }
     let (dest, ifindex) = destination(req, &m, place);
-    Outcome::Reply {
-        msg: Box::new(m),
-        dest,
-        ifindex,
-        commit: Vec::new(),
+    encode(&m, dest, ifindex, place.server, Vec::new())
+}
+
+/// The reply as bytes, addressed; the end of every step that answers.
+fn encode(
+    m: &Message,
+    dest: SocketAddrV4,
+    ifindex: u32,
+    server: Ipv4Addr,
+    commit: Vec<LeaseOp>,
+) -> Outcome {
+    match m.to_vec() {
+        Ok(bytes) => Outcome::Reply(Reply {
+            kind: m.opts().msg_type().unwrap_or(MessageType::Unknown(0)),
+            yiaddr: m.yiaddr(),
+            out: Outgoing {
+                bytes,
+                dest,
+                ifindex,
+                src: server,
+            },
+            commit,
+        }),
+        Err(e) => Outcome::Unencodable(e.to_string()),
     }
 }
 
@@ -482,23 +463,7 @@ fn base_reply(req: &Request, kind: MessageType, server: Ipv4Addr) -> Message {
 
 /// Step 3: the boot decision, encoded. Returns false when the client gets no
 /// boot file (not a boot client, or an unsupported firmware).
-fn boot_options(
-    config: &Config,
-    server: Ipv4Addr,
-    req: &Request,
-    m: &mut Message,
-    full: bool,
-) -> bool {
-    let base = config.server.base_at(server.into());
-    let d = decide::decide(
-        &config.policy,
-        &config.dhcp.loaders,
-        |rule| config.dhcp.rule_loader(rule),
-        &req.boot,
-        &base,
-        crate::machines::lookup(req.mac).map(|a| a.boot).as_ref(),
-    );
-    tracing::debug!(mac = %req.mac, rule = d.rule.as_deref(), handout = d.handout.as_ref().map(Handout::filename), reason = d.reason, "boot decision");
+fn boot_options(decision: &Decision, server: Ipv4Addr, m: &mut Message, full: bool) -> bool {
     if full {
         // iPXE: do not wait for ProxyDHCP offers (175.176 no-pxedhcp = 1).
         m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
@@ -506,11 +471,13 @@ fn boot_options(
             vec![176, 1, 1],
         )));
     }
-    let Some(h) = d.handout else { return false };
+    let Some(h) = &decision.handout else {
+        return false;
+    };
     // iPXE counts a reply as PXE-capable only with siaddr and a file name.
     m.set_siaddr(server);
     let name = h.filename().as_bytes().to_vec();
-    match &h {
+    match h {
         // Short TFTP names go in the `file` field (PXE ROMs read it) and in
         // option 67; URLs only in option 67 with `file` empty, because iPXE
         // prefers `file` when set and it holds only 128 bytes. Never overload.

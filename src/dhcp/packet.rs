@@ -9,11 +9,9 @@ use std::net::Ipv4Addr;
 use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::Decodable;
 
-use crate::core::decide::{is_ipxe_user_class, Client, VendorClass};
+use super::options::{circuit_id, is_ipxe_user_class, Tlv, OPTIONS_START as MIN_LEN};
+use crate::core::decide::{Client, VendorClass};
 use crate::core::{Arch, Mac};
-
-/// BOOTP fixed header (236 bytes) + magic cookie.
-const MIN_LEN: usize = 240;
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
 
 /// Why a packet was ignored.
@@ -92,35 +90,15 @@ impl Circuit<'_> {
     }
 }
 
-/// Sub-option 1 (agent circuit id) of an option 82 payload, if well formed.
-fn circuit_id(info: &[u8]) -> Option<&[u8]> {
-    let mut rest = info;
-    while let [code, len, tail @ ..] = rest {
-        let len = usize::from(*len);
-        let value = tail.get(..len)?;
-        if *code == 1 {
-            return Some(value);
-        }
-        rest = &tail[len..];
-    }
-    None
-}
-
 /// Parses and validates one datagram.
 pub fn parse(buf: &[u8]) -> Result<Request, Rejected> {
-    if buf.len() < MIN_LEN {
-        return Err(Rejected::TooShort(buf.len()));
+    check_header(buf)?;
+    // Every option's length must fit in the packet: dhcproto stops quietly at
+    // an option that runs past the end, and a packet like that is broken or
+    // hostile.
+    if let Some(Err(overrun)) = Tlv::options(buf).find(Result::is_err) {
+        return Err(Rejected::Options(overrun.to_string()));
     }
-    if buf[0] != 1 {
-        return Err(Rejected::NotRequest(buf[0]));
-    }
-    if buf[1] != 1 || buf[2] != 6 {
-        return Err(Rejected::NotEthernet(buf[1], buf[2]));
-    }
-    if buf[236..240] != MAGIC {
-        return Err(Rejected::NoMagic);
-    }
-    check_options(buf)?;
     // dhcproto sees only the options pxed reads through it, with the lengths
     // it expects (see `decoder_view`); catch_unwind keeps a future decoder
     // bug from taking the server down with it.
@@ -145,6 +123,28 @@ pub fn parse(buf: &[u8]) -> Result<Request, Rejected> {
     ) {
         return Err(Rejected::WrongMessageType(kind));
     }
+    Ok(request(buf, msg, kind))
+}
+
+/// The fixed header: long enough, a BOOTREQUEST, Ethernet, the magic cookie.
+fn check_header(buf: &[u8]) -> Result<(), Rejected> {
+    if buf.len() < MIN_LEN {
+        return Err(Rejected::TooShort(buf.len()));
+    }
+    if buf[0] != 1 {
+        return Err(Rejected::NotRequest(buf[0]));
+    }
+    if buf[1] != 1 || buf[2] != 6 {
+        return Err(Rejected::NotEthernet(buf[1], buf[2]));
+    }
+    if buf[236..240] != MAGIC {
+        return Err(Rejected::NoMagic);
+    }
+    Ok(())
+}
+
+/// The fields pxed uses, out of a message that passed [`parse`]'s checks.
+fn request(buf: &[u8], msg: Message, kind: MessageType) -> Request {
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&buf[28..34]);
     let mac = Mac(mac);
@@ -183,7 +183,7 @@ pub fn parse(buf: &[u8]) -> Result<Request, Rejected> {
         ipxe: bytes(OptionCode::UserClass).is_some_and(is_ipxe_user_class),
         vendor: VendorClass::parse(bytes(OptionCode::ClassIdentifier)),
     };
-    Ok(Request {
+    Request {
         kind,
         mac,
         client_id,
@@ -193,34 +193,7 @@ pub fn parse(buf: &[u8]) -> Result<Request, Rejected> {
         guid: bytes(OptionCode::ClientMachineIdentifier).map(<[u8]>::to_vec),
         boot,
         msg,
-    })
-}
-
-/// Every option's length must fit in the packet: dhcproto stops quietly at an
-/// option that runs past the end, and a packet like that is broken or hostile.
-fn check_options(buf: &[u8]) -> Result<(), Rejected> {
-    let mut i = MIN_LEN;
-    while i < buf.len() {
-        match buf[i] {
-            0 => i += 1,
-            255 => return Ok(()),
-            code => {
-                let Some(&len) = buf.get(i + 1) else {
-                    return Err(Rejected::Options(format!(
-                        "option {code} has no length byte"
-                    )));
-                };
-                if i + 2 + usize::from(len) > buf.len() {
-                    return Err(Rejected::Options(format!(
-                        "option {code} claims {len} bytes, only {} left",
-                        buf.len().saturating_sub(i + 2)
-                    )));
-                }
-                i += 2 + usize::from(len);
-            }
-        }
     }
-    Ok(())
 }
 
 /// The options [`parse`] reads through dhcproto, with the length dhcproto
@@ -241,26 +214,18 @@ const DECODED: &[(u8, Option<u8>)] = &[
 /// and stops reading at the first option it cannot decode, so a malformed
 /// option pxed does not even use (a firmware's odd option 94) would hide the
 /// vendor and user class after it. Found by the `dhcp` fuzz target
-/// (fuzz/regressions/dhcp/). `buf` has passed [`check_options`].
+/// (fuzz/regressions/dhcp/). `buf` has passed the option check in [`parse`].
 fn decoder_view(buf: &[u8]) -> Vec<u8> {
     let mut view = Vec::with_capacity(buf.len());
     view.extend_from_slice(&buf[..MIN_LEN]);
-    let mut i = MIN_LEN;
-    while let Some(&code) = buf.get(i) {
-        match code {
-            0 => i += 1,
-            255 => break,
-            _ => {
-                let Some(&len) = buf.get(i + 1) else { break };
-                let end = i + 2 + usize::from(len);
-                let wanted = DECODED
-                    .iter()
-                    .any(|&(c, l)| c == code && l.map_or(true, |l| l == len));
-                if let (true, Some(option)) = (wanted, buf.get(i..end)) {
-                    view.extend_from_slice(option);
-                }
-                i = end;
-            }
+    for (code, value) in Tlv::options(buf).map_while(Result::ok) {
+        let len = value.len() as u8; // a Tlv value is at most 255 bytes
+        let wanted = DECODED
+            .iter()
+            .any(|&(c, l)| c == code && l.map_or(true, |l| l == len));
+        if wanted {
+            view.extend_from_slice(&[code, len]);
+            view.extend_from_slice(value);
         }
     }
     view.push(255);
@@ -270,22 +235,7 @@ fn decoder_view(buf: &[u8]) -> Vec<u8> {
 /// The first instance of option `code` in a packet that already decoded, read
 /// from the raw bytes (bounds-checked; `None` if absent or malformed).
 pub fn raw_option(buf: &[u8], code: u8) -> Option<&[u8]> {
-    let mut i = MIN_LEN;
-    while i < buf.len() {
-        match buf[i] {
-            0 => i += 1,
-            255 => return None,
-            c => {
-                let len = usize::from(*buf.get(i + 1)?);
-                let value = buf.get(i + 2..i + 2 + len)?;
-                if c == code {
-                    return Some(value);
-                }
-                i += 2 + len;
-            }
-        }
-    }
-    None
+    Tlv::options(buf).get(code)
 }
 
 #[cfg(test)]
@@ -316,16 +266,6 @@ mod tests {
         let mut buf = Vec::new();
         m.encode(&mut Encoder::new(&mut buf)).unwrap();
         buf
-    }
-
-    #[test]
-    fn option_82_walk_is_bounds_checked() {
-        assert_eq!(circuit_id(&[1, 2, 7, 8]), Some(&[7u8, 8][..]));
-        assert_eq!(circuit_id(&[2, 1, 0, 1, 1, 9]), Some(&[9u8][..]));
-        assert_eq!(circuit_id(&[1, 200, 7]), None);
-        assert_eq!(circuit_id(&[2, 5, 1]), None);
-        assert_eq!(circuit_id(&[1]), None);
-        assert_eq!(circuit_id(&[]), None);
     }
 
     #[test]

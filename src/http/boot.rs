@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::Conn;
 use crate::config::{Config, Shared};
-use crate::core::identity::query_pairs;
+use crate::core::identity::{query_pairs, IdentityError};
 use crate::core::{Active, Answer, Base, Identity, Mac};
 use crate::events::{self, repeats, Event, Stage};
 use crate::machines;
@@ -93,9 +93,9 @@ pub async fn bootstrap(State(config): State<Shared>, origin: Origin) -> Response
 
 /// The answer to a render request: the machine's override (see
 /// [`overridden`]) or the rules (cached per query).
-async fn answer(config: &Config, query: &str, base: &Base) -> Result<Arc<Answer>, String> {
+async fn answer(config: &Config, query: &str, base: &Base) -> Result<Arc<Answer>, IdentityError> {
     match overridden(query).await {
-        Overridden::No => config.policy.answer(query, base).map_err(|e| e.to_string()),
+        Overridden::No => config.policy.answer(query, base),
         Overridden::Yes(id, active) => {
             let rendered = config.policy.script_for(&id, base, Some(&active));
             Ok(Arc::new(Answer { id, rendered }))
@@ -170,7 +170,7 @@ pub async fn ipxe(
                 Event::new(Stage::Script, "malformed", format!("bad request: {e}"))
                     .ip(conn.peer.ip())
             });
-            let message = format!("bad request from this machine: {e}");
+            let message = format!("bad request from this machine: {}", e.sanitized());
             let retry = config.policy.retry(&Identity::default(), &base, &message);
             (retry.text, false)
         }

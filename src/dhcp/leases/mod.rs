@@ -1,0 +1,60 @@
+//! Who holds which address. Two halves:
+//! - [`Leases`] (`table.rs`), the in-memory table the exchange consults and
+//!   changes; it is the only allocator, so an address can never be handed to
+//!   two clients (one entry per address, one address per client);
+//! - a [`LeaseStore`] (`store.rs`: the trait; `sqlite.rs`: SQLite in
+//!   production; memory in unit tests) that makes bound, declined and
+//!   released leases durable. The table is rebuilt from the store at start.
+//!   Offers are held in memory only: nothing was promised yet.
+//!
+//! The exchange never writes the store itself: it returns [`LeaseOp`]s, and the
+//! committer (`commit.rs`) applies them in one transaction before it sends the
+//! ACKs that depend on them.
+
+mod sqlite;
+mod store;
+mod table;
+
+pub use sqlite::{unwritable_reason, SqliteStore};
+pub use store::{open, LeaseStore, MemoryStore, Opened};
+pub use table::{Leases, PoolUse};
+
+use std::net::Ipv4Addr;
+
+use crate::core::Mac;
+
+/// Seconds an offered address stays held for the client it was offered to.
+pub const OFFER_HOLD: u64 = 30;
+/// Seconds a declined address (in use by someone else, says a client's ARP
+/// probe) is kept out of the pool.
+pub const QUARANTINE: u64 = 600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Offered, not yet requested; memory only.
+    Offered,
+    Bound,
+    /// Declined by a client; quarantined until `expires`.
+    Declined,
+    /// Given back by the client; free, but the client gets it again first.
+    Released,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    /// Option 61, or hardware type + chaddr when the client sends none.
+    /// Empty for a declined address (it belongs to nobody).
+    pub client: Vec<u8>,
+    pub mac: Mac,
+    /// Unix seconds.
+    pub expires: u64,
+    pub state: State,
+}
+
+/// A change to make durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOp {
+    Put(Lease),
+    Delete(Ipv4Addr),
+}

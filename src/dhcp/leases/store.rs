@@ -1,0 +1,87 @@
+//! Where leases are made durable: the [`LeaseStore`] trait every backend
+//! implements, the one that opens the backend `[dhcp]` names, and the memory
+//! store the unit tests use.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use anyhow::Context as _;
+
+use super::{Lease, LeaseOp, SqliteStore};
+use crate::config::DhcpConfig;
+
+/// Durable lease storage. The lease table (`table.rs`) stays in memory and is
+/// the only allocator; a store only records it:
+/// - [`LeaseStore::load`] once at start rebuilds the table;
+/// - [`LeaseStore::apply`] makes one batch of changes durable, atomically,
+///   and returns only once they are. The committer (`commit.rs`) sends a
+///   batch's ACKs only after `apply` returned `Ok`: that is what "no ACK
+///   before its lease is committed" rests on, whatever the backend.
+///
+/// Both are called on the lease thread (`pxed-leases`), never on the async
+/// runtime: a networked backend (PostgreSQL) may block here for a round trip,
+/// or drive an async client with `Handle::block_on`, without stalling the
+/// DHCP receive loop. Batches are already grouped (one call per wake-up of the
+/// lease thread, up to 2,048 jobs): one round trip per batch, not per ACK. A
+/// backend that cannot reach its database returns `Err`: the batch's ACKs are
+/// withheld (clients retry) and the committer reports the outage.
+pub trait LeaseStore: Send {
+    /// What and where the store is, for logs (`sqlite /var/lib/pxed/leases.sqlite`).
+    fn describe(&self) -> String;
+    /// Every stored lease (bound, declined, released; never offers).
+    fn load(&mut self) -> anyhow::Result<Vec<Lease>>;
+    /// Applies every op in one transaction; returns only once it is committed.
+    fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()>;
+}
+
+/// A store `[dhcp]` names, opened, with what it holds.
+pub struct Opened {
+    pub store: Box<dyn LeaseStore>,
+    pub leases: Vec<Lease>,
+}
+
+/// Opens the lease store `[dhcp]` names and reads every lease in it, with
+/// the backend's upkeep started (SQLite: its checkpoint thread).
+pub fn open(dhcp: &DhcpConfig) -> anyhow::Result<Opened> {
+    let path = &dhcp.lease_db;
+    let mut store = SqliteStore::open(path, dhcp.lease_fsync)
+        .with_context(|| format!("cannot open the lease database {}", path.display()))?;
+    let leases = store
+        .load()
+        .with_context(|| format!("cannot read the lease database {}", path.display()))?;
+    super::sqlite::spawn_checkpointer(path).context("lease checkpoint thread")?;
+    Ok(Opened {
+        store: Box::new(store),
+        leases,
+    })
+}
+
+/// A store that forgets everything: for unit tests.
+#[derive(Default)]
+pub struct MemoryStore {
+    pub rows: HashMap<Ipv4Addr, Lease>,
+}
+
+impl LeaseStore for MemoryStore {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn load(&mut self) -> anyhow::Result<Vec<Lease>> {
+        Ok(self.rows.values().cloned().collect())
+    }
+
+    fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()> {
+        for op in ops {
+            match op {
+                LeaseOp::Put(l) => {
+                    self.rows.insert(l.ip, l.clone());
+                }
+                LeaseOp::Delete(ip) => {
+                    self.rows.remove(ip);
+                }
+            }
+        }
+        Ok(())
+    }
+}
