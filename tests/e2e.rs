@@ -47,6 +47,7 @@ const UNKNOWN_MAC: &str = "52:54:00:e2:e0:03";
 const MENU_MAC: &str = "52:54:00:e2:e0:10";
 const SERIAL_MENU_MAC: &str = "52:54:00:e2:e0:12";
 const UEFI_MAC: &str = "52:54:00:e2:e0:20";
+const INSTALLED_MAC: &str = "52:54:00:e2:e0:30";
 const UEFI_PXE_MAC: &str = "52:54:00:e2:e0:21";
 const UEFI_HTTP_MAC: &str = "52:54:00:e2:e0:22";
 const LONG_ID_MAC: &str = "52:54:00:e2:e0:11";
@@ -127,6 +128,19 @@ args = "LAB_ARGS pxed.rule=uefi-pxe"
 name = "uefi-http"
 match = { mac = "52:54:00:e2:e0:22" }
 args = "LAB_ARGS pxed.rule=uefi-http"
+
+# An installed machine: its rule boots the local disk.
+[[rule]]
+name = "installed"
+match = { mac = "52:54:00:e2:e0:30" }
+boot = "local"
+
+# What an operator reinstalls machines with, through an override only: no
+# machine has this (locally administered) MAC.
+[[rule]]
+name = "install"
+match = { mac = "02:00:00:00:00:00" }
+args = "LAB_ARGS pxed.rule=install"
 "#;
 
 /// The responder, on `[dhcp] interfaces` (its default).
@@ -171,9 +185,12 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
     let rules = RULES.replace("LAB_ARGS", LAB_ARGS);
     // pxed's IPv6 RA responder on the DHCP interface (br0): without an
     // advertisement iPXE waits ~15 s at every "Configuring" (docs/decisions.md).
-    let config = ConfigDir::new(
-        &server,
-        &format!("{}\n{IPV6_RA}\n{rules}", dhcp.machines_toml),
+    let rest = format!("{}\n{IPV6_RA}\n{rules}", dhcp.machines_toml);
+    let config = ConfigDir::new(&server, &rest);
+    // The machine API (tokens written into the config directory first).
+    config.write_config(
+        &format!("{server}\n{}", common::api::tokens_file(&config)),
+        &rest,
     );
     let pxed = Pxed::start(&config.config(), Some(lab.name()));
     Some(Setup {
@@ -470,7 +487,7 @@ fn pxelinux_menu_is_editable_on_the_serial_console() {
             &log,
             "pxelinux config rendered",
             &machine.mac,
-            &format!("rule=Some(\"{rule}\")"),
+            &format!("\"{rule}\""),
         );
     }
     let log = s.pxed.log();
@@ -647,6 +664,87 @@ fn uefi_http_boot_gets_a_working_loader() {
         log.contains("file=/usr/lib/ipxe/snponly.efi"),
         "snponly.efi was not served over HTTP:\n{log}"
     );
+}
+
+/// Scenario: reinstall once, no file edited. The machine's rule boots its
+/// local disk; an operator gives it a one-shot override to the install rule
+/// through the API; it boots the installer (the payload), whose `/init`
+/// calls the callback URL on its kernel line; the override is gone, and
+/// the next boot gets the local-boot script again.
+#[test]
+fn reinstall_once_through_the_api_then_local_disk_again() {
+    let started = Instant::now();
+    let Some(s) = setup("e2e-reinstall", 1) else {
+        return;
+    };
+    let admin = s.pxed.addr("admin");
+    // The admin listener is on loopback inside the lab's namespace.
+    let api = |method: &'static str, path: String, body: Option<&'static str>| {
+        s.lab.ns.run(move || {
+            common::api::Api::new(admin, Some(common::api::TOKEN)).call(method, &path, body)
+        })
+    };
+    let path = format!("/api/v1/machines/{INSTALLED_MAC}");
+    let set = api(
+        "PUT",
+        format!("{path}/override"),
+        Some(r#"{"rule":"install","once":true}"#),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    let machine = Machine {
+        firmware: Firmware::BiosVirtio,
+        ..Machine::bios("reinstall", INSTALLED_MAC, Some("Installed Box"))
+    };
+
+    let mut guest = Guest::boot(&s.lab, 0, &machine, s.accel, None);
+    let cmdline = guest
+        .booted_cmdline(BOOT_TIMEOUT)
+        .unwrap_or_else(|e| fail(&s, e));
+    let args: Vec<&str> = cmdline.split_whitespace().collect();
+    assert!(args.contains(&"pxed.rule=install"), "{cmdline:?}");
+    assert!(
+        args.iter()
+            .any(|a| a
+                .starts_with("pxed.callback=http://10.97.0.1:8080/callback/52-54-00-e2-e0-30/")),
+        "{cmdline:?}"
+    );
+    let console = guest.console.text();
+    assert!(
+        console.contains(
+            "PXED-E2E-CALLBACK pxed: 52:54:00:e2:e0:30: override rule \"install\" once done"
+        ),
+        "the installer's callback was not answered:\n{}\npxed log:\n{}",
+        lab::printable_tail(&console, 3000),
+        s.pxed.log()
+    );
+    assert!(guest.console.wait_exit(Duration::from_secs(60)));
+    println!(
+        "reinstall: installer booted and called back in {}",
+        secs(guest.console.started.elapsed())
+    );
+    let after = api("GET", path.clone(), None);
+    assert!(after.json["override"].is_null(), "consumed: {after:?}");
+    drop(guest);
+
+    // The next boot: the rules again, so the local disk.
+    let mut again = Guest::boot(&s.lab, 0, &machine, s.accel, None);
+    again
+        .console
+        .wait_for("booting from the local disk", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| fail(&s, e));
+    println!(
+        "reinstall: local-boot script {} after power-on",
+        secs(again.console.started.elapsed())
+    );
+    let log = s.pxed.log();
+    assert_rendered(
+        &log,
+        "ipxe script rendered",
+        INSTALLED_MAC,
+        "rule=installed",
+    );
+    assert!(log.contains("installer called back"), "{log}");
+    println!("scenario reinstall: {}", secs(started.elapsed()));
 }
 
 /// Scenario 4: proxyDHCP. dnsmasq gives the address and nothing else; pxed in

@@ -668,6 +668,10 @@ pub enum Firmware {
     /// port (`-display none -serial stdio`): no redirection, so only what a
     /// program writes to the port itself reaches the console.
     BiosSerialOnly,
+    /// [`Firmware::Bios`] with a virtio NIC (QEMU's iPXE `pxe-virtio.rom`):
+    /// the payload's kernel has a driver for it (not for the e1000), so its
+    /// `/init` can reach the network (the installer callback).
+    BiosVirtio,
     /// OVMF with QEMU's iPXE EFI ROM (`efi-e1000.rom`).
     Uefi,
     /// OVMF's own PXE client, no iPXE ROM: q35, pflash `OVMF_CODE_4M.fd` and
@@ -799,6 +803,10 @@ fn firmware_args(
         Firmware::Bios | Firmware::BiosSerialOnly => {
             cmd.args(["-boot", "n"]);
             ("e1000".to_string(), None)
+        }
+        Firmware::BiosVirtio => {
+            cmd.args(["-boot", "n"]);
+            ("virtio-net-pci".to_string(), None)
         }
         Firmware::Uefi => {
             let (ovmf, rom) = files();

@@ -2,7 +2,11 @@
 # Builds the end-to-end guest payload from Debian packages and prints the
 # directory holding it: `vmlinuz` (the kernel of linux-image-cloud-amd64) and
 # `initrd.gz` (a busybox-static initramfs whose /init prints
-# `PXED-E2E-BOOTED cmdline=<…>` on the console and powers off).
+# `PXED-E2E-BOOTED cmdline=<…>` on the console and powers off). With
+# `pxed.callback=<url>` on its command line it first plays an installer that
+# finished: it brings up a virtio NIC (the cloud kernel has no e1000 driver;
+# the modules come from the same kernel package), gets an address by DHCP and
+# calls the URL with busybox wget, printing `PXED-E2E-CALLBACK <answer>`.
 #
 # Usage: payload.sh CACHE_ROOT
 # The payload is cached in CACHE_ROOT/<kernel package>_<version>-busybox_<version>-r<REV>
@@ -13,7 +17,7 @@ set -eu
 
 root=${1:?usage: payload.sh CACHE_ROOT}
 # Bump when /init or the layout below changes.
-REV=1
+REV=2
 META=linux-image-cloud-amd64
 
 # The metapackage depends on the real, versioned image package:
@@ -52,15 +56,46 @@ if [ ! -f "$dir/done" ]; then
     ir=$tmp/initramfs
     mkdir -p "$ir/bin" "$ir/dev" "$ir/proc" "$ir/sys"
     cp "$busybox" "$ir/bin/busybox"
-    for applet in sh mount cat echo poweroff sleep; do
+    for applet in sh mount cat echo poweroff sleep insmod ip udhcpc wget; do
         ln -s busybox "$ir/bin/$applet"
     done
+    # virtio-net and what it needs, in load order.
+    mkdir -p "$ir/lib/modules"
+    for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+        found=$(find "$tmp/pkg/lib/modules" -name "$m.ko*" | head -n 1)
+        [ -n "$found" ] || { echo "payload: no module $m in $pkg" >&2; exit 1; }
+        case $found in
+            *.xz) xz -dc "$found" > "$ir/lib/modules/$m.ko" ;;
+            *.zst) zstd -qdc "$found" > "$ir/lib/modules/$m.ko" ;;
+            *) cp "$found" "$ir/lib/modules/$m.ko" ;;
+        esac
+        echo "$m" >> "$ir/lib/modules/order"
+    done
+    cat > "$ir/bin/udhcpc.script" <<'DHCP'
+#!/bin/sh
+case $1 in
+    bound|renew) ip addr add "$ip/${mask:-16}" dev "$interface" ;;
+esac
+DHCP
+    chmod 755 "$ir/bin/udhcpc.script"
     cat > "$ir/init" <<'INIT'
 #!/bin/sh
 # pxed end-to-end payload: prove the kernel booted with the command line pxed chose.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+callback=
+for arg in $(cat /proc/cmdline); do
+    case $arg in pxed.callback=*) callback=${arg#pxed.callback=} ;; esac
+done
+if [ -n "$callback" ]; then
+    for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m.ko"; done
+    ip link set lo up
+    ip link set eth0 up
+    udhcpc -i eth0 -q -n -t 10 -s /bin/udhcpc.script >/dev/null 2>&1
+    answer=$(wget -q -O - "$callback" 2>&1)
+    echo "PXED-E2E-CALLBACK $answer" > /dev/console
+fi
 echo "PXED-E2E-BOOTED cmdline=$(cat /proc/cmdline)" > /dev/console
 poweroff -f
 INIT
