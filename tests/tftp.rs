@@ -525,7 +525,7 @@ fn thousands_of_requests_respect_the_transfer_cap_and_none_stays_stuck() {
         c.send_to(&stall, s.addr).unwrap();
     }
     let started = Instant::now();
-    while tftp_metric(&s, "pxed_in_progress", &[("protocol", "tftp")]) < SLOTS as f64 {
+    while tftp_metric(&s, "pxed_tftp_transfers", &[]) < SLOTS as f64 {
         assert!(
             started.elapsed() < Duration::from_secs(4),
             "slots not taken"
@@ -543,7 +543,7 @@ fn thousands_of_requests_respect_the_transfer_cap_and_none_stays_stuck() {
         "pxed_dropped_total",
         &[("protocol", "tftp"), ("reason", "busy")],
     );
-    let active = tftp_metric(&s, "pxed_in_progress", &[("protocol", "tftp")]);
+    let active = tftp_metric(&s, "pxed_tftp_transfers", &[]);
     // Wave 3, on threads: ROM-like clients, with the storm's TFTP client.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let roms: Vec<_> = (0..20)
@@ -581,7 +581,7 @@ fn thousands_of_requests_respect_the_transfer_cap_and_none_stays_stuck() {
     // No transfer stays stuck, nobody is left waiting.
     let deadline = started + Duration::from_secs(30);
     let idle = || {
-        tftp_metric(&s, "pxed_in_progress", &[("protocol", "tftp")]) == 0.0
+        tftp_metric(&s, "pxed_tftp_transfers", &[]) == 0.0
             && tftp_metric(&s, "pxed_tftp_waiting", &[]) == 0.0
     };
     while !idle() && Instant::now() < deadline {

@@ -106,14 +106,14 @@ struct Slot {
 
 impl Slot {
     fn new(permit: OwnedSemaphorePermit) -> Slot {
-        crate::metrics::get().in_progress("tftp", 1);
+        crate::metrics::get().tftp_transfers(1);
         Slot { _permit: permit }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        crate::metrics::get().in_progress("tftp", -1);
+        crate::metrics::get().tftp_transfers(-1);
     }
 }
 
