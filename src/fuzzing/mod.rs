@@ -15,6 +15,8 @@ mod http;
 mod tftp;
 
 pub use self::config::config;
+#[cfg(test)]
+pub(crate) use self::dhcp::stored_leases;
 pub use self::dhcp::{answer, br0, broadcast_arrival, dhcp, received, NOW};
 pub use self::http::http;
 pub use self::tftp::tftp;
