@@ -281,504 +281,69 @@ fn full_mode_table() {
     use MessageType::*;
     let d = |kind, mac| pkt(kind, mac);
     let nak = || reply(Nak, Ipv4Addr::UNSPECIFIED, None);
+    #[rustfmt::skip]
     let rows: Vec<(&str, From, Pkt, Want)> = vec![
         // DISCOVER: the address and, by firmware, the boot file.
-        (
-            "BIOS PXE ROM",
-            From::Broadcast,
-            d(Discover, NEW),
-            reply(Offer, first_free(), Some("undionly.kpxe")),
-        ),
-        (
-            "PXE ROM without option 93 is BIOS",
-            From::Broadcast,
-            Pkt {
-                arch: None,
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("undionly.kpxe")),
-        ),
-        (
-            "EFI IA32",
-            From::Broadcast,
-            Pkt {
-                arch: Some(6),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("snponly.efi")),
-        ),
-        (
-            "EFI x64 (7)",
-            From::Broadcast,
-            Pkt {
-                arch: Some(7),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("snponly.efi")),
-        ),
-        (
-            "EFI x64 (9, VMware)",
-            From::Broadcast,
-            Pkt {
-                arch: Some(9),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("snponly.efi")),
-        ),
-        (
-            "EFI ARM32",
-            From::Broadcast,
-            Pkt {
-                arch: Some(10),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("ipxe-arm32.efi")),
-        ),
-        (
-            "EFI ARM64",
-            From::Broadcast,
-            Pkt {
-                arch: Some(11),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("ipxe-arm64.efi")),
-        ),
-        (
-            "Itanium: an address, no boot file",
-            From::Broadcast,
-            Pkt {
-                arch: Some(2),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), None),
-        ),
-        (
-            "an OS client: an address, no boot file",
-            From::Broadcast,
-            Pkt {
-                vendor: None,
-                arch: None,
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), None),
-        ),
-        (
-            "iPXE, raw user class",
-            From::Broadcast,
-            Pkt {
-                user_class: Some(b"iPXE"),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some(SCRIPT)),
-        ),
-        (
-            "iPXE, RFC 3004 user class",
-            From::Broadcast,
-            Pkt {
-                user_class: Some(b"\x04iPXE"),
-                arch: Some(7),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some(SCRIPT)),
-        ),
-        (
-            "gPXE is not iPXE",
-            From::Broadcast,
-            Pkt {
-                user_class: Some(b"gPXE"),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("undionly.kpxe")),
-        ),
-        (
-            "UEFI HTTP Boot x64",
-            From::Broadcast,
-            Pkt {
-                vendor: Some(HTTP),
-                arch: Some(16),
-                ..d(Discover, NEW)
-            },
-            reply(
-                Offer,
-                first_free(),
-                Some("http://10.97.0.1:8080/assets/snponly.efi"),
-            ),
-        ),
-        (
-            "UEFI HTTP Boot ARM64",
-            From::Broadcast,
-            Pkt {
-                vendor: Some(HTTP),
-                arch: Some(19),
-                ..d(Discover, NEW)
-            },
-            reply(
-                Offer,
-                first_free(),
-                Some("http://10.97.0.1:8080/assets/ipxe-arm64.efi"),
-            ),
-        ),
-        (
-            "a rule's loader",
-            From::Broadcast,
-            d(Discover, SNP),
-            reply(Offer, first_free(), Some("snponly.efi")),
-        ),
-        (
-            "the reservation",
-            From::Broadcast,
-            d(Discover, RESERVED),
-            reply(Offer, ip(10, 97, 0, 21), Some("undionly.kpxe")),
-        ),
-        (
-            "a bound client gets its address",
-            From::Broadcast,
-            d(Discover, HOLDER),
-            reply(Offer, ip(10, 97, 1, 10), Some("undionly.kpxe")),
-        ),
-        (
-            "a requested free address",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 99)),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, ip(10, 97, 1, 99), Some("undionly.kpxe")),
-        ),
-        (
-            "a requested address held by another",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 10)),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("undionly.kpxe")),
-        ),
-        (
-            "a requested address outside the pool",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 9, 9)),
-                ..d(Discover, NEW)
-            },
-            reply(Offer, first_free(), Some("undionly.kpxe")),
-        ),
+        ("BIOS PXE ROM", From::Broadcast, d(Discover, NEW), reply(Offer, first_free(), Some("undionly.kpxe"))),
+        ("PXE ROM without option 93 is BIOS", From::Broadcast, Pkt { arch: None, ..d(Discover, NEW) }, reply(Offer, first_free(), Some("undionly.kpxe"))),
+        ("EFI IA32", From::Broadcast, Pkt { arch: Some(6), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("snponly.efi"))),
+        ("EFI x64 (7)", From::Broadcast, Pkt { arch: Some(7), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("snponly.efi"))),
+        ("EFI x64 (9, VMware)", From::Broadcast, Pkt { arch: Some(9), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("snponly.efi"))),
+        ("EFI ARM32", From::Broadcast, Pkt { arch: Some(10), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("ipxe-arm32.efi"))),
+        ("EFI ARM64", From::Broadcast, Pkt { arch: Some(11), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("ipxe-arm64.efi"))),
+        ("Itanium: an address, no boot file", From::Broadcast, Pkt { arch: Some(2), ..d(Discover, NEW) }, reply(Offer, first_free(), None)),
+        ("an OS client: an address, no boot file", From::Broadcast, Pkt { vendor: None, arch: None, ..d(Discover, NEW) }, reply(Offer, first_free(), None)),
+        ("iPXE, raw user class", From::Broadcast, Pkt { user_class: Some(b"iPXE"), ..d(Discover, NEW) }, reply(Offer, first_free(), Some(SCRIPT))),
+        ("iPXE, RFC 3004 user class", From::Broadcast, Pkt { user_class: Some(b"\x04iPXE"), arch: Some(7), ..d(Discover, NEW) }, reply(Offer, first_free(), Some(SCRIPT))),
+        ("gPXE is not iPXE", From::Broadcast, Pkt { user_class: Some(b"gPXE"), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("undionly.kpxe"))),
+        ("UEFI HTTP Boot x64", From::Broadcast, Pkt { vendor: Some(HTTP), arch: Some(16), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("http://10.97.0.1:8080/assets/snponly.efi"))),
+        ("UEFI HTTP Boot ARM64", From::Broadcast, Pkt { vendor: Some(HTTP), arch: Some(19), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("http://10.97.0.1:8080/assets/ipxe-arm64.efi"))),
+        ("a rule's loader", From::Broadcast, d(Discover, SNP), reply(Offer, first_free(), Some("snponly.efi"))),
+        ("the reservation", From::Broadcast, d(Discover, RESERVED), reply(Offer, ip(10, 97, 0, 21), Some("undionly.kpxe"))),
+        ("a bound client gets its address", From::Broadcast, d(Discover, HOLDER), reply(Offer, ip(10, 97, 1, 10), Some("undionly.kpxe"))),
+        ("a requested free address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 99)), ..d(Discover, NEW) }, reply(Offer, ip(10, 97, 1, 99), Some("undionly.kpxe"))),
+        ("a requested address held by another", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 10)), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("undionly.kpxe"))),
+        ("a requested address outside the pool", From::Broadcast, Pkt { requested: Some(ip(10, 97, 9, 9)), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("undionly.kpxe"))),
         // REQUEST, SELECTING (server identifier set).
-        (
-            "selecting: ACK and commit",
-            From::Broadcast,
-            Pkt {
-                server_id: Some(SERVER),
-                requested: Some(ip(10, 97, 1, 99)),
-                ..d(Request, NEW)
-            },
-            reply(Ack, ip(10, 97, 1, 99), Some("undionly.kpxe")),
-        ),
-        (
-            "selecting another server",
-            From::Broadcast,
-            Pkt {
-                server_id: Some(ip(10, 97, 0, 2)),
-                requested: Some(ip(10, 97, 1, 99)),
-                ..d(Request, NEW)
-            },
-            Want::Ignored("chose server 10.97.0.2"),
-        ),
-        (
-            "selecting without an address",
-            From::Broadcast,
-            Pkt {
-                server_id: Some(SERVER),
-                ..d(Request, NEW)
-            },
-            nak(),
-        ),
-        (
-            "selecting a held address",
-            From::Broadcast,
-            Pkt {
-                server_id: Some(SERVER),
-                requested: Some(ip(10, 97, 1, 10)),
-                ..d(Request, NEW)
-            },
-            nak(),
-        ),
+        ("selecting: ACK and commit", From::Broadcast, Pkt { server_id: Some(SERVER), requested: Some(ip(10, 97, 1, 99)), ..d(Request, NEW) }, reply(Ack, ip(10, 97, 1, 99), Some("undionly.kpxe"))),
+        ("selecting another server", From::Broadcast, Pkt { server_id: Some(ip(10, 97, 0, 2)), requested: Some(ip(10, 97, 1, 99)), ..d(Request, NEW) }, Want::Ignored("chose server 10.97.0.2")),
+        ("selecting without an address", From::Broadcast, Pkt { server_id: Some(SERVER), ..d(Request, NEW) }, nak()),
+        ("selecting a held address", From::Broadcast, Pkt { server_id: Some(SERVER), requested: Some(ip(10, 97, 1, 10)), ..d(Request, NEW) }, nak()),
         // REQUEST, INIT-REBOOT (requested address, no server identifier).
-        (
-            "init-reboot: its own address",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 10)),
-                ..d(Request, HOLDER)
-            },
-            reply(Ack, ip(10, 97, 1, 10), Some("undionly.kpxe")),
-        ),
-        (
-            "init-reboot: another's address",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 10)),
-                ..d(Request, NEW)
-            },
-            nak(),
-        ),
-        (
-            "init-reboot: another network",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 98, 0, 100)),
-                ..d(Request, NEW)
-            },
-            nak(),
-        ),
-        (
-            "init-reboot: outside the pool",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 2, 1)),
-                ..d(Request, NEW)
-            },
-            nak(),
-        ),
-        (
-            "init-reboot: someone's reserved address",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 0, 21)),
-                ..d(Request, NEW)
-            },
-            nak(),
-        ),
-        (
-            "init-reboot: its reservation",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 0, 21)),
-                ..d(Request, RESERVED)
-            },
-            reply(Ack, ip(10, 97, 0, 21), Some("undionly.kpxe")),
-        ),
-        (
-            "init-reboot: a reserved machine asks for a pool address",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 99)),
-                ..d(Request, RESERVED)
-            },
-            nak(),
-        ),
-        (
-            "init-reboot: the quarantined address",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 12)),
-                ..d(Request, NEW)
-            },
-            nak(),
-        ),
-        (
-            "init-reboot: a released address",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 13)),
-                ..d(Request, NEW)
-            },
-            reply(Ack, ip(10, 97, 1, 13), Some("undionly.kpxe")),
-        ),
-        (
-            "init-reboot: an expired address",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 14)),
-                ..d(Request, NEW)
-            },
-            reply(Ack, ip(10, 97, 1, 14), Some("undionly.kpxe")),
-        ),
+        ("init-reboot: its own address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 10)), ..d(Request, HOLDER) }, reply(Ack, ip(10, 97, 1, 10), Some("undionly.kpxe"))),
+        ("init-reboot: another's address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 10)), ..d(Request, NEW) }, nak()),
+        ("init-reboot: another network", From::Broadcast, Pkt { requested: Some(ip(10, 98, 0, 100)), ..d(Request, NEW) }, nak()),
+        ("init-reboot: outside the pool", From::Broadcast, Pkt { requested: Some(ip(10, 97, 2, 1)), ..d(Request, NEW) }, nak()),
+        ("init-reboot: someone's reserved address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 0, 21)), ..d(Request, NEW) }, nak()),
+        ("init-reboot: its reservation", From::Broadcast, Pkt { requested: Some(ip(10, 97, 0, 21)), ..d(Request, RESERVED) }, reply(Ack, ip(10, 97, 0, 21), Some("undionly.kpxe"))),
+        ("init-reboot: a reserved machine asks for a pool address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 99)), ..d(Request, RESERVED) }, nak()),
+        ("init-reboot: the quarantined address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 12)), ..d(Request, NEW) }, nak()),
+        ("init-reboot: a released address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 13)), ..d(Request, NEW) }, reply(Ack, ip(10, 97, 1, 13), Some("undionly.kpxe"))),
+        ("init-reboot: an expired address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 14)), ..d(Request, NEW) }, reply(Ack, ip(10, 97, 1, 14), Some("undionly.kpxe"))),
         // REQUEST, RENEWING (unicast) and REBINDING (broadcast): ciaddr.
-        (
-            "renewing",
-            From::Unicast(ip(10, 97, 1, 10)),
-            Pkt {
-                ciaddr: ip(10, 97, 1, 10),
-                ..d(Request, HOLDER)
-            },
-            to(
-                reply(Ack, ip(10, 97, 1, 10), Some("undionly.kpxe")),
-                SocketAddrV4::new(ip(10, 97, 1, 10), 68),
-            ),
-        ),
-        (
-            "rebinding",
-            From::Broadcast,
-            Pkt {
-                ciaddr: ip(10, 97, 1, 10),
-                ..d(Request, HOLDER)
-            },
-            to(
-                reply(Ack, ip(10, 97, 1, 10), Some("undionly.kpxe")),
-                SocketAddrV4::new(ip(10, 97, 1, 10), 68),
-            ),
-        ),
-        (
-            "renewing another's address: NAK, broadcast",
-            From::Unicast(ip(10, 97, 1, 10)),
-            Pkt {
-                ciaddr: ip(10, 97, 1, 10),
-                ..d(Request, NEW)
-            },
-            nak(),
-        ),
-        (
-            "a REQUEST naming nothing",
-            From::Broadcast,
-            d(Request, NEW),
-            Want::Ignored("no server identifier"),
-        ),
+        ("renewing", From::Unicast(ip(10, 97, 1, 10)), Pkt { ciaddr: ip(10, 97, 1, 10), ..d(Request, HOLDER) }, to(reply(Ack, ip(10, 97, 1, 10), Some("undionly.kpxe")), SocketAddrV4::new(ip(10, 97, 1, 10), 68))),
+        ("rebinding", From::Broadcast, Pkt { ciaddr: ip(10, 97, 1, 10), ..d(Request, HOLDER) }, to(reply(Ack, ip(10, 97, 1, 10), Some("undionly.kpxe")), SocketAddrV4::new(ip(10, 97, 1, 10), 68))),
+        ("renewing another's address: NAK, broadcast", From::Unicast(ip(10, 97, 1, 10)), Pkt { ciaddr: ip(10, 97, 1, 10), ..d(Request, NEW) }, nak()),
+        ("a REQUEST naming nothing", From::Broadcast, d(Request, NEW), Want::Ignored("no server identifier")),
         // DECLINE and RELEASE: lease changes, no reply.
-        (
-            "decline",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 10)),
-                server_id: Some(SERVER),
-                ..d(Decline, HOLDER)
-            },
-            Want::Store(1),
-        ),
-        (
-            "decline of an address not held",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 10)),
-                ..d(Decline, NEW)
-            },
-            Want::Ignored("does not hold"),
-        ),
-        (
-            "decline for another server",
-            From::Broadcast,
-            Pkt {
-                requested: Some(ip(10, 97, 1, 10)),
-                server_id: Some(ip(10, 97, 0, 2)),
-                ..d(Decline, HOLDER)
-            },
-            Want::Ignored("another server"),
-        ),
-        (
-            "decline without an address",
-            From::Broadcast,
-            d(Decline, HOLDER),
-            Want::Ignored("without a requested address"),
-        ),
-        (
-            "release",
-            From::Unicast(ip(10, 97, 1, 10)),
-            Pkt {
-                ciaddr: ip(10, 97, 1, 10),
-                ..d(Release, HOLDER)
-            },
-            Want::Store(1),
-        ),
-        (
-            "release of an address not held",
-            From::Unicast(ip(10, 97, 1, 10)),
-            Pkt {
-                ciaddr: ip(10, 97, 1, 10),
-                ..d(Release, NEW)
-            },
-            Want::Ignored("does not hold"),
-        ),
+        ("decline", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 10)), server_id: Some(SERVER), ..d(Decline, HOLDER) }, Want::Store(1)),
+        ("decline of an address not held", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 10)), ..d(Decline, NEW) }, Want::Ignored("does not hold")),
+        ("decline for another server", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 10)), server_id: Some(ip(10, 97, 0, 2)), ..d(Decline, HOLDER) }, Want::Ignored("another server")),
+        ("decline without an address", From::Broadcast, d(Decline, HOLDER), Want::Ignored("without a requested address")),
+        ("release", From::Unicast(ip(10, 97, 1, 10)), Pkt { ciaddr: ip(10, 97, 1, 10), ..d(Release, HOLDER) }, Want::Store(1)),
+        ("release of an address not held", From::Unicast(ip(10, 97, 1, 10)), Pkt { ciaddr: ip(10, 97, 1, 10), ..d(Release, NEW) }, Want::Ignored("does not hold")),
         // INFORM: options, no address (§3.4).
-        (
-            "inform",
-            From::Unicast(ip(10, 97, 5, 5)),
-            Pkt {
-                ciaddr: ip(10, 97, 5, 5),
-                ..d(Inform, NEW)
-            },
-            to(
-                reply(Ack, Ipv4Addr::UNSPECIFIED, Some("undionly.kpxe")),
-                SocketAddrV4::new(ip(10, 97, 5, 5), 68),
-            ),
-        ),
+        ("inform", From::Unicast(ip(10, 97, 5, 5)), Pkt { ciaddr: ip(10, 97, 5, 5), ..d(Inform, NEW) }, to(reply(Ack, Ipv4Addr::UNSPECIFIED, Some("undionly.kpxe")), SocketAddrV4::new(ip(10, 97, 5, 5), 68))),
         // Relays: the relay's subnet, replies to the relay on 67.
-        (
-            "relayed from 10.97/16",
-            From::Relay(ip(10, 97, 0, 254)),
-            Pkt {
-                giaddr: ip(10, 97, 0, 254),
-                relay: Some(&[1, 3, b'p', b'-', b'7']),
-                ..d(Discover, NEW)
-            },
-            to(
-                reply(Offer, first_free(), Some("undionly.kpxe")),
-                SocketAddrV4::new(ip(10, 97, 0, 254), 67),
-            ),
-        ),
-        (
-            "relayed from 10.98.0/24",
-            From::Relay(ip(10, 98, 0, 1)),
-            Pkt {
-                giaddr: ip(10, 98, 0, 1),
-                ..d(Discover, NEW)
-            },
-            to(
-                reply(Offer, ip(10, 98, 0, 100), Some("undionly.kpxe")),
-                SocketAddrV4::new(ip(10, 98, 0, 1), 67),
-            ),
-        ),
-        (
-            "relayed REQUEST",
-            From::Relay(ip(10, 98, 0, 1)),
-            Pkt {
-                giaddr: ip(10, 98, 0, 1),
-                server_id: Some(SERVER),
-                requested: Some(ip(10, 98, 0, 105)),
-                ..d(Request, NEW)
-            },
-            to(
-                reply(Ack, ip(10, 98, 0, 105), Some("undionly.kpxe")),
-                SocketAddrV4::new(ip(10, 98, 0, 1), 67),
-            ),
-        ),
-        (
-            "relayed NAK goes to the relay",
-            From::Relay(ip(10, 98, 0, 1)),
-            Pkt {
-                giaddr: ip(10, 98, 0, 1),
-                requested: Some(ip(10, 97, 1, 99)),
-                ..d(Request, NEW)
-            },
-            to(nak(), SocketAddrV4::new(ip(10, 98, 0, 1), 67)),
-        ),
-        (
-            "relayed from a network pxed does not serve",
-            From::Relay(ip(10, 99, 0, 1)),
-            Pkt {
-                giaddr: ip(10, 99, 0, 1),
-                ..d(Discover, NEW)
-            },
-            Want::Ignored("relay address 10.99.0.1"),
-        ),
+        ("relayed from 10.97/16", From::Relay(ip(10, 97, 0, 254)), Pkt { giaddr: ip(10, 97, 0, 254), relay: Some(&[1, 3, b'p', b'-', b'7']), ..d(Discover, NEW) }, to(reply(Offer, first_free(), Some("undionly.kpxe")), SocketAddrV4::new(ip(10, 97, 0, 254), 67))),
+        ("relayed from 10.98.0/24", From::Relay(ip(10, 98, 0, 1)), Pkt { giaddr: ip(10, 98, 0, 1), ..d(Discover, NEW) }, to(reply(Offer, ip(10, 98, 0, 100), Some("undionly.kpxe")), SocketAddrV4::new(ip(10, 98, 0, 1), 67))),
+        ("relayed REQUEST", From::Relay(ip(10, 98, 0, 1)), Pkt { giaddr: ip(10, 98, 0, 1), server_id: Some(SERVER), requested: Some(ip(10, 98, 0, 105)), ..d(Request, NEW) }, to(reply(Ack, ip(10, 98, 0, 105), Some("undionly.kpxe")), SocketAddrV4::new(ip(10, 98, 0, 1), 67))),
+        ("relayed NAK goes to the relay", From::Relay(ip(10, 98, 0, 1)), Pkt { giaddr: ip(10, 98, 0, 1), requested: Some(ip(10, 97, 1, 99)), ..d(Request, NEW) }, to(nak(), SocketAddrV4::new(ip(10, 98, 0, 1), 67))),
+        ("relayed from a network pxed does not serve", From::Relay(ip(10, 99, 0, 1)), Pkt { giaddr: ip(10, 99, 0, 1), ..d(Discover, NEW) }, Want::Ignored("relay address 10.99.0.1")),
         // Never answered.
-        (
-            "an interface outside [dhcp] interfaces",
-            From::OtherInterface,
-            d(Discover, NEW),
-            Want::Ignored("not one of [dhcp] interfaces"),
-        ),
-        (
-            "a client sending OFFER",
-            From::Broadcast,
-            d(Offer, NEW),
-            Want::Malformed,
-        ),
-        (
-            "a client sending ACK",
-            From::Broadcast,
-            d(Ack, NEW),
-            Want::Malformed,
-        ),
+        ("an interface outside [dhcp] interfaces", From::OtherInterface, d(Discover, NEW), Want::Ignored("not one of [dhcp] interfaces")),
+        ("a client sending OFFER", From::Broadcast, d(Offer, NEW), Want::Malformed),
+        ("a client sending ACK", From::Broadcast, d(Ack, NEW), Want::Malformed),
     ];
     assert!(rows.len() >= 50);
     for (name, from, p, want) in rows {
@@ -906,103 +471,19 @@ fn proxy_mode_table() {
     let none = Ipv4Addr::UNSPECIFIED;
     let d = |kind| pkt(kind, NEW);
     let back = SocketAddrV4::new(ip(10, 97, 1, 50), 68);
+    #[rustfmt::skip]
     let rows: Vec<(&str, From, Pkt, Want)> = vec![
-        (
-            "PXE DISCOVER on 67",
-            From::Broadcast,
-            d(Discover),
-            reply(Offer, none, Some("undionly.kpxe")),
-        ),
-        (
-            "EFI DISCOVER on 67",
-            From::Broadcast,
-            Pkt {
-                arch: Some(7),
-                ..d(Discover)
-            },
-            reply(Offer, none, Some("snponly.efi")),
-        ),
-        (
-            "iPXE on 67",
-            From::Broadcast,
-            Pkt {
-                user_class: Some(b"iPXE"),
-                ..d(Discover)
-            },
-            reply(Offer, none, Some(SCRIPT)),
-        ),
-        (
-            "HTTP Boot on 67",
-            From::Broadcast,
-            Pkt {
-                vendor: Some(HTTP),
-                arch: Some(16),
-                ..d(Discover)
-            },
-            reply(
-                Offer,
-                none,
-                Some("http://10.97.0.1:8080/assets/snponly.efi"),
-            ),
-        ),
-        (
-            "REQUEST on 4011",
-            From::Proxy(ip(10, 97, 1, 50)),
-            Pkt {
-                ciaddr: ip(10, 97, 1, 50),
-                ..d(Request)
-            },
-            to(reply(Ack, none, Some("undionly.kpxe")), back),
-        ),
-        (
-            "INFORM on 4011",
-            From::Proxy(ip(10, 97, 1, 50)),
-            Pkt {
-                ciaddr: ip(10, 97, 1, 50),
-                ..d(Inform)
-            },
-            to(reply(Ack, none, Some("undionly.kpxe")), back),
-        ),
-        (
-            "an OS client",
-            From::Broadcast,
-            Pkt {
-                vendor: None,
-                arch: None,
-                ..d(Discover)
-            },
-            Want::Ignored("PXE clients only"),
-        ),
-        (
-            "a firmware without a loader",
-            From::Broadcast,
-            Pkt {
-                arch: Some(2),
-                ..d(Discover)
-            },
-            Want::Ignored("no boot file"),
-        ),
-        (
-            "REQUEST on 67",
-            From::Broadcast,
-            Pkt {
-                server_id: Some(SERVER),
-                ..d(Request)
-            },
-            Want::Ignored("port 67"),
-        ),
-        (
-            "DISCOVER on 4011",
-            From::Proxy(ip(10, 97, 1, 50)),
-            d(Discover),
-            Want::Ignored("port 4011"),
-        ),
-        (
-            "RELEASE",
-            From::Broadcast,
-            d(Release),
-            Want::Ignored("does not answer"),
-        ),
+        ("PXE DISCOVER on 67", From::Broadcast, d(Discover), reply(Offer, none, Some("undionly.kpxe"))),
+        ("EFI DISCOVER on 67", From::Broadcast, Pkt { arch: Some(7), ..d(Discover) }, reply(Offer, none, Some("snponly.efi"))),
+        ("iPXE on 67", From::Broadcast, Pkt { user_class: Some(b"iPXE"), ..d(Discover) }, reply(Offer, none, Some(SCRIPT))),
+        ("HTTP Boot on 67", From::Broadcast, Pkt { vendor: Some(HTTP), arch: Some(16), ..d(Discover) }, reply(Offer, none, Some("http://10.97.0.1:8080/assets/snponly.efi"))),
+        ("REQUEST on 4011", From::Proxy(ip(10, 97, 1, 50)), Pkt { ciaddr: ip(10, 97, 1, 50), ..d(Request) }, to(reply(Ack, none, Some("undionly.kpxe")), back)),
+        ("INFORM on 4011", From::Proxy(ip(10, 97, 1, 50)), Pkt { ciaddr: ip(10, 97, 1, 50), ..d(Inform) }, to(reply(Ack, none, Some("undionly.kpxe")), back)),
+        ("an OS client", From::Broadcast, Pkt { vendor: None, arch: None, ..d(Discover) }, Want::Ignored("PXE clients only")),
+        ("a firmware without a loader", From::Broadcast, Pkt { arch: Some(2), ..d(Discover) }, Want::Ignored("no boot file")),
+        ("REQUEST on 67", From::Broadcast, Pkt { server_id: Some(SERVER), ..d(Request) }, Want::Ignored("port 67")),
+        ("DISCOVER on 4011", From::Proxy(ip(10, 97, 1, 50)), d(Discover), Want::Ignored("port 4011")),
+        ("RELEASE", From::Broadcast, d(Release), Want::Ignored("does not answer")),
     ];
     for (name, from, p, want) in rows {
         let (got, msg, selections) = run(false, from, p);
