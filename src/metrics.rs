@@ -1,13 +1,20 @@
 //! Prometheus metrics, served in text format on the admin listener at
 //! `/metrics`. One process-wide registry: adapters count what they do with a
 //! single call, and nothing else in the code depends on metrics existing.
+//!
+//! Names follow the Prometheus conventions (docs/deployment.md lists them):
+//! base units in the name, `_total` on counters, a `state` label whose values
+//! add up to a whole, `pxed_build_info`, and the standard `process_*` family.
 
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -19,6 +26,21 @@ pub struct RequestLabels {
     pub protocol: &'static str,
     pub endpoint: &'static str,
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubnetLabels {
+    pub subnet: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,17 +72,22 @@ pub struct ReloadLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// `process_*`, which carry no `pxed_` prefix by convention.
+    process: Registry,
     requests: Family<RequestLabels, Counter>,
     dropped: Family<DropLabels, Counter>,
-    in_progress: Family<ProtocolLabels, Gauge>,
+    http_connections: Family<ListenerLabels, Gauge>,
+    tftp_transfers: Gauge,
     tftp_waiting: Gauge,
     sent_bytes: Family<ProtocolLabels, Counter>,
     render_seconds: Histogram,
     reloads: Family<ReloadLabels, Counter>,
-    config_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    config_loaded_at: Gauge<f64, std::sync::atomic::AtomicU64>,
+    config_last_reload_ok: Gauge,
     rules: Gauge,
     events_dropped: Family<ReasonLabels, Counter>,
     pool: Family<PoolLabels, Gauge>,
+    pool_size: Family<SubnetLabels, Gauge>,
 }
 
 pub fn get() -> &'static Metrics {
@@ -83,11 +110,17 @@ impl Metrics {
             "Requests dropped unanswered by a limit or as malformed, by protocol and reason",
             dropped.clone(),
         );
-        let in_progress = Family::<ProtocolLabels, Gauge>::default();
+        let http_connections = Family::<ListenerLabels, Gauge>::default();
         registry.register(
-            "in_progress",
-            "TFTP transfers and HTTP connections open now",
-            in_progress.clone(),
+            "http_connections",
+            "HTTP connections open now, by listener (http, admin)",
+            http_connections.clone(),
+        );
+        let tftp_transfers = Gauge::default();
+        registry.register(
+            "tftp_transfers",
+            "TFTP transfers in progress",
+            tftp_transfers.clone(),
         );
         let tftp_waiting = Gauge::default();
         registry.register(
@@ -114,19 +147,44 @@ impl Metrics {
             "Config reloads by result (ok, rejected)",
             reloads.clone(),
         );
-        let config_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let config_loaded_at = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
-            "config_age_seconds",
-            "Seconds since the serving config was loaded",
-            config_age.clone(),
+            "config_last_reload_success_timestamp_seconds",
+            "When the serving config was loaded (Unix time)",
+            config_loaded_at.clone(),
+        );
+        let config_last_reload_ok = Gauge::default();
+        // The config pxed started with loaded, or it would not have started.
+        config_last_reload_ok.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last config reload was applied, 0 if it was rejected",
+            config_last_reload_ok.clone(),
         );
         let rules = Gauge::default();
         registry.register("config_rules", "Rules in the serving config", rules.clone());
         let pool = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "dhcp_pool_addresses",
-            "DHCP pool addresses by subnet and state (size, bound, offered, declined), every 5 s",
+            "DHCP pool addresses in use by subnet and state (bound, offered, declined), every 5 s",
             pool.clone(),
+        );
+        let pool_size = Family::<SubnetLabels, Gauge>::default();
+        registry.register(
+            "dhcp_pool_size_addresses",
+            "Addresses in each subnet's DHCP pool",
+            pool_size.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running pxed's version (always 1)",
+            build_info,
         );
         let events_dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -134,19 +192,25 @@ impl Metrics {
             "Boot events not recorded, by reason (queue_full, store_failed)",
             events_dropped.clone(),
         );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
+            process,
             requests,
             dropped,
-            in_progress,
+            http_connections,
+            tftp_transfers,
             tftp_waiting,
             sent_bytes,
             render_seconds,
             reloads,
-            config_age,
+            config_loaded_at,
+            config_last_reload_ok,
             rules,
             events_dropped,
             pool,
+            pool_size,
         }
     }
 
@@ -171,11 +235,16 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// A TFTP transfer or an HTTP connection starts (+1) or ends (-1).
-    pub fn in_progress(&self, protocol: &'static str, delta: i64) {
-        self.in_progress
-            .get_or_create(&ProtocolLabels { protocol })
+    /// An HTTP connection on `listener` opens (+1) or closes (-1).
+    pub fn http_connections(&self, listener: &'static str, delta: i64) {
+        self.http_connections
+            .get_or_create(&ListenerLabels { listener })
             .inc_by(delta);
+    }
+
+    /// A TFTP transfer starts (+1) or ends (-1).
+    pub fn tftp_transfers(&self, delta: i64) {
+        self.tftp_transfers.inc_by(delta);
     }
 
     pub fn tftp_waiting(&self, n: usize) {
@@ -201,30 +270,109 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    pub fn pool_size(&self, subnet: &str, n: u64) {
+        self.pool_size
+            .get_or_create(&SubnetLabels {
+                subnet: subnet.to_string(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     pub fn events_dropped(&self, reason: &'static str, n: usize) {
         self.events_dropped
             .get_or_create(&ReasonLabels { reason })
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
+    /// A reload was applied (`ok`) or rejected; the success time itself
+    /// is the serving config's load time (see [`Metrics::encode`]).
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "rejected" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.config_last_reload_ok.set(i64::from(ok));
     }
 
     /// The text exposition, with the gauges that describe `config` brought up
     /// to date first.
     pub fn encode(&self, config: &Config) -> String {
-        let age = SystemTime::now()
-            .duration_since(config.loaded_at)
+        let loaded_at = config
+            .loaded_at
+            .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        self.config_age.set(age.as_secs_f64());
+        self.config_loaded_at.set(loaded_at.as_secs_f64());
         self.rules
             .set(i64::try_from(config.policy.rules.len()).unwrap_or(i64::MAX));
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        // pxed's registry (prefixed `pxed_`), then the unprefixed
+        // `process_*` family, then one `# EOF`.
+        use prometheus_client::encoding::text;
+        if text::encode_registry(&mut out, &self.registry)
+            .and_then(|()| text::encode_registry(&mut out, &self.process))
+            .and_then(|()| text::encode_eof(&mut out))
+            .is_err()
+        {
             out.clear();
         }
         out
+    }
+}
+
+/// The standard `process_*` metrics (CPU, memory, descriptors, threads,
+/// start time), read from `/proc` at each scrape by `metrics-process`.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = metrics_process::collector::collect();
+        if let Some(cpu) = m.cpu_seconds_total {
+            let counter = ConstCounter::new(cpu);
+            let e = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(e)?;
+        }
+        let gauges = [
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                m.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                m.max_fds,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                m.virtual_memory_bytes,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                m.resident_memory_bytes,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                m.start_time_seconds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                m.threads,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let Some(value) = value else { continue };
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let e = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(e)?;
+        }
+        Ok(())
     }
 }

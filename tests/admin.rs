@@ -87,7 +87,136 @@ fn metrics_parse_and_count_what_happened() {
         text.contains("pxed_render_duration_seconds_bucket"),
         "{text}"
     );
-    assert!(text.contains("pxed_config_age_seconds"), "{text}");
+    assert_eq!(
+        value("pxed_config_last_reload_successful", None),
+        0.0,
+        "{text}"
+    );
+}
+
+/// The exposition as Prometheus and a browser take it, and every name by the
+/// Prometheus naming conventions: `_total` only and always on counters, base
+/// units, no mixed meanings under one name, `pxed_build_info`, `process_*`.
+#[test]
+fn metrics_follow_the_prometheus_conventions() {
+    let (_dir, pxed) = start();
+    let (http, admin) = (pxed.http(), pxed.addr("admin"));
+    get(http, "/ipxe?product=Express5800%2Fx&mac=52:54:00:00:00:01");
+    let raw = |accept: &str| {
+        let mut s = TcpStream::connect(admin).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        (head.to_ascii_lowercase(), body.to_string())
+    };
+    // A browser (no OpenMetrics in Accept) gets text it shows, not a download.
+    let (head, text) = raw("Accept: text/html,*/*;q=0.8\r\n");
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let (head, _) = raw("Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n");
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    let name_ok = |n: &str| {
+        (n.starts_with("pxed_") || n.starts_with("process_"))
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let mut types = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (name, kind) = (f[2], f[3]);
+        assert!(name_ok(name), "{line}");
+        assert!(
+            !name.ends_with("_total"),
+            "a TYPE names the family, not the sample: {line}"
+        );
+        for banned in ["in_progress", "_age_seconds", "_ms", "_milliseconds"] {
+            assert!(!name.contains(banned), "{line}");
+        }
+        types.insert(name.to_string(), kind.to_string());
+    }
+    for sample in &scrape.samples {
+        let m = sample.metric.as_str();
+        assert!(name_ok(m), "{m}");
+        let family = types
+            .keys()
+            .filter(|f| {
+                m == f.as_str()
+                    || m.strip_prefix(f.as_str())
+                        .is_some_and(|r| r.starts_with('_'))
+            })
+            .max_by_key(|f| f.len())
+            .unwrap_or_else(|| panic!("{m} has no TYPE"));
+        match types[family].as_str() {
+            "counter" => assert_eq!(m, format!("{family}_total"), "counter sample"),
+            "gauge" => assert_eq!(m, family, "gauge sample"),
+            // prometheus-parse folds the buckets into one sample.
+            "histogram" => assert!(
+                ["", "_sum", "_count"]
+                    .iter()
+                    .any(|s| m == format!("{family}{s}")),
+                "{m}"
+            ),
+            other => panic!("{m}: unexpected type {other}"),
+        }
+        // A `state` label splits a whole into parts that add up: never the whole itself.
+        if let Some(state) = sample.labels.get("state") {
+            assert!(
+                !["size", "total", "all"].contains(&state),
+                "{m} state={state}"
+            );
+        }
+    }
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let build = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "pxed_build_info")
+        .expect("pxed_build_info");
+    assert_eq!(build.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(value("pxed_build_info"), 1.0);
+    assert_eq!(value("pxed_config_last_reload_successful"), 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let loaded = value("pxed_config_last_reload_success_timestamp_seconds");
+    assert!(loaded <= now && loaded > now - 600.0, "{loaded} vs {now}");
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    assert!(value("process_open_fds") > 3.0);
+    let started = value("process_start_time_seconds");
+    assert!(started <= now && started > now - 600.0, "{started}");
+    // This scrape's own connection is open.
+    assert!(
+        text.contains("pxed_http_connections{listener=\"admin\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("pxed_tftp_transfers 0") || !types.contains_key("pxed_tftp_transfers"));
 }
 
 #[test]

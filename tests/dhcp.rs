@@ -609,7 +609,7 @@ fn legacy_pxe_rom_gets_undionly_and_fetches_it_by_tftp() {
         log.lines().any(|l| l.contains("tftp transfer")
             && l.contains("undionly.kpxe")
             && l.contains(&ip.to_string())
-            && l.contains("outcome=\"complete\"")),
+            && l.contains("outcome=\"ok\"")),
         "transfer not logged for {ip}:\n{log}"
     );
 }
@@ -762,7 +762,7 @@ fn boot_events_of_a_full_simulated_boot_in_order() {
     }
     assert!(metrics.contains(bound), "{metrics}");
     assert!(
-        metrics.contains("pxed_dhcp_pool_addresses{subnet=\"10.77.0.0/24\",state=\"size\"} 100"),
+        metrics.contains("pxed_dhcp_pool_size_addresses{subnet=\"10.77.0.0/24\"} 100"),
         "{metrics}"
     );
     json_log_is_plain(&pxed.log(), mac_text);

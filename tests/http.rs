@@ -588,7 +588,7 @@ fn asset_paths_never_leave_their_root() {
     drop(s.pxed);
 }
 
-/// `pxed_in_progress{protocol="http"}`: open connections on the HTTP listener
+/// `pxed_http_connections{listener="http"}`: open connections on the HTTP listener
 /// (read from the admin listener, which has its own count).
 fn open_connections(s: &Server) -> f64 {
     let admin = s.pxed.addr("admin");
@@ -598,8 +598,8 @@ fn open_connections(s: &Server) -> f64 {
     );
     common::metric(
         &String::from_utf8_lossy(&body),
-        "pxed_in_progress",
-        &[("protocol", "http")],
+        "pxed_http_connections",
+        &[("listener", "http")],
     )
 }
 

@@ -354,8 +354,8 @@ fn publish_pool_use(shared: &Shared, leases: &Leases) {
         let name = format!("{}/{}", subnet.network, subnet.prefix);
         let usage = leases.pool_use(first, last, now());
         let size = u64::from(u32::from(last).saturating_sub(u32::from(first))) + 1;
+        metrics.pool_size(&name, size);
         for (state, n) in [
-            ("size", size),
             ("bound", usage.bound),
             ("offered", usage.offered),
             ("declined", usage.declined),

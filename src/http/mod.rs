@@ -109,10 +109,10 @@ pub async fn serve(listener: TcpListener, app: Router, name: &'static str) {
         };
         let conn = Conn { local, peer };
         let app = app.clone();
-        crate::metrics::get().in_progress(name, 1);
+        crate::metrics::get().http_connections(name, 1);
         tokio::spawn(async move {
             connection(stream, conn, app).await;
-            crate::metrics::get().in_progress(name, -1);
+            crate::metrics::get().http_connections(name, -1);
             drop(permit);
         });
     }

@@ -197,13 +197,23 @@ fn preview_of(config: &Config, id: &Identity) -> Markup {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
+/// The exposition in OpenMetrics when the scraper asks for it (Prometheus
+/// does), else as `text/plain; version=0.0.4`, which a browser shows instead
+/// of downloading and every Prometheus-format parser reads.
+async fn metrics(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
     let config = state.config.load_full();
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         crate::metrics::get().encode(&config),
     )
         .into_response()
