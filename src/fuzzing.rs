@@ -17,6 +17,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::Decodable;
 
 use crate::config::{self, Config, TemplateFile, TemplateFiles};
+use crate::core::identity::MenuRequest;
 use crate::core::{Base, Boot, ClientString, Identity, Mac, Rule};
 use crate::dhcp::exchange::Port;
 use crate::dhcp::guard::Guard;
@@ -454,15 +455,13 @@ fn script_keeps_its_structure(config: &Config, query: &str, base: &Base) {
 }
 
 fn menu_keeps_its_structure(config: &Config, name: &str, query: &str, base: &Base) {
-    let Some(mac) = Mac::from_pxelinux_name(name) else {
+    let Some(MenuRequest { id, rule_hint, .. }) = MenuRequest::parse(name, query) else {
         return;
     };
-    let mut id = Identity::from_query(query).unwrap_or_default();
-    id.mac = Some(mac);
-    let hint = crate::core::identity::query_pairs(query)
-        .find(|(k, _)| *k == "rule")
-        .map(|(_, v)| v);
-    let Some(got) = config.policy.pxelinux_config(&id, base, hint.as_deref()) else {
+    let Some(got) = config
+        .policy
+        .pxelinux_config(&id, base, rule_hint.as_deref())
+    else {
         return;
     };
     let rule = config

@@ -609,7 +609,7 @@ fn legacy_pxe_rom_gets_undionly_and_fetches_it_by_tftp() {
         log.lines().any(|l| l.contains("tftp transfer")
             && l.contains("undionly.kpxe")
             && l.contains(&ip.to_string())
-            && l.contains("outcome=\"complete\"")),
+            && l.contains("outcome=\"ok\"")),
         "transfer not logged for {ip}:\n{log}"
     );
 }

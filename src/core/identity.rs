@@ -364,6 +364,40 @@ pub fn query_pairs(query: &str) -> impl Iterator<Item = (&str, String)> {
     })
 }
 
+/// What a pxelinux menu request names: the machine (the config file name
+/// `01-<mac>`, plus the identity pxed put in the query when it chained
+/// lpxelinux) and the rule pxed chose then (`rule=`). HTTP and the fuzz target
+/// both read a menu request with [`MenuRequest::parse`], one pass over the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MenuRequest {
+    pub mac: Mac,
+    /// The identity, its `mac` set.
+    pub id: Identity,
+    pub rule_hint: Option<String>,
+}
+
+impl MenuRequest {
+    /// `None` when `name` is not a per-machine config name (pxelinux also
+    /// tries UUIDs, hex IP addresses and `default`). A query that does not
+    /// read as an identity leaves only the MAC.
+    pub fn parse(name: &str, query: &str) -> Option<MenuRequest> {
+        let mac = Mac::from_pxelinux_name(name)?;
+        let mut rule_hint = None;
+        let pairs = query_pairs(query).filter(|(k, v)| {
+            if *k != "rule" {
+                return true;
+            }
+            if rule_hint.is_none() {
+                rule_hint = Some(v.clone());
+            }
+            false
+        });
+        let mut id = Identity::from_pairs(pairs).unwrap_or_default();
+        id.mac = Some(mac);
+        Some(MenuRequest { mac, id, rule_hint })
+    }
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, so the
 /// result can sit in a URL, an iPXE script or a pxelinux config unquoted.
 pub fn query_escape(value: &str) -> String {
@@ -400,9 +434,16 @@ impl Identity {
     /// cannot be identified); a malformed UUID or arch is dropped, because
     /// firmware does report garbage there and the machine must still boot.
     pub fn from_query(query: &str) -> Result<Identity, IdentityError> {
+        Identity::from_pairs(query_pairs(query))
+    }
+
+    /// [`Identity::from_query`] over pairs already split and decoded.
+    pub fn from_pairs<'q>(
+        pairs: impl Iterator<Item = (&'q str, String)>,
+    ) -> Result<Identity, IdentityError> {
         let mut id = Identity::default();
         let (mut platform, mut buildarch) = (None, None);
-        for (key, value) in query_pairs(query) {
+        for (key, value) in pairs {
             let value = value.trim();
             if value.is_empty() {
                 continue;

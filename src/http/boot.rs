@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::Conn;
 use crate::config::{Config, Shared};
-use crate::core::identity::{query_pairs, IdentityError};
+use crate::core::identity::{IdentityError, MenuRequest};
 use crate::core::{Active, Answer, Base, Identity, Mac};
 use crate::events::{self, repeats, Event, Stage};
 use crate::machines;
@@ -228,16 +228,12 @@ pub async fn pxelinux_config(
     let base = base(&config, &origin);
     let conn = origin.conn;
     let metrics = crate::metrics::get();
-    let Some(mac) = Mac::from_pxelinux_name(&name) else {
+    let Some(MenuRequest { mac, id, rule_hint }) =
+        MenuRequest::parse(&name, query.as_deref().unwrap_or_default())
+    else {
         metrics.request("http", "pxelinux", "not_found");
         return (StatusCode::NOT_FOUND, "not a per-machine config name\n").into_response();
     };
-    let query = query.unwrap_or_default();
-    let mut id = Identity::from_query(&query).unwrap_or_default();
-    id.mac = Some(mac);
-    let rule_hint = query_pairs(&query)
-        .find(|(k, _)| *k == "rule")
-        .map(|(_, v)| v);
     let span = tracing::info_span!("pxelinux", mac = %mac, peer = %conn.peer);
     let _enter = span.enter();
     let active = match machines::lookup(mac) {

@@ -287,6 +287,12 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// The ERROR packet the client gets.
+    fn packet(&self) -> Vec<u8> {
+        let (code, message, _) = self.reply();
+        packet::error(code, message)
+    }
+
     /// The ERROR code and message the client gets, and the metrics outcome.
     fn reply(&self) -> (ErrorCode, &'static str, &'static str) {
         match self {
@@ -361,26 +367,23 @@ pub async fn first_packet(config: &Config, datagram: &[u8]) -> Option<Vec<u8>> {
         Ok(Packet::Wrq(_)) => return Some(packet::error(ErrorCode::AccessViolation, READ_ONLY)),
         Ok(_) | Err(_) => return None,
     };
-    let cache = Cache::default();
-    let name = request.filename.trim_start_matches('/');
-    let content = match open(config, &cache, name).await {
-        Ok(c) => c,
-        Err(refusal) => {
-            let (code, message, _) = refusal.reply();
-            return Some(packet::error(code, message));
-        }
-    };
-    let params = negotiate(&request.options, content.len());
-    if let Some(oack) = params.oack {
-        return Some(oack.oack());
+    match prepare(config, &Cache::default(), &request).await {
+        Ok((content, params)) => transfer::first_packet(&content, &params).ok(),
+        Err(refusal) => Some(refusal.packet()),
     }
-    let mut data = Vec::new();
-    packet::data_header(&mut data, 1);
-    content
-        .blocks()
-        .read(0, usize::from(params.blksize), &mut data)
-        .ok()?;
-    Some(data)
+}
+
+/// What a read request gets: the content and the negotiated transfer, or
+/// why it is refused. The daemon ([`read`]) and [`first_packet`] start here.
+async fn prepare(
+    config: &Config,
+    cache: &Cache,
+    request: &Request,
+) -> Result<(Content, Params), Refusal> {
+    let name = request.filename.trim_start_matches('/');
+    let content = open(config, cache, name).await?;
+    let params = negotiate(&request.options, content.len());
+    Ok((content, params))
 }
 
 /// `pxelinux.cfg/<name>` (also under a directory, as pxelinux looks beside
@@ -400,16 +403,13 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
         Some(_) => "pxelinux",
         None => "asset",
     };
-    let content = match open(&state.config.load_full(), &state.cache, name).await {
-        Ok(c) => c,
+    let (content, params) = match prepare(&state.config.load_full(), &state.cache, &request).await {
+        Ok(prepared) => prepared,
         Err(refusal) => {
-            let (code, message, outcome) = refusal.reply();
+            let (_, message, outcome) = refusal.reply();
             crate::metrics::get().request("tftp", endpoint, outcome);
             record(peer, name, outcome, format!("{file}: {message}"));
-            let _ = state
-                .listener
-                .send_to(&packet::error(code, message), peer)
-                .await;
+            let _ = state.listener.send_to(&refusal.packet(), peer).await;
             match refusal {
                 Refusal::NotFound(_) | Refusal::NoRule => {
                     tracing::info!(%peer, file, outcome, reason = message, "tftp transfer")
@@ -424,7 +424,6 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
             return;
         }
     };
-    let params = negotiate(&request.options, content.len());
     let socket = match transfer_socket(state.local_ip, peer).await {
         Ok(s) => s,
         Err(e) => {
@@ -449,16 +448,16 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
     );
     match &outcome {
         Outcome::Complete => {
-            tracing::info!(%peer, file = %file.escape_debug(), bytes, ms, blksize, windowsize, outcome = outcome.name(), "tftp transfer")
+            tracing::info!(%peer, file = %file.escape_debug(), bytes, ms, blksize, windowsize, outcome = outcome.label(), "tftp transfer")
         }
         Outcome::ClientError { code, message } => {
-            tracing::info!(%peer, file = %file.escape_debug(), bytes, ms, code, message = %message.escape_debug(), outcome = outcome.name(), "tftp transfer")
+            tracing::info!(%peer, file = %file.escape_debug(), bytes, ms, code, message = %message.escape_debug(), outcome = outcome.label(), "tftp transfer")
         }
         Outcome::TimedOut | Outcome::ClientGone => {
-            tracing::warn!(%peer, file = %file.escape_debug(), bytes, ms, outcome = outcome.name(), "tftp transfer")
+            tracing::warn!(%peer, file = %file.escape_debug(), bytes, ms, outcome = outcome.label(), "tftp transfer")
         }
         Outcome::Failed(e) => {
-            tracing::error!(%peer, file, bytes, ms, error = %e, outcome = outcome.name(), "tftp transfer")
+            tracing::error!(%peer, file, bytes, ms, error = %e, outcome = outcome.label(), "tftp transfer")
         }
     }
 }

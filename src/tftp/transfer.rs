@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, Sleep};
 
 use super::batch;
-use super::content::Content;
+use super::content::{Blocks, Content};
 use super::packet::{self, Accepted, Packet};
 
 /// The negotiated parameters of one transfer.
@@ -46,17 +46,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Outcome::Complete => "complete",
-            Outcome::ClientError { .. } => "aborted by client",
-            Outcome::TimedOut => "timed out",
-            Outcome::ClientGone => "client gone",
-            Outcome::Failed(_) => "failed",
-        }
-    }
-
-    /// The outcome label of the `pxed_requests` metric.
+    /// The outcome's one name: the `outcome` label of `pxed_requests_total`,
+    /// the `outcome` field of the `tftp transfer` log line and the boot
+    /// event's outcome.
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Complete => "ok",
@@ -146,88 +138,36 @@ pub async fn run(socket: &UdpSocket, content: &Content, params: Params) -> (Outc
     }
 }
 
-async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(Outcome, u64)> {
-    let bs = u64::from(p.blksize);
-    let len = content.len();
-    // The last block is shorter than blksize, possibly empty.
-    let total = len / bs + 1;
-    let mut ear = Ear::new(socket, p.blksize);
-    let acked_bytes = |acked: u64| (acked * bs).min(len);
-    let mut blocks = content.blocks();
-
-    if let Some(oack) = p.oack {
-        let oack = oack.oack();
-        let mut tries = 0;
-        'oack: loop {
-            if let Err(e) = socket.send(&oack).await {
-                if gone(&e) {
-                    return Ok((Outcome::ClientGone, 0));
-                }
-            }
-            let deadline = Instant::now() + p.timeout;
-            loop {
-                match ear.hear(deadline).await? {
-                    Heard::Ack(0) => break 'oack,
-                    Heard::Ack(_) => {}
-                    Heard::Error { code, message } => {
-                        return Ok((Outcome::ClientError { code, message }, 0))
-                    }
-                    Heard::Timeout => {
-                        tries += 1;
-                        if tries > p.retries {
-                            return Ok((Outcome::TimedOut, 0));
-                        }
-                        continue 'oack;
-                    }
-                }
-            }
+/// The first packet of a transfer: the OACK when options were acknowledged,
+/// else DATA block 1, built by the same pieces `send` uses (for the fuzz
+/// target and tests).
+#[cfg(any(test, fuzzing))]
+pub fn first_packet(content: &Content, p: &Params) -> io::Result<Vec<u8>> {
+    match p.oack {
+        Some(oack) => Ok(oack.oack()),
+        None => {
+            let mut w = Window::new(content, p);
+            w.fill()?;
+            Ok(w.packets)
         }
     }
+}
 
-    let window = u64::from(p.windowsize.max(1));
-    let segment = usize::from(p.blksize) + 4;
-    // The packets due now, back to back, sent with one syscall (batch.rs).
-    let mut packets = Vec::with_capacity(segment * usize::from(p.windowsize.max(1)));
-    // Blocks 1..=acked are acknowledged; `next` is the next block to send.
-    let mut acked: u64 = 0;
-    let mut next: u64 = 1;
-    let mut tries = 0;
-    let mut fast_resent = None;
-    loop {
-        packets.clear();
-        let mut due = next;
-        while due <= total && due <= acked + window {
-            let start = packets.len();
-            packet::data_header(&mut packets, due as u16);
-            blocks.read((due - 1) * bs, usize::from(p.blksize), &mut packets)?;
-            due += 1;
-            if packets.len() - start < segment {
-                // A short block is the last one the client takes (a file
-                // that shrank mid-transfer ends early), and GSO needs every
-                // packet but the last to be full.
-                break;
-            }
+async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(Outcome, u64)> {
+    let mut ear = Ear::new(socket, p.blksize);
+    if let Some(oack) = p.oack {
+        if let Some(end) = handshake(socket, &mut ear, &oack.oack(), &p).await? {
+            return Ok((end, 0));
         }
-        let (sent, err) = if packets.len() <= segment {
-            // Lockstep and the storm: one packet, a plain `send`.
-            if acked + 1 == next && tries == 0 {
-                ear.forget_readiness();
-            }
-            match socket.send(&packets).await {
-                Ok(_) => (1, None),
-                Err(e) => (0, Some(e)),
-            }
-        } else {
-            let window = batch::Packets {
-                buf: &packets,
-                segment,
-            };
-            batch::send(socket, window).await
-        };
-        next += sent as u64;
+    }
+    let mut w = Window::new(content, &p);
+    loop {
+        w.fill()?;
+        let (sent, err) = w.send(socket, &ear).await;
+        w.next += sent as u64;
         if let Some(e) = err {
             if gone(&e) {
-                return Ok((Outcome::ClientGone, acked_bytes(acked)));
+                return Ok((Outcome::ClientGone, w.acked_bytes()));
             }
             // ENOBUFS and the like: the unsent packets are lost, recovered by
             // timeout.
@@ -235,45 +175,179 @@ async fn send(socket: &UdpSocket, content: &Content, p: Params) -> io::Result<(O
         let deadline = Instant::now() + p.timeout;
         loop {
             match ear.hear(deadline).await? {
-                Heard::Ack(block) => {
-                    // Block numbers wrap at 65535 (to 0, as tftp-hpa does):
-                    // map the 16-bit number into the unacknowledged range.
-                    let ahead = u64::from(block.wrapping_sub(acked as u16));
-                    if ahead == 0 && next > acked + 1 && fast_resent != Some(acked) {
-                        // The client repeats its last in-order ACK while blocks
-                        // are outstanding: it lost the next one. Resend the
-                        // window from there, once per ACK value.
-                        fast_resent = Some(acked);
-                        next = acked + 1;
-                        break;
-                    }
-                    if ahead == 0 || acked + ahead >= next {
-                        // A duplicate or stale ACK: in lockstep never resend on
-                        // it (Sorcerer's Apprentice), wait for the timeout.
-                        continue;
-                    }
-                    acked += ahead;
-                    tries = 0;
-                    if acked == total {
-                        return Ok((Outcome::Complete, len));
-                    }
-                    // An ACK short of the window's end slides the window; the
-                    // blocks after it are still in flight (clients that ACK
-                    // every block) or lost (then the client repeats this ACK).
-                    break;
-                }
+                Heard::Ack(block) => match w.ack(block) {
+                    Acked::Wait => continue,
+                    Acked::Send => break,
+                    Acked::All => return Ok((Outcome::Complete, w.len)),
+                },
                 Heard::Error { code, message } => {
-                    return Ok((Outcome::ClientError { code, message }, acked_bytes(acked)))
+                    return Ok((Outcome::ClientError { code, message }, w.acked_bytes()))
                 }
                 Heard::Timeout => {
-                    tries += 1;
-                    if tries > p.retries {
-                        return Ok((Outcome::TimedOut, acked_bytes(acked)));
+                    w.tries += 1;
+                    if w.tries > p.retries {
+                        return Ok((Outcome::TimedOut, w.acked_bytes()));
                     }
-                    next = acked + 1;
+                    w.next = w.acked + 1;
                     break;
                 }
             }
         }
+    }
+}
+
+/// Sends the OACK until the client acknowledges it with ACK 0. `Some`: the
+/// transfer ended there (the client's ERROR, its port closed, or silence).
+async fn handshake(
+    socket: &UdpSocket,
+    ear: &mut Ear<'_>,
+    oack: &[u8],
+    p: &Params,
+) -> io::Result<Option<Outcome>> {
+    let mut tries = 0;
+    loop {
+        if let Err(e) = socket.send(oack).await {
+            if gone(&e) {
+                return Ok(Some(Outcome::ClientGone));
+            }
+        }
+        let deadline = Instant::now() + p.timeout;
+        loop {
+            match ear.hear(deadline).await? {
+                Heard::Ack(0) => return Ok(None),
+                Heard::Ack(_) => {}
+                Heard::Error { code, message } => {
+                    return Ok(Some(Outcome::ClientError { code, message }))
+                }
+                Heard::Timeout => {
+                    tries += 1;
+                    if tries > p.retries {
+                        return Ok(Some(Outcome::TimedOut));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What an ACK means for the window.
+enum Acked {
+    /// Duplicate or stale: keep waiting.
+    Wait,
+    /// Send what is due now (the window slid, or a block was lost).
+    Send,
+    /// Every block acknowledged.
+    All,
+}
+
+/// The data phase: which blocks are acknowledged, which are due, and the
+/// packets due now.
+struct Window<'c> {
+    blocks: Blocks<'c>,
+    len: u64,
+    /// Blocks in the file; the last is shorter than blksize, possibly empty.
+    total: u64,
+    blksize: u16,
+    window: u64,
+    /// One DATA packet: header and a full block.
+    segment: usize,
+    /// The packets due now, back to back, sent with one syscall (batch.rs).
+    packets: Vec<u8>,
+    /// Blocks 1..=acked are acknowledged; `next` is the next block to send.
+    acked: u64,
+    next: u64,
+    tries: u32,
+    fast_resent: Option<u64>,
+}
+
+impl<'c> Window<'c> {
+    fn new(content: &'c Content, p: &Params) -> Window<'c> {
+        let len = content.len();
+        let segment = usize::from(p.blksize) + 4;
+        Window {
+            blocks: content.blocks(),
+            len,
+            total: len / u64::from(p.blksize) + 1,
+            blksize: p.blksize,
+            window: u64::from(p.windowsize.max(1)),
+            segment,
+            packets: Vec::with_capacity(segment * usize::from(p.windowsize.max(1))),
+            acked: 0,
+            next: 1,
+            tries: 0,
+            fast_resent: None,
+        }
+    }
+
+    fn acked_bytes(&self) -> u64 {
+        (self.acked * u64::from(self.blksize)).min(self.len)
+    }
+
+    /// Puts the blocks due now (from `next` to the window's end) in `packets`.
+    fn fill(&mut self) -> io::Result<()> {
+        self.packets.clear();
+        let bs = u64::from(self.blksize);
+        let mut due = self.next;
+        while due <= self.total && due <= self.acked + self.window {
+            let start = self.packets.len();
+            packet::data_header(&mut self.packets, due as u16);
+            (self.blocks).read((due - 1) * bs, usize::from(self.blksize), &mut self.packets)?;
+            due += 1;
+            if self.packets.len() - start < self.segment {
+                // A short block is the last one the client takes (a file
+                // that shrank mid-transfer ends early), and GSO needs every
+                // packet but the last to be full.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `packets`: how many went out, and the error that stopped the rest.
+    async fn send(&self, socket: &UdpSocket, ear: &Ear<'_>) -> (usize, Option<io::Error>) {
+        if self.packets.len() <= self.segment {
+            // Lockstep and the storm: one packet, a plain `send`.
+            if self.acked + 1 == self.next && self.tries == 0 {
+                ear.forget_readiness();
+            }
+            return match socket.send(&self.packets).await {
+                Ok(_) => (1, None),
+                Err(e) => (0, Some(e)),
+            };
+        }
+        let window = batch::Packets {
+            buf: &self.packets,
+            segment: self.segment,
+        };
+        batch::send(socket, window).await
+    }
+
+    fn ack(&mut self, block: u16) -> Acked {
+        // Block numbers wrap at 65535 (to 0, as tftp-hpa does): map the
+        // 16-bit number into the unacknowledged range.
+        let ahead = u64::from(block.wrapping_sub(self.acked as u16));
+        if ahead == 0 && self.next > self.acked + 1 && self.fast_resent != Some(self.acked) {
+            // The client repeats its last in-order ACK while blocks are
+            // outstanding: it lost the next one. Resend the window from
+            // there, once per ACK value.
+            self.fast_resent = Some(self.acked);
+            self.next = self.acked + 1;
+            return Acked::Send;
+        }
+        if ahead == 0 || self.acked + ahead >= self.next {
+            // A duplicate or stale ACK: in lockstep never resend on it
+            // (Sorcerer's Apprentice), wait for the timeout.
+            return Acked::Wait;
+        }
+        self.acked += ahead;
+        self.tries = 0;
+        if self.acked == self.total {
+            return Acked::All;
+        }
+        // An ACK short of the window's end slides the window; the blocks
+        // after it are still in flight (clients that ACK every block) or lost
+        // (then the client repeats this ACK).
+        Acked::Send
     }
 }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod lab;
 pub mod screen;
 pub mod tftp;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
