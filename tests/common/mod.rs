@@ -10,6 +10,7 @@ pub mod lab;
 pub mod screen;
 pub mod tftp;
 pub mod webdriver;
+pub mod wire;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
