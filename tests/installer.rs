@@ -31,6 +31,7 @@ const MAC: &str = "52:54:00:12:34:56";
 
 fn start() -> (ConfigDir, Pxed) {
     let dir = ConfigDir::new(SERVER, RULES);
+    dir.asset("debian/vmlinuz", b"kernel");
     std::fs::write(dir.path().join("boot-templates/product.json"), PRODUCT_JSON).unwrap();
     dir.write_config(&format!("{SERVER}\n{}", tokens_file(&dir)), RULES);
     let pxed = Pxed::start(&dir.config(), None);

@@ -103,6 +103,16 @@ impl Loader<'_> {
             None => Selectors::default(),
         };
         let (loader, reservation) = self.rule_dhcp(s, subnets, dhcp);
+        self.asset_ref(
+            "kernel",
+            s.kernel.as_ref().or(defaults.kernel.as_ref()),
+            name.get_ref(),
+        );
+        self.asset_ref(
+            "initrd",
+            s.initrd.as_ref().or(defaults.initrd.as_ref()),
+            name.get_ref(),
+        );
         let boot = Boot {
             loader,
             reservation,

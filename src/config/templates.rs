@@ -35,6 +35,7 @@ pub fn read_templates(dir: &Path) -> Result<Vec<TemplateFile>, ConfigErrors> {
         file: dir.display().to_string().into(),
         text: "",
         errors: Vec::new(),
+        asset_refs: Vec::new(),
     };
     match loader.read_templates(dir) {
         Some(files) if loader.errors.is_empty() => Ok(files),

@@ -93,6 +93,8 @@ pub struct Server {
     pub search_paths: Option<Vec<Spanned<String>>>,
     /// The API's token file (see `config/api.rs`).
     pub api_tokens: Option<Spanned<String>>,
+    /// The shipped example config (see `config/paths.rs`).
+    pub example: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
