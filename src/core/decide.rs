@@ -248,6 +248,7 @@ mod tests {
             console: None,
             menu_timeout: 10,
             vars: serde_json::Map::new(),
+            configs: Default::default(),
             loader: None,
             reservation: None,
         };

@@ -39,6 +39,8 @@ pub enum Stage {
     Script,
     Menu,
     Asset,
+    /// An installer fetched its config (`/config/…`).
+    Config,
     /// An installer reported that it finished (one-shot override consumed).
     Callback,
     /// An operator changed the machine's state (API, CLI, admin page): not
@@ -55,6 +57,7 @@ impl Stage {
             Stage::Script => "script",
             Stage::Menu => "menu",
             Stage::Asset => "asset",
+            Stage::Config => "config",
             Stage::Callback => "callback",
             Stage::Api => "api",
         }

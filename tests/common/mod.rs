@@ -257,6 +257,20 @@ impl Pxed {
     }
 }
 
+/// `pxed check --config <config>`: whether it passed, and what it printed
+/// (stdout, then stderr).
+pub fn pxed_check(config: &Path) -> (bool, String) {
+    let out = Command::new(pxed_bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 /// Whether privileged tests (root, network namespaces, QEMU) can run here. When
 /// they cannot, the test prints `skipped: <reason>` and returns early, unless
 /// `PXED_REQUIRE_PRIVILEGED=1` (set by CI), which turns the skip into a failure.
