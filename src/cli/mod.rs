@@ -146,3 +146,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
 fn load(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<pxed::config::Config>> {
     pxed::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
+
+/// A runtime for a command that reads the state backend (PostgreSQL's
+/// driver is async; the commands are not).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
