@@ -171,6 +171,9 @@ impl Loader<'_> {
                 templates.push((rule.boot.menu_template.clone(), Arch::Bios));
             }
             templates.dedup_by(|a, b| a.0 == b.0);
+            // A template that does not exist is already an error at the
+            // rule's `template` key: rendering it would only add a bogus one.
+            templates.retain(|(t, _)| policy.templates.has(t));
             for (t, arch) in templates {
                 if let Err(e) = policy.render_rule_checked(rule, &t, &sample(arch), &base, &install)
                 {

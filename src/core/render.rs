@@ -152,6 +152,23 @@ fn truncate_helper(
     Ok(())
 }
 
+/// A template syntax error in the operator's words: handlebars' own message
+/// for a syntax error is its parser's grammar rule (`expected
+/// trailing_tilde_to_omit_whitespace`), which names nothing they wrote.
+fn template_error_reason(reason: &handlebars::TemplateErrorReason) -> String {
+    match reason {
+        handlebars::TemplateErrorReason::InvalidSyntax(_) => {
+            "invalid handlebars syntax: an expression here is not closed or not well formed \
+             (`{{name}}`, `{{#if x}}…{{/if}}`: every `{{` needs its `}}`)"
+                .to_string()
+        }
+        handlebars::TemplateErrorReason::MismatchingClosedHelper(open, close) => {
+            format!("`{{{{#{open}}}}}` is closed by `{{{{/{close}}}}}`")
+        }
+        other => other.to_string(),
+    }
+}
+
 impl Templates {
     /// Compiles `(name, file path for messages, source)` triples. Every error is
     /// reported, not only the first.
@@ -174,7 +191,7 @@ impl Templates {
                         line,
                         column,
                     },
-                    reason: e.reason().to_string(),
+                    reason: template_error_reason(e.reason()),
                 });
             }
         }
