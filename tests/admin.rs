@@ -461,11 +461,12 @@ fn reinstall_once_from_the_machine_page_in_chromium() {
     browser.click("a[href='/login']");
     browser.type_into("input[name=token]", common::api::TOKEN);
     browser.click("#login");
+    browser.wait_text("h1", "machines");
     assert!(browser.url().ends_with("/machines"), "{}", browser.url());
     browser.goto(&page);
     browser.click("#reinstall-rule option[value=install]");
     browser.click("#reinstall");
-    let shown = browser.text("#override");
+    let shown = browser.wait_text("#override", "rule");
     assert!(
         shown.starts_with("rule \"install\" once (set by web:alice"),
         "{shown}"
@@ -507,6 +508,6 @@ fn reinstall_once_from_the_machine_page_in_chromium() {
     // Clear from the page too.
     browser.goto(&page);
     browser.click("#clear");
-    assert!(browser.text("#override").starts_with("None"));
+    assert!(browser.wait_text("#override", "None").starts_with("None"));
     assert!(script().contains("pxed.rule=nec"));
 }

@@ -12,15 +12,7 @@ fn check(dir: &ConfigDir) -> (bool, String) {
     if !dir.path().join("assets/k").exists() {
         dir.asset("k", b"kernel");
     }
-    let out = Command::new(common::pxed_bin())
-        .args(["check", "--config"])
-        .arg(dir.config())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    common::pxed_check(&dir.config())
 }
 
 const OK_RULE: &str = "[[rule]]\nname = \"default\"\nkernel = \"k\"\n";

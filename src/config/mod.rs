@@ -252,3 +252,6 @@ impl Loader<'_> {
 /// The config every adapter reads from. A reload stores a new snapshot; each
 /// request loads the current one once and keeps it until it is answered.
 pub type Shared = Arc<arc_swap::ArcSwap<Config>>;
+
+#[cfg(test)]
+mod tests;

@@ -3,10 +3,13 @@
 
 use std::collections::HashSet;
 
+use std::collections::BTreeMap;
+
 use toml::Spanned;
 
 use super::dhcp::RuleDhcp;
 use super::{wire, ConfigError, Loader, Subnet};
+use crate::core::installer::ConfigKind;
 use crate::core::render;
 use crate::core::rules::{Glob, Selectors};
 use crate::core::{Arch, Boot, BootKind, Console, Mac, Rule, RuleSet, Templates, Uuid};
@@ -241,9 +244,41 @@ impl Loader<'_> {
             menu_timeout: pick(&s.menu_timeout, &d.menu_timeout)
                 .map_or(DEFAULT_MENU_TIMEOUT, |t| *t.get_ref()),
             vars,
+            configs: self.configs(pick(&s.configs, &d.configs), templates),
             loader: None,
             reservation: None,
         })
+    }
+
+    /// `configs = { kickstart = "ks.cfg", … }`: known names, existing templates.
+    fn configs(
+        &mut self,
+        v: Option<&Spanned<BTreeMap<String, String>>>,
+        templates: Option<&Templates>,
+    ) -> BTreeMap<ConfigKind, String> {
+        let mut out = BTreeMap::new();
+        for (name, template) in v.map(Spanned::get_ref).into_iter().flatten() {
+            let Some(kind) = ConfigKind::from_name(name) else {
+                let known: Vec<&str> = ConfigKind::ALL.iter().map(|k| k.name()).collect();
+                if let Some(v) = v {
+                    self.error(
+                        v,
+                        format!("configs: unknown config {name:?}; use {}", known.join(", ")),
+                    );
+                }
+                continue;
+            };
+            if templates.is_some_and(|ts| !ts.has(template)) {
+                if let Some(v) = v {
+                    self.error(
+                        v,
+                        format!("configs: no template {template:?} in the template directory"),
+                    );
+                }
+            }
+            out.insert(kind, template.clone());
+        }
+        out
     }
 
     fn console(&mut self, c: &Spanned<wire::Console>) -> Option<Console> {

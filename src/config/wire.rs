@@ -128,6 +128,8 @@ pub struct Section {
     pub console: Option<Spanned<Console>>,
     pub menu_timeout: Option<Spanned<u32>>,
     pub vars: Option<BTreeMap<String, toml::Value>>,
+    /// Installer configs: name (`user-data`, `kickstart`, …) → template.
+    pub configs: Option<Spanned<BTreeMap<String, String>>>,
     /// DHCP reservation and loader override (see `config/dhcp.rs`).
     pub ip: Option<Spanned<String>>,
     pub hostname: Option<Spanned<String>>,

@@ -78,6 +78,7 @@ pub(super) fn local_rule() -> Rule<Boot> {
             console: None,
             menu_timeout: 10,
             vars: serde_json::Map::new(),
+            configs: Default::default(),
             loader: None,
             reservation: None,
         },
@@ -218,13 +219,25 @@ impl Policy {
     }
 }
 
-fn install(choice: &Choice, id: &Identity, base: &Base, ovr: Option<&Active>) -> Install {
+/// The per-machine URLs a render of `choice` carries: the callback while
+/// a one-shot override boots (with this boot's token), the configs' URL
+/// when the rule has installer configs (over HTTP, with a MAC).
+pub fn install(choice: &Choice, id: &Identity, base: &Base, ovr: Option<&Active>) -> Install {
     let once = matches!(&choice.by, ChosenBy::Override(o) if o.is_once());
     let callback_url = match (once, id.mac, ovr.and_then(|o| o.token.as_deref())) {
         (true, Some(mac), Some(token)) => Some(callback_url(base, mac, token)),
         _ => None,
     };
-    Install { callback_url }
+    let config_url = match (choice.rule, id.mac, base) {
+        (Some(r), Some(mac), Base::Http(_)) if !r.boot.configs.is_empty() => {
+            Some(super::installer::config_url(base, mac, &r.name))
+        }
+        _ => None,
+    };
+    Install {
+        callback_url,
+        config_url,
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ pub const RETRY_SECONDS: u32 = 10;
 pub struct Install {
     /// `<base>/callback/<mac>/<token>` when a one-shot override is booting.
     pub callback_url: Option<String>,
+    /// `<base>/config/<mac>/<rule>/` when the rule has installer configs.
+    pub config_url: Option<String>,
 }
 
 /// A rendered script or config, and the rule that produced it (none for the
@@ -169,6 +171,20 @@ fn template_error_reason(reason: &handlebars::TemplateErrorReason) -> String {
     }
 }
 
+/// `{{json value}}`: the value as JSON (a string quoted and escaped), so
+/// that an Ignition template cannot be broken by what a machine reports.
+fn json_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let value = h.param(0).map_or(&Value::Null, |p| p.value());
+    out.write(&value.to_string())?;
+    Ok(())
+}
+
 impl Templates {
     /// Compiles `(name, file path for messages, source)` triples. Every error is
     /// reported, not only the first.
@@ -179,6 +195,7 @@ impl Templates {
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("truncate", Box::new(truncate_helper));
+        hb.register_helper("json", Box::new(json_helper));
         let mut errors = Vec::new();
         let mut paths = std::collections::HashMap::new();
         for (name, path, source) in sources {
@@ -247,21 +264,6 @@ impl Boot {
             }
             _ => &self.template,
         }
-    }
-
-    /// The kernel command line of one render: [`Boot::cmdline`], plus
-    /// `pxed.callback=<url>` while a one-shot override boots (the installer,
-    /// or any script reading `/proc/cmdline`, calls it when done).
-    pub fn cmdline_with(&self, install: &Install) -> String {
-        let mut line = self.cmdline();
-        if let Some(url) = &install.callback_url {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str("pxed.callback=");
-            line.push_str(url);
-        }
-        line
     }
 
     /// The kernel command line: the rule's arguments, plus the serial console
@@ -384,6 +386,7 @@ fn context(
         "retry_seconds": RETRY_SECONDS,
         "install": {
             "callback_url": install.callback_url,
+            "config_url": install.config_url,
         },
     })
 }

@@ -83,6 +83,14 @@ impl Browser {
     }
 
     fn send(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        match self.try_send(method, path, body) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A command; its value, or the error WebDriver answered.
+    fn try_send(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let req = ureq::http::Request::builder()
             .method(method)
@@ -94,8 +102,10 @@ impl Browser {
         let status = resp.status();
         let answer: Value =
             serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {answer}");
-        answer["value"].clone()
+        if !status.is_success() {
+            return Err(format!("{method} {path}: {status} {answer}"));
+        }
+        Ok(answer["value"].clone())
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -139,6 +149,39 @@ impl Browser {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// The element's text once it starts with `prefix` (a click that submits
+    /// a form can return before the next page is there); the last text seen
+    /// after 10 s otherwise.
+    pub fn wait_text(&self, css: &str, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let session = format!("/session/{}", self.session);
+            let e = self.try_send(
+                "POST",
+                &format!("{session}/elements"),
+                Some(json!({"using": "css selector", "value": css})),
+            );
+            // Mid-navigation the element may go stale: try again.
+            let text = e
+                .ok()
+                .as_ref()
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(|el| el.get(ELEMENT))
+                .and_then(Value::as_str)
+                .and_then(|id| {
+                    self.try_send("GET", &format!("{session}/element/{id}/text"), None)
+                        .ok()
+                })
+                .and_then(|t| t.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if text.starts_with(prefix) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn url(&self) -> String {
