@@ -25,6 +25,8 @@
 //! `tests/dhcp.rs`, not here.
 
 mod common;
+#[path = "e2e/grub.rs"]
+mod grub;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -135,6 +137,30 @@ name = "installed"
 match = { mac = "52:54:00:e2:e0:30" }
 boot = "local"
 
+# GRUB machines (tests/e2e/grub.rs): UEFI firmware's own PXE gets the shim,
+# the signed GRUB and a per-machine grub.cfg. The menu waits for the
+# operator; the others boot at once.
+[[rule]]
+name = "grub-sb"
+match = { mac = "52:54:00:e2:e0:40" }
+boot = "grub"
+args = "LAB_ARGS pxed.rule=grub-sb"
+
+[[rule]]
+name = "grub-unsigned"
+match = { mac = "52:54:00:e2:e0:41" }
+boot = "grub"
+kernel = "vmlinuz-unsigned"
+menu_timeout = 0
+args = "LAB_ARGS pxed.rule=grub-unsigned"
+
+[[rule]]
+name = "grub-plain"
+match = { mac = "52:54:00:e2:e0:42" }
+boot = "grub"
+menu_timeout = 0
+args = "LAB_ARGS pxed.rule=grub-plain"
+
 # What an operator reinstalls machines with, through an override only: no
 # machine has this (locally administered) MAC.
 [[rule]]
@@ -151,7 +177,8 @@ const IPV6_RA: &str = "[ipv6_ra]\nenabled = true\n";
 struct Setup {
     pxed: Pxed,
     _dhcp: Dhcp,
-    _config: ConfigDir,
+    config: ConfigDir,
+    payload: Payload,
     accel: &'static str,
     lab: Lab,
     _slots: lab::GuestSlots,
@@ -196,7 +223,8 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
     Some(Setup {
         pxed,
         _dhcp: dhcp,
-        _config: config,
+        config,
+        payload,
         accel,
         lab,
         _slots: slots,

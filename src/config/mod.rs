@@ -24,7 +24,7 @@ pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
 pub use events::EventsConfig;
 pub use loaders::LoaderSetting;
 pub use ra::RaConfig;
-pub use server::{ServerConfig, ShownBase, PXED_ADDRESS_PLACEHOLDER};
+pub use server::{FileSetting, ServerConfig, ShownBase, DEFAULT_FILES, PXED_ADDRESS_PLACEHOLDER};
 pub use templates::{read_templates, TemplateFile, TemplateFiles};
 
 use std::fmt;

@@ -170,6 +170,12 @@ impl Loader<'_> {
                 templates.push((rule.boot.menu_template.clone(), Arch::Bios));
             }
             templates.dedup_by(|a, b| a.0 == b.0);
+            if rule.boot.kind == BootKind::Grub && policy.templates.has(&rule.boot.grub_template) {
+                // Both CPUs: the serial console commands differ.
+                for arch in [Arch::EfiX64, Arch::EfiArm64] {
+                    templates.push((rule.boot.grub_template.clone(), arch));
+                }
+            }
             for (t, arch) in templates {
                 if let Err(e) = policy.render_rule_checked(rule, &t, &sample(arch), &base, &install)
                 {

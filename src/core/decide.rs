@@ -17,7 +17,7 @@
 use super::identity::{Arch, Identity, Mac};
 use super::lifecycle::BootOverride;
 use super::render::Base;
-use super::{Boot, Policy, Reservation, Rule};
+use super::{Boot, BootKind, Policy, Reservation, Rule};
 
 /// The file names handed to PXE ROMs, per firmware (`[dhcp]` in machines.toml).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +151,8 @@ pub fn decide<'p>(
     };
     let rule = policy.choose(&id, ovr).rule;
     let rule_loader = rule.and_then(|r| r.boot.loader.as_deref());
-    let (handout, loader, reason) = handout(loaders, rule_loader, client, base);
+    let grub = rule.is_some_and(|r| r.boot.kind == BootKind::Grub);
+    let (handout, loader, reason) = handout(loaders, rule_loader, grub, client, base);
     Decision {
         rule,
         handout,
@@ -166,6 +167,7 @@ type Handed<'p> = (Option<Handout>, Option<&'p str>, &'static str);
 fn handout<'p>(
     loaders: &'p Loaders,
     rule_loader: Option<&'p str>,
+    grub: bool,
     client: &Client,
     base: &Base,
 ) -> Handed<'p> {
@@ -213,12 +215,18 @@ fn handout<'p>(
             )
         }
     };
-    match rule_loader.or_else(|| loaders.for_arch(arch)) {
+    // A GRUB rule's UEFI machines get the shim for their CPU (which loads
+    // GRUB beside it); firmware Debian signs no shim for gets iPXE.
+    let shim = grub.then(|| super::grub::chain(arch)).flatten();
+    let shim = shim.map(|c| c.shim);
+    match rule_loader.or(shim).or_else(|| loaders.for_arch(arch)) {
         Some(file) => (
             Some(Handout::Tftp(file.to_string())),
             Some(file),
             if rule_loader.is_some() {
                 "PXE ROM: the rule's loader over TFTP"
+            } else if shim.is_some() {
+                "PXE ROM: the shim of a GRUB rule over TFTP"
             } else {
                 "PXE ROM: iPXE for this firmware over TFTP"
             },
@@ -242,6 +250,7 @@ mod tests {
             kind: BootKind::Ipxe,
             template: "linux.ipxe".into(),
             menu_template: "menu.pxelinux".into(),
+            grub_template: "menu.grub".into(),
             kernel: Some("vmlinuz".into()),
             initrd: None,
             args: String::new(),

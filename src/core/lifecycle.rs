@@ -72,6 +72,7 @@ pub(super) fn local_rule() -> Rule<Boot> {
             kind: BootKind::Local,
             template: String::new(),
             menu_template: super::render::MENU.to_string(),
+            grub_template: super::grub::TEMPLATE.to_string(),
             kernel: None,
             initrd: None,
             args: String::new(),
@@ -218,7 +219,12 @@ impl Policy {
     }
 }
 
-fn install(choice: &Choice, id: &Identity, base: &Base, ovr: Option<&Active>) -> Install {
+pub(super) fn install(
+    choice: &Choice,
+    id: &Identity,
+    base: &Base,
+    ovr: Option<&Active>,
+) -> Install {
     let once = matches!(&choice.by, ChosenBy::Override(o) if o.is_once());
     let callback_url = match (once, id.mac, ovr.and_then(|o| o.token.as_deref())) {
         (true, Some(mac), Some(token)) => Some(callback_url(base, mac, token)),

@@ -152,6 +152,20 @@ fn truncate_helper(
     Ok(())
 }
 
+/// A helper writing `f` of its one string parameter (nothing for null):
+/// `{{grub_quote rule.name}}`, `{{grub_words boot.cmdline}}`.
+fn string_helper(
+    f: fn(&str) -> String,
+) -> impl Fn(&Helper, &Handlebars, &Context, &mut RenderContext, &mut dyn Output) -> HelperResult
+       + Send
+       + Sync {
+    move |h, _, _, _, out| {
+        let text = h.param(0).and_then(|p| p.value().as_str()).unwrap_or("");
+        out.write(&f(text))?;
+        Ok(())
+    }
+}
+
 impl Templates {
     /// Compiles `(name, file path for messages, source)` triples. Every error is
     /// reported, not only the first.
@@ -162,6 +176,8 @@ impl Templates {
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("truncate", Box::new(truncate_helper));
+        hb.register_helper("grub_quote", Box::new(string_helper(super::grub::quote)));
+        hb.register_helper("grub_words", Box::new(string_helper(super::grub::words)));
         let mut errors = Vec::new();
         let mut paths = std::collections::HashMap::new();
         for (name, path, source) in sources {
@@ -313,6 +329,8 @@ fn context(
                     "initrd": b.initrd,
                     "kernel_url": b.kernel.as_deref().map(|k| base.asset(k)),
                     "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
+                    "kernel_path": b.kernel.as_deref().and_then(tftp_path),
+                    "initrd_path": b.initrd.as_deref().and_then(tftp_path),
                     "initrd_name": initrd_name,
                     "args": b.args,
                     "cmdline": b.cmdline_with(install),
@@ -358,6 +376,7 @@ fn context(
         "rule": rule_json,
         "boot": boot_json,
         "console": console_json,
+        "grub": super::grub::context(id.arch, rule.and_then(|r| r.boot.console)),
         "server": server_json(base),
         "pxelinux": {
             "config": menu_name,
@@ -369,6 +388,12 @@ fn context(
             "callback_url": install.callback_url,
         },
     })
+}
+
+/// An asset's absolute path on the TFTP server (`/debian/vmlinuz`), as GRUB
+/// fetches it; `None` for a URL.
+fn tftp_path(path: &str) -> Option<String> {
+    (!path.contains("://")).then(|| format!("/{}", path.trim_start_matches('/')))
 }
 
 /// `text` with control characters (a newline would start a new script

@@ -202,6 +202,14 @@ async fn preview(State(state): State<AdminState>, RawQuery(query): RawQuery) -> 
             if let Some(menu) = config.policy.pxelinux_config(&id, base, None) {
                 let _ = write!(body, "<h2>pxelinux menu</h2><pre>{}</pre>", e(&menu.text));
             }
+            if config
+                .policy
+                .select(&id)
+                .is_some_and(|r| r.boot.kind == BootKind::Grub)
+            {
+                let grub = config.policy.grub_for(&id, base, None);
+                let _ = write!(body, "<h2>grub.cfg</h2><pre>{}</pre>", e(&grub.text));
+            }
         }
         Ok(_) => body.push_str("<p>Fill in what a machine reports and press preview.</p>"),
     }
