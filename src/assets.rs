@@ -314,6 +314,40 @@ mod tests {
         assert_eq!(resolve(roots, "loop"), Err(AssetError::NotFound));
     }
 
+    /// `[server.files]`: a mapped name is served from its file wherever it
+    /// is, before the roots; a mapped file that is missing falls through to
+    /// the roots; only the exact name is mapped.
+    #[test]
+    fn mapped_names_come_first_and_fall_through_when_missing() {
+        let (dir, assets, search) = layout();
+        std::fs::write(assets.join("shimx64.efi"), b"operator's").unwrap();
+        std::fs::write(assets.join("grubx64.efi"), b"operator's grub").unwrap();
+        let files: Files = [
+            ("shimx64.efi", dir.path().join("outside/file")),
+            ("grubx64.efi", dir.path().join("outside/missing")),
+        ]
+        .into_iter()
+        .map(|(n, p)| (n.to_string(), p))
+        .collect();
+        let roots = Roots {
+            files: &files,
+            assets: &assets,
+            search: &search,
+        };
+        let outside = dir.path().join("outside/file").canonicalize().unwrap();
+        assert_eq!(resolve(roots, "shimx64.efi"), Ok(outside.clone()));
+        assert_eq!(resolve(roots, "./shimx64.efi"), Ok(outside));
+        assert_eq!(
+            resolve(roots, "grubx64.efi"),
+            Ok(assets.join("grubx64.efi").canonicalize().unwrap())
+        );
+        assert!(resolve(roots, "x/../shimx64.efi").is_err());
+        assert_eq!(
+            resolve(roots, "shimx64.efi.signed"),
+            Err(AssetError::NotFound)
+        );
+    }
+
     /// Debian's own layout, where it is installed: `/usr/lib/ipxe/ipxe.efi`
     /// is a symlink to `/boot/ipxe.efi`.
     #[test]

@@ -6,7 +6,9 @@
 //! emulator renders from it, `common::screen`) and on pxed's log.
 //!
 //! Needs root, `/dev/net/tun`, qemu-system-x86, ipxe-qemu, dnsmasq-base,
-//! busybox-static, ovmf, pxelinux, syslinux-common, ndisc6 (`.ci/e2e-packages`) and
+//! busybox-static, ovmf, pxelinux, syslinux-common, ndisc6, and for the GRUB
+//! scenarios (`e2e/grub.rs`) shim-signed, grub-efi-amd64-signed and
+//! sbsigntool (`.ci/e2e-packages`) and
 //! Debian package lists (the kernel is downloaded by `tests/lab/payload.sh`).
 //! Otherwise each test prints `skipped: …` (a failure under
 //! `PXED_REQUIRE_PRIVILEGED=1`).

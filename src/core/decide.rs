@@ -269,6 +269,10 @@ mod tests {
             },
             boot: Boot {
                 loader: (name == "special").then(|| "special.kpxe".into()),
+                kind: match name {
+                    "grubby" => BootKind::Grub,
+                    _ => BootKind::Ipxe,
+                },
                 ..boot.clone()
             },
             order,
@@ -282,6 +286,7 @@ mod tests {
             RuleSet::new(vec![
                 rule("default", 0, None),
                 rule("special", 1, Some(SPECIAL)),
+                rule("grubby", 2, Some(GRUBBY)),
             ])
             .unwrap(),
             Templates::compile(std::iter::empty()).unwrap(),
@@ -290,6 +295,7 @@ mod tests {
 
     const PLAIN: Mac = Mac([0x52, 0x54, 0, 0, 0, 1]);
     const SPECIAL: Mac = Mac([0x52, 0x54, 0, 0, 0, 2]);
+    const GRUBBY: Mac = Mac([0x52, 0x54, 0, 0, 0, 3]);
 
     fn base() -> Base {
         Base::Http("http://10.0.0.1:8080".into())
@@ -412,6 +418,23 @@ mod tests {
                 http("http://10.0.0.1:8080/assets/special.kpxe", true),
             ),
             (&def, SPECIAL, Some(0), true, Pxe, http(script, false)),
+            // A GRUB rule: UEFI PXE gets the shim for its CPU; firmware
+            // without a signed shim, HTTP Boot (the signed GRUB has no HTTP)
+            // and iPXE get what they always get.
+            (&def, GRUBBY, Some(7), false, Pxe, tftp("shimx64.efi")),
+            (&def, GRUBBY, Some(9), false, Pxe, tftp("shimx64.efi")),
+            (&def, GRUBBY, Some(11), false, Pxe, tftp("shimaa64.efi")),
+            (&def, GRUBBY, Some(0), false, Pxe, tftp("undionly.kpxe")),
+            (&def, GRUBBY, Some(6), false, Pxe, tftp("snponly.efi")),
+            (
+                &def,
+                GRUBBY,
+                Some(16),
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
+            ),
+            (&def, GRUBBY, Some(7), true, Pxe, http(script, false)),
         ];
         let policy = policy();
         for (loaders, mac, arch, ipxe, vendor, want) in cases {
