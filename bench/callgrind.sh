@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 cargo build -q --release --example callgrind
-bin=target/release/examples/callgrind
+bin=${CARGO_TARGET_DIR:-target}/release/examples/callgrind
 n1=${N1:-20}
 n2=${N2:-220}
 out=$(mktemp -d)

@@ -9,6 +9,8 @@
 
 #[path = "storm/machine/tftp.rs"]
 mod tftp;
+#[path = "../tests/common/wire.rs"]
+mod wire;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@
 //! runs them all. Add a check by adding a function to [`CHECKS`].
 
 use std::fmt;
+use std::path::Path;
 
 use crate::assets::{self, AssetError};
 use crate::config::{Config, DhcpMode, LoaderSetting};
@@ -60,11 +61,150 @@ impl fmt::Display for Finding {
 }
 
 /// Every check `pxed check` runs, in the order their findings are printed.
-const CHECKS: &[fn(&Config) -> Vec<Finding>] = &[loaders, grub_chain, ipv6_router];
+const CHECKS: &[fn(&Config) -> Vec<Finding>] = &[
+    assets_dir,
+    rule_files,
+    databases,
+    loaders,
+    grub_chain,
+    ipv6_router,
+];
 
 /// Runs every check.
 pub fn run(config: &Config) -> Vec<Finding> {
     CHECKS.iter().flat_map(|check| check(config)).collect()
+}
+
+/// The config file itself, for a problem with a default value (no key to
+/// point at).
+fn whole_file(config: &Config) -> Location {
+    Location {
+        file: config.path.display().to_string().into(),
+        line: 1,
+        column: 1,
+    }
+}
+
+/// `assets_dir` must be a directory: every kernel, initrd and override is
+/// looked up there first.
+fn assets_dir(config: &Config) -> Vec<Finding> {
+    let dir = &config.server.assets_dir;
+    if dir.is_dir() {
+        return Vec::new();
+    }
+    let default = if config.assets_dir_at.is_none() {
+        " (the default)"
+    } else {
+        ""
+    };
+    let at = config
+        .assets_dir_at
+        .clone()
+        .unwrap_or_else(|| whole_file(config));
+    let why = if dir.exists() {
+        "is not a directory"
+    } else {
+        "does not exist"
+    };
+    vec![Finding::new(
+        Severity::Error,
+        Some(at),
+        format!(
+            "assets_dir{default} {} {why}; create it or set [server] assets_dir",
+            dir.display()
+        ),
+    )]
+}
+
+/// Every local kernel and initrd a rule boots must be there to serve: a
+/// missing one fails that machine's boot at the `kernel` line, every time.
+/// Said once per place in the file (a `[defaults]` kernel serves many rules).
+fn rule_files(config: &Config) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    for r in &config.asset_refs {
+        if out.iter().any(|f| f.at.as_ref() == Some(&r.at)) {
+            continue;
+        }
+        let roots = config.server.asset_roots();
+        let why = match assets::resolve(roots, r.path.trim_start_matches('/')) {
+            Ok(_) => continue,
+            Err(AssetError::NotFound) => {
+                let searched: Vec<String> =
+                    roots.paths().map(|p| p.display().to_string()).collect();
+                format!("not found in {}", searched.join(", "))
+            }
+            Err(AssetError::Refused(why)) => format!("refused: {why}"),
+        };
+        let (severity, example) = if config.example {
+            (
+                Severity::Warning,
+                " (a warning only because [server] example = true: remove that line once your kernels are in place)",
+            )
+        } else {
+            (Severity::Error, "")
+        };
+        out.push(Finding::new(
+            severity,
+            Some(r.at.clone()),
+            format!(
+                "{} = {:?} (rule {:?}) cannot be served: {why}; machines booting it stop at `kernel`/`initrd`{example}",
+                r.key, r.path, r.rule
+            ),
+        ));
+    }
+    out
+}
+
+/// Every database pxed writes must be writable by the user that runs this
+/// check (run it as the service's user: the unit runs it as `ExecStartPre`):
+/// without its lease database DHCP in full mode answers nobody, and without
+/// the event database no boot is recorded. SQLite also creates `-wal` and
+/// `-journal` files beside it, so the directory must be writable too.
+fn databases(config: &Config) -> Vec<Finding> {
+    config
+        .databases
+        .iter()
+        .filter_map(|db| {
+            let why = unwritable(&db.path)?;
+            let (at, hint) = match &db.at {
+                Some(at) => (at.clone(), String::new()),
+                None => (
+                    whole_file(config),
+                    " (the default: beside machines.toml, or in $STATE_DIRECTORY under systemd's StateDirectory=)"
+                        .to_string(),
+                ),
+            };
+            Some(Finding::new(
+                Severity::Error,
+                Some(at),
+                format!("{} {}{hint}: {why}", db.key, db.path.display()),
+            ))
+        })
+        .collect()
+}
+
+/// Why this process could not create or write the SQLite database `path`.
+fn unwritable(path: &Path) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Some(format!("{} is not a directory", dir.display()));
+    }
+    if !dir.is_dir() {
+        return Some(format!("its directory {} does not exist", dir.display()));
+    }
+    if let Err(e) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK) {
+        return Some(format!("cannot write in {}: {}", dir.display(), e.desc()));
+    }
+    if path.exists() {
+        if let Err(e) = access(path, AccessFlags::R_OK | AccessFlags::W_OK) {
+            return Some(format!("cannot write it: {}", e.desc()));
+        }
+    }
+    None
 }
 
 /// Loader files that cannot be served. A loader the config names is checked

@@ -90,6 +90,91 @@ pub struct Metrics {
     pool_size: Family<SubnetLabels, Gauge>,
 }
 
+/// Reloads and the serving config.
+#[allow(clippy::type_complexity)]
+fn config_metrics(
+    registry: &mut Registry,
+) -> (
+    Family<ReloadLabels, Counter>,
+    Gauge<f64, std::sync::atomic::AtomicU64>,
+    Gauge,
+    Gauge,
+) {
+    let registry = &mut *registry;
+    let reloads = reg(
+        registry,
+        "reloads",
+        "Config reloads by result (ok, rejected)",
+        Family::<ReloadLabels, Counter>::default(),
+    );
+    let config_loaded_at = reg(
+        registry,
+        "config_last_reload_success_timestamp_seconds",
+        "When the serving config was loaded (Unix time)",
+        Gauge::<f64, std::sync::atomic::AtomicU64>::default(),
+    );
+    let config_last_reload_ok = Gauge::default();
+    // The config pxed started with loaded, or it would not have started.
+    config_last_reload_ok.set(1);
+    registry.register(
+        "config_last_reload_successful",
+        "1 if the last config reload was applied, 0 if it was rejected",
+        config_last_reload_ok.clone(),
+    );
+    let rules = reg(
+        registry,
+        "config_rules",
+        "Rules in the serving config",
+        Gauge::default(),
+    );
+    (reloads, config_loaded_at, config_last_reload_ok, rules)
+}
+
+/// The DHCP pools: addresses in use by state, and each pool's size.
+fn pool_metrics(
+    registry: &mut Registry,
+) -> (Family<PoolLabels, Gauge>, Family<SubnetLabels, Gauge>) {
+    let pool = reg(
+        registry,
+        "dhcp_pool_addresses",
+        "DHCP pool addresses in use by subnet and state (bound, offered, declined), every 5 s",
+        Family::<PoolLabels, Gauge>::default(),
+    );
+    let pool_size = reg(
+        registry,
+        "dhcp_pool_size_addresses",
+        "Addresses in each subnet's DHCP pool",
+        Family::<SubnetLabels, Gauge>::default(),
+    );
+    (pool, pool_size)
+}
+
+/// `pxed_build_info{version="…"} 1`.
+fn build_info(registry: &mut Registry) {
+    let build_info = Family::<BuildLabels, Gauge>::default();
+    build_info
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+    registry.register(
+        "build_info",
+        "The running pxed's version (always 1)",
+        build_info,
+    );
+}
+
+/// Registers a handle to `metric` and returns it.
+fn reg<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
@@ -98,99 +183,58 @@ pub fn get() -> &'static Metrics {
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("pxed");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests = reg(
+            &mut registry,
             "requests",
             "Requests by protocol, endpoint and outcome",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let dropped = Family::<DropLabels, Counter>::default();
-        registry.register(
+        let dropped = reg(
+            &mut registry,
             "dropped",
             "Requests dropped unanswered by a limit or as malformed, by protocol and reason",
-            dropped.clone(),
+            Family::<DropLabels, Counter>::default(),
         );
-        let http_connections = Family::<ListenerLabels, Gauge>::default();
-        registry.register(
+        let http_connections = reg(
+            &mut registry,
             "http_connections",
             "HTTP connections open now, by listener (http, admin)",
-            http_connections.clone(),
+            Family::<ListenerLabels, Gauge>::default(),
         );
-        let tftp_transfers = Gauge::default();
-        registry.register(
+        let tftp_transfers = reg(
+            &mut registry,
             "tftp_transfers",
             "TFTP transfers in progress",
-            tftp_transfers.clone(),
+            Gauge::default(),
         );
-        let tftp_waiting = Gauge::default();
-        registry.register(
+        let tftp_waiting = reg(
+            &mut registry,
             "tftp_waiting",
             "TFTP read requests waiting for a transfer slot",
-            tftp_waiting.clone(),
+            Gauge::default(),
         );
-        let sent_bytes = Family::<ProtocolLabels, Counter>::default();
-        registry.register(
+        let sent_bytes = reg(
+            &mut registry,
             "sent_bytes",
             "Payload bytes sent by transfers, by protocol",
-            sent_bytes.clone(),
+            Family::<ProtocolLabels, Counter>::default(),
         );
         // 1 µs to ~16 ms: a cached script is sub-microsecond, a fresh render tens of µs.
-        let render_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
-        registry.register(
+        let render_seconds = reg(
+            &mut registry,
             "render_duration_seconds",
             "Time to produce a script or menu",
-            render_seconds.clone(),
+            Histogram::new(exponential_buckets(1e-6, 2.0, 15)),
         );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
-            "reloads",
-            "Config reloads by result (ok, rejected)",
-            reloads.clone(),
-        );
-        let config_loaded_at = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "config_last_reload_success_timestamp_seconds",
-            "When the serving config was loaded (Unix time)",
-            config_loaded_at.clone(),
-        );
-        let config_last_reload_ok = Gauge::default();
-        // The config pxed started with loaded, or it would not have started.
-        config_last_reload_ok.set(1);
-        registry.register(
-            "config_last_reload_successful",
-            "1 if the last config reload was applied, 0 if it was rejected",
-            config_last_reload_ok.clone(),
-        );
-        let rules = Gauge::default();
-        registry.register("config_rules", "Rules in the serving config", rules.clone());
-        let pool = Family::<PoolLabels, Gauge>::default();
-        registry.register(
-            "dhcp_pool_addresses",
-            "DHCP pool addresses in use by subnet and state (bound, offered, declined), every 5 s",
-            pool.clone(),
-        );
-        let pool_size = Family::<SubnetLabels, Gauge>::default();
-        registry.register(
-            "dhcp_pool_size_addresses",
-            "Addresses in each subnet's DHCP pool",
-            pool_size.clone(),
-        );
-        let build_info = Family::<BuildLabels, Gauge>::default();
-        build_info
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register(
-            "build_info",
-            "The running pxed's version (always 1)",
-            build_info,
-        );
-        let events_dropped = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let (reloads, config_loaded_at, config_last_reload_ok, rules) =
+            config_metrics(&mut registry);
+        let (pool, pool_size) = pool_metrics(&mut registry);
+        build_info(&mut registry);
+        let events_dropped = reg(
+            &mut registry,
             "events_dropped",
             "Boot events not recorded, by reason (queue_full, store_failed)",
-            events_dropped.clone(),
+            Family::<ReasonLabels, Counter>::default(),
         );
         let mut process = Registry::default();
         process.register_collector(Box::new(ProcessCollector));

@@ -43,9 +43,7 @@ fn raise_open_files_limit() {
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     raise_open_files_limit();
     let config = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
+    warn_about(&config, &config_path);
     let shared: Shared = Arc::new(ArcSwap::new(config.clone()));
     // Without its record pxed still boots machines: say so and go on.
     if let Err(e) = crate::events::start(&config.events) {
@@ -117,6 +115,20 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let stopped = until_stopped(tasks).await;
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     stopped
+}
+
+/// The config's warnings, at start.
+fn warn_about(config: &config::Config, config_path: &Path) {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if config.example {
+        tracing::warn!(
+            config = %config_path.display(),
+            "serving the shipped example config ([server] example = true): put your kernels in assets_dir, \
+             write your rules, then delete that line (`pxed check` then fails on any missing kernel)"
+        );
+    }
 }
 
 /// Runs until SIGTERM, Ctrl-C, or a server task failing.

@@ -421,3 +421,93 @@ fn pages_in_a_real_browser() {
     }
     println!("screenshots in {}", shots.display());
 }
+
+/// The machine page's actions in a real browser: log in with an API token,
+/// click "reinstall once", and see the override on the page, in the API and
+/// in the script the machine is served. A POST without the page's CSRF
+/// token, or without the session, changes nothing.
+#[test]
+fn reinstall_once_from_the_machine_page_in_chromium() {
+    let Some(browser) = common::webdriver::Browser::start("machine page actions in Chromium")
+    else {
+        return;
+    };
+    let rules = format!("{RULES}\n[[rule]]\nname = \"install\"\nmatch = {{ mac = \"02:00:00:00:00:00\" }}\nargs = \"pxed.rule=install\"\n");
+    let dir = ConfigDir::new(SERVER, &rules);
+    dir.write_config(
+        &format!("{SERVER}\n{}", common::api::tokens_file(&dir)),
+        &rules,
+    );
+    let pxed = Pxed::start(&dir.config(), None);
+    let admin = pxed.addr("admin");
+    let mac = "52:54:00:12:34:56";
+    let script = || {
+        get(
+            pxed.http(),
+            &format!("/ipxe?product=Express5800%2Fi120Ra-e1&mac={mac}"),
+        )
+    };
+    assert!(script().contains("pxed.rule=nec"));
+    let api = common::api::Api::new(admin, Some(common::api::TOKEN));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while api.get(&format!("/api/v1/machines/{mac}")).status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let page = format!("http://{admin}/machines/{mac}");
+    browser.goto(&page);
+    assert!(browser.text("#override").starts_with("None"));
+    browser.click("a[href='/login']");
+    browser.type_into("input[name=token]", common::api::TOKEN);
+    browser.click("#login");
+    browser.wait_text("h1", "machines");
+    assert!(browser.url().ends_with("/machines"), "{}", browser.url());
+    browser.goto(&page);
+    browser.click("#reinstall-rule option[value=install]");
+    browser.click("#reinstall");
+    let shown = browser.wait_text("#override", "rule");
+    assert!(
+        shown.starts_with("rule \"install\" once (set by web:alice"),
+        "{shown}"
+    );
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("admin-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    browser.screenshot(&shots.join("machine-reinstall.png"));
+    let m = api.ok(&format!("/api/v1/machines/{mac}"));
+    assert_eq!(
+        (
+            m["override"]["rule"].as_str(),
+            m["override"]["set_by"].as_str()
+        ),
+        (Some("install"), Some("web:alice"))
+    );
+    assert!(
+        script().contains("pxed.rule=install"),
+        "the machine is served the change"
+    );
+
+    // Forged forms: the session's cookie without its CSRF token, and a form
+    // with no session at all. Both refused; the override stays.
+    let session = browser.cookie("pxed_session").expect("the session cookie");
+    let form = "action=clear&csrf=0123456789abcdef0123456789abcdef";
+    for cookie in [format!("Cookie: pxed_session={session}\r\n"), String::new()] {
+        let request = format!(
+            "POST /machines/{mac}/override HTTP/1.1\r\nHost: {admin}\r\n{cookie}\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        );
+        let (head, _) = common::http::raw(admin, &request);
+        assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    }
+    assert_eq!(
+        api.ok(&format!("/api/v1/machines/{mac}"))["override"]["rule"],
+        "install"
+    );
+
+    // Clear from the page too.
+    browser.goto(&page);
+    browser.click("#clear");
+    assert!(browser.wait_text("#override", "None").starts_with("None"));
+    assert!(script().contains("pxed.rule=nec"));
+}

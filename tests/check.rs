@@ -8,15 +8,11 @@ use std::process::Command;
 use common::ConfigDir;
 
 fn check(dir: &ConfigDir) -> (bool, String) {
-    let out = Command::new(common::pxed_bin())
-        .args(["check", "--config"])
-        .arg(dir.config())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    // The rules' kernel `k` is in assets/ unless the test says otherwise.
+    if !dir.path().join("assets/k").exists() {
+        dir.asset("k", b"kernel");
+    }
+    common::pxed_check(&dir.config())
 }
 
 const OK_RULE: &str = "[[rule]]\nname = \"default\"\nkernel = \"k\"\n";
@@ -294,4 +290,215 @@ fn debian_loaders_are_servable() {
             "{loader} flagged:\n{out}"
         );
     }
+}
+
+/// Line 6 is the first line of `rest` (ConfigDir writes `[server]`, the
+/// search paths, the admin listener, the server body and a blank line first).
+fn config_with(server: &str, rest: &str) -> ConfigDir {
+    ConfigDir::new(server, rest)
+}
+
+#[test]
+fn a_missing_assets_dir_fails() {
+    let dir = config_with("assets_dir = \"nowhere\"", OK_RULE);
+    rejects(&dir, "machines.toml", "4:14", "assets_dir");
+    let (_, out) = check(&dir);
+    assert!(out.contains("nowhere does not exist"), "{out}");
+    // The default `assets` directory, gone: the file itself is named.
+    let dir = config_with("", OK_RULE);
+    dir.asset("k", b"kernel");
+    std::fs::remove_dir_all(dir.path().join("assets")).unwrap();
+    let out = Command::new(common::pxed_bin())
+        .args(["check", "--config"])
+        .arg(dir.config())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}:1:1: assets_dir (the default)",
+            dir.config().display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_rule_whose_kernel_or_initrd_is_missing_fails() {
+    let rules = "[[rule]]\nname = \"a\"\nkernel = \"k\"\ninitrd = \"debian/initrd.gz\"\n\n\
+                 [[rule]]\nname = \"b\"\nmatch = { product = \"X*\" }\nkernel = \"gone/vmlinuz\"\n";
+    let dir = config_with("", rules);
+    rejects(
+        &dir,
+        "machines.toml",
+        "9:10",
+        "initrd = \"debian/initrd.gz\" (rule \"a\") cannot be served",
+    );
+    rejects(
+        &dir,
+        "machines.toml",
+        "14:10",
+        "kernel = \"gone/vmlinuz\" (rule \"b\") cannot be served",
+    );
+    // Found in a search path: fine. A URL: not pxed's to check.
+    dir.asset("debian/initrd.gz", b"initrd");
+    let dir2 = config_with(
+        "",
+        &rules.replace("gone/vmlinuz", "http://mirror.invalid/vmlinuz"),
+    );
+    dir2.asset("debian/initrd.gz", b"initrd");
+    let (ok, out) = check(&dir2);
+    assert!(ok, "{out}");
+    // A [defaults] kernel is one place, reported once for all its rules.
+    let defaults = "[defaults]\nkernel = \"missing\"\n\n[[rule]]\nname = \"a\"\n\n[[rule]]\nname = \"b\"\nmatch = { product = \"X*\" }\n";
+    let dir = config_with("", defaults);
+    rejects(&dir, "machines.toml", "7:10", "kernel = \"missing\"");
+    assert_eq!(check(&dir).1.matches("kernel = \"missing\"").count(), 1);
+}
+
+#[test]
+fn a_kernel_outside_the_asset_roots_is_refused() {
+    let dir = config_with(
+        "",
+        "[[rule]]\nname = \"a\"\nkernel = \"../../etc/passwd\"\n",
+    );
+    rejects(
+        &dir,
+        "machines.toml",
+        "8:10",
+        "kernel = \"../../etc/passwd\": refused path: `..` in path",
+    );
+    // The running server refuses it on reload too: it is a config error.
+    let err = pxed::config::load(&dir.config()).unwrap_err().to_string();
+    assert!(err.contains("`..` in path"), "{err}");
+}
+
+#[test]
+fn an_unwritable_database_location_fails() {
+    // A directory that does not exist.
+    let dir = config_with(
+        "",
+        &format!("{OK_RULE}\n[dhcp]\nlease_db = \"no/such/dir/leases.sqlite\"\n"),
+    );
+    rejects(&dir, "machines.toml", "11:12", "[dhcp] lease_db");
+    let (_, out) = check(&dir);
+    assert!(out.contains("does not exist"), "{out}");
+    // A separate event database under a file.
+    let dir = config_with(
+        "",
+        &format!("{OK_RULE}\n[events]\ndb = \"assets/k/events.sqlite\"\n"),
+    );
+    rejects(&dir, "machines.toml", "11:6", "[events] db");
+    assert!(check(&dir).1.contains("is not a directory"));
+    // The default beside machines.toml, in a directory the checking user
+    // cannot write (the documented install: /etc/pxed under
+    // ProtectSystem=strict, checked as the service's user).
+    if !common::privileged("unwritable database as an unprivileged user")
+        || !common::have_tool("runuser", "unwritable database")
+    {
+        return;
+    }
+    let dir = config_with("", OK_RULE);
+    dir.asset("k", b"kernel");
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        dir.path().to_path_buf(),
+        dir.path().join("boot-templates"),
+        dir.path().join("assets"),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let as_nobody = |state: Option<&str>| {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "nobody", "--"])
+            .arg(common::pxed_bin())
+            .args(["check", "--config"])
+            .arg(dir.config());
+        if let Some(s) = state {
+            cmd.env("STATE_DIRECTORY", s);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out) = as_nobody(None);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("{}:1:1: [dhcp] lease_db", dir.config().display()))
+            && out.contains("cannot write in"),
+        "{out}"
+    );
+    // Under systemd's StateDirectory= the databases go there instead.
+    let state = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, out) = as_nobody(Some(state.path().to_str().unwrap()));
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn every_filesystem_error_is_reported_at_once() {
+    let dir = config_with(
+        "assets_dir = \"nowhere\"",
+        "[[rule]]\nname = \"a\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.gz\"\n\n[dhcp]\nlease_db = \"gone/l.sqlite\"\n",
+    );
+    let (ok, out) = check(&dir);
+    assert!(!ok);
+    for want in [
+        "assets_dir",
+        "kernel = \"vmlinuz\"",
+        "initrd = \"initrd.gz\"",
+        "[dhcp] lease_db",
+        "4 errors",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}
+
+/// The shipped config names a kernel nobody ships: `example = true` makes
+/// that a warning naming the key to delete; any other config fails.
+#[test]
+fn the_shipped_example_warns_about_its_missing_kernel() {
+    let shipped = std::fs::read_to_string(common::repo().join("machines.toml")).unwrap();
+    assert!(shipped.contains("\nexample = true\n"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("machines.toml"), &shipped).unwrap();
+    std::fs::create_dir(dir.path().join("assets")).unwrap();
+    let templates = dir.path().join("boot-templates");
+    std::fs::create_dir(&templates).unwrap();
+    for e in std::fs::read_dir(common::repo().join("boot-templates")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), templates.join(e.file_name())).unwrap();
+    }
+    let run = || {
+        let out = Command::new(common::pxed_bin())
+            .args(["check", "--config"])
+            .arg(dir.path().join("machines.toml"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out) = run();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning:")
+            && out.contains("debian/vmlinuz")
+            && out.contains("example = true"),
+        "{out}"
+    );
+    std::fs::write(
+        dir.path().join("machines.toml"),
+        shipped.replace("\nexample = true\n", "\n"),
+    )
+    .unwrap();
+    let (ok, out) = run();
+    assert!(
+        !ok && out.contains("error:") && out.contains("debian/vmlinuz"),
+        "{out}"
+    );
 }

@@ -408,6 +408,44 @@ fn assert_menu_screen(who: &str, screen: &Screen, title: &str, labels: &[&str]) 
     );
 }
 
+/// Edits a menu entry's kernel line on the serial console: `open` (Tab in
+/// pxelinux, `e` in GRUB) until the screen is `ready`, then `keys` typed one
+/// at a time `gap_ms` apart (they end with ` pxed.typed=yes`). Returns the
+/// screen showing the typed argument once, nothing doubled.
+fn edit_kernel_line(
+    s: &Setup,
+    guest: &mut Guest,
+    open: &[u8],
+    ready: impl Fn(&Screen) -> bool,
+    keys: &[u8],
+    gap_ms: u64,
+) -> Screen {
+    let who = guest.machine.name.clone();
+    guest.console.type_keys(open);
+    guest
+        .console
+        .wait_for_screen("the entry editor", ready, Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(s, e));
+    for key in keys {
+        guest.console.type_keys(&[*key]);
+        std::thread::sleep(Duration::from_millis(gap_ms));
+    }
+    let typed = guest
+        .console
+        .wait_for_screen(
+            "the typed argument",
+            |sc| sc.count_wrapped("pxed.typed=yes") == 1,
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| fail(s, e));
+    assert!(
+        typed.doubled_rows().is_empty(),
+        "{who}: doubled while editing:\n{}",
+        typed.capture()
+    );
+    typed
+}
+
 /// Scenario 2: the rule hands the machine to lpxelinux + menu.c32 on ttyS0,
 /// in both console setups an IPMI SOL console comes in:
 /// - SeaBIOS redirecting its screen to the serial port (`-nographic`, the
@@ -469,34 +507,10 @@ fn pxelinux_menu_is_editable_on_the_serial_console() {
             screen.capture()
         );
 
-        guest.console.type_keys(b"\t");
         // Tab opens the entry's command line for editing, on the screen.
         let edit = format!("pxed.rule={rule}");
-        guest
-            .console
-            .wait_for_screen(
-                "the command line editor",
-                |sc| sc.count_wrapped(&edit) > 0,
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| fail(&s, e));
-        for key in b" pxed.typed=yes" {
-            guest.console.type_keys(&[*key]);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let typed = guest
-            .console
-            .wait_for_screen(
-                "the typed argument",
-                |sc| sc.count_wrapped("pxed.typed=yes") == 1,
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| fail(&s, e));
-        assert!(
-            typed.doubled_rows().is_empty(),
-            "{who}: doubled while editing:\n{}",
-            typed.capture()
-        );
+        let editor = |sc: &Screen| sc.count_wrapped(&edit) > 0;
+        let typed = edit_kernel_line(&s, guest, b"\t", editor, b" pxed.typed=yes", 20);
         println!("{who}: edited:\n{}", typed.capture());
         guest.console.type_keys(b"\r");
     }

@@ -204,14 +204,7 @@ fn a_one_shot_override_reaches_grub_with_its_callback() {
 }
 
 fn check(dir: &ConfigDir) -> (bool, String) {
-    let out = Command::new(common::pxed_bin())
-        .args(["check", "--config"])
-        .arg(dir.config())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    common::pxed_check(&dir.config())
 }
 
 #[test]
@@ -219,6 +212,7 @@ fn check_names_what_a_grub_rule_cannot_be_served() {
     let rule = "[[rule]]\nname = \"sb\"\nkernel = \"k\"\nboot = \"grub\"\n";
     // Line 4 is the `files` line.
     let dir = ConfigDir::new("files = { \"shimx64.efi\" = \"/nonexistent/shim\" }", rule);
+    dir.asset("k", b"kernel");
     let (ok, out) = check(&dir);
     assert!(ok, "missing files are warnings:\n{out}");
     let config = dir.config().display().to_string();
@@ -235,6 +229,7 @@ fn check_names_what_a_grub_rule_cannot_be_served() {
     // An ARM64 GRUB rule makes the ARM64 chain a warning.
     let arm = format!("{rule}match = {{ arch = \"efi-arm64\" }}\n");
     let dir = ConfigDir::new("", &arm);
+    dir.asset("k", b"kernel");
     let (_, out) = check(&dir);
     assert!(
         out.contains("warning: shimaa64.efi cannot be served"),

@@ -7,6 +7,7 @@
 //! Behaviour only: the figures are printed, not asserted.
 
 mod common;
+use common::wire;
 #[path = "../examples/storm/machine/mod.rs"]
 #[allow(dead_code)]
 mod machine;

@@ -4,6 +4,7 @@
 //! config.
 
 mod common;
+use common::wire;
 #[path = "../examples/storm/machine/tftp.rs"]
 mod tftp_client;
 

@@ -11,6 +11,8 @@
 //!     [--dhcp-tries 4] [--dhcp-timeout-ms 1000] [--tftp-timeout-ms 1000]
 
 mod machine;
+#[path = "../../tests/common/wire.rs"]
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

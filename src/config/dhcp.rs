@@ -193,7 +193,7 @@ impl Loader<'_> {
         &mut self,
         w: Option<&Spanned<wire::Dhcp>>,
         defaults: Option<&Spanned<wire::Section>>,
-        base_dir: &Path,
+        state_dir: &Path,
     ) -> DhcpConfig {
         if let Some(d) = defaults {
             self.no_rule_dhcp_keys(d.get_ref());
@@ -214,7 +214,7 @@ impl Loader<'_> {
                 .as_ref()
                 .map(|i| i.get_ref().clone())
                 .unwrap_or_default(),
-            lease_db: base_dir.join(
+            lease_db: state_dir.join(
                 w.lease_db
                     .as_ref()
                     .map_or(DEFAULT_LEASE_DB, |p| p.get_ref().as_str()),

@@ -33,14 +33,14 @@ impl Loader<'_> {
         &mut self,
         w: Option<&Spanned<wire::Events>>,
         lease_db: &Path,
-        base_dir: &Path,
+        state_dir: &Path,
     ) -> EventsConfig {
         let empty = wire::Events::default();
         let w = w.map_or(&empty, Spanned::get_ref);
         let db = match &w.db {
             None => Some(lease_db.to_path_buf()),
             Some(p) if p.get_ref().is_empty() => None,
-            Some(p) => Some(base_dir.join(p.get_ref())),
+            Some(p) => Some(state_dir.join(p.get_ref())),
         };
         let keep_days = w.keep_days.as_ref().map_or(DEFAULT_KEEP_DAYS, |k| {
             if *k.get_ref() == 0 {

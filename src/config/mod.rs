@@ -14,6 +14,7 @@ pub mod api;
 mod dhcp;
 mod events;
 mod loaders;
+mod paths;
 mod ra;
 mod rules;
 mod server;
@@ -23,6 +24,7 @@ mod wire;
 pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
 pub use events::EventsConfig;
 pub use loaders::LoaderSetting;
+pub use paths::{state_dir, AssetRef, DatabaseRef};
 pub use ra::RaConfig;
 pub use server::{FileSetting, ServerConfig, ShownBase, DEFAULT_FILES, PXED_ADDRESS_PLACEHOLDER};
 pub use templates::{read_templates, TemplateFile, TemplateFiles};
@@ -83,6 +85,16 @@ pub struct Config {
     pub events: EventsConfig,
     /// `[ipv6_ra]`, the Router Solicitation responder (see `config/ra.rs`).
     pub ipv6_ra: RaConfig,
+    /// Local kernels and initrds the rules boot (see `config/paths.rs`).
+    pub asset_refs: Vec<AssetRef>,
+    /// The database files pxed writes.
+    pub databases: Vec<DatabaseRef>,
+    /// Where `[server] assets_dir` is set; `None` for the default.
+    pub assets_dir_at: Option<Location>,
+    /// `[server] example = true`: the shipped example, whose kernel and
+    /// initrd are not shipped; `pxed check` warns about them instead of
+    /// failing (see `config/paths.rs`).
+    pub example: bool,
 }
 
 /// The settings that differ between `old` and `new` but only take effect
@@ -131,6 +143,7 @@ pub fn load_text(
         file: path.display().to_string().into(),
         text,
         errors: Vec::new(),
+        asset_refs: Vec::new(),
     };
     let config = loader.build(path, &base_dir, templates);
     match config {
@@ -143,6 +156,8 @@ struct Loader<'a> {
     file: Arc<str>,
     text: &'a str,
     errors: Vec<ConfigError>,
+    /// Filled while the rules are read (`Loader::asset_ref`).
+    asset_refs: Vec<AssetRef>,
 }
 
 impl Loader<'_> {
@@ -185,8 +200,10 @@ impl Loader<'_> {
         };
         let server = self.server(&wire.server, base_dir);
         let defaults = self.defaults(wire.defaults.as_ref());
-        let mut dhcp = self.dhcp(wire.dhcp.as_ref(), wire.defaults.as_ref(), base_dir);
-        let events = self.events(wire.events.as_ref(), &dhcp.lease_db, base_dir);
+        let state_dir = state_dir(base_dir);
+        let mut dhcp = self.dhcp(wire.dhcp.as_ref(), wire.defaults.as_ref(), &state_dir);
+        let events = self.events(wire.events.as_ref(), &dhcp.lease_db, &state_dir);
+        let databases = self.databases(&wire, &dhcp.lease_db, events.db.as_deref());
         let ipv6_ra = self.ipv6_ra(wire.ipv6_ra.as_ref(), &dhcp.interfaces);
         let (templates, template_files) = match template_files {
             TemplateFiles::Directory => match self.read_templates(&server.templates_dir) {
@@ -230,6 +247,10 @@ impl Loader<'_> {
             dhcp,
             events,
             ipv6_ra,
+            asset_refs: std::mem::take(&mut self.asset_refs),
+            databases,
+            assets_dir_at: self.key_at(wire.server.assets_dir.as_ref()),
+            example: wire.server.example.as_ref().is_some_and(|e| *e.get_ref()),
         })
     }
 }
@@ -237,3 +258,6 @@ impl Loader<'_> {
 /// The config every adapter reads from. A reload stores a new snapshot; each
 /// request loads the current one once and keeps it until it is answered.
 pub type Shared = Arc<arc_swap::ArcSwap<Config>>;
+
+#[cfg(test)]
+mod tests;

@@ -3,10 +3,13 @@
 
 use std::collections::HashSet;
 
+use std::collections::BTreeMap;
+
 use toml::Spanned;
 
 use super::dhcp::RuleDhcp;
 use super::{wire, ConfigError, Loader, Subnet};
+use crate::core::installer::ConfigKind;
 use crate::core::rules::{Glob, Selectors};
 use crate::core::{grub, render};
 use crate::core::{Arch, Boot, BootKind, Console, Mac, Rule, RuleSet, Templates, Uuid};
@@ -100,6 +103,16 @@ impl Loader<'_> {
             None => Selectors::default(),
         };
         let (loader, reservation) = self.rule_dhcp(s, subnets, dhcp);
+        self.asset_ref(
+            "kernel",
+            s.kernel.as_ref().or(defaults.kernel.as_ref()),
+            name.get_ref(),
+        );
+        self.asset_ref(
+            "initrd",
+            s.initrd.as_ref().or(defaults.initrd.as_ref()),
+            name.get_ref(),
+        );
         let boot = Boot {
             loader,
             reservation,
@@ -156,6 +169,26 @@ impl Loader<'_> {
         Some(out)
     }
 
+    /// `boot = "…"` (`ipxe` when unset); `None`, the error recorded, when
+    /// it is none pxed knows.
+    fn boot_kind(&mut self, k: Option<&Spanned<String>>) -> Option<BootKind> {
+        let Some(k) = k else {
+            return Some(BootKind::Ipxe);
+        };
+        match k.get_ref().as_str() {
+            "ipxe" => Some(BootKind::Ipxe),
+            "pxelinux" => Some(BootKind::Pxelinux),
+            "local" => Some(BootKind::Local),
+            "grub" => Some(BootKind::Grub),
+            other => {
+                let why =
+                    format!("boot = {other:?}: use \"ipxe\", \"pxelinux\", \"grub\" or \"local\"");
+                self.error(k, why);
+                None
+            }
+        }
+    }
+
     fn boot(
         &mut self,
         s: &wire::Section,
@@ -168,24 +201,7 @@ impl Loader<'_> {
         ) -> Option<&'a Spanned<T>> {
             rule.as_ref().or(default.as_ref())
         }
-        let kind = match pick(&s.boot, &d.boot) {
-            None => BootKind::Ipxe,
-            Some(k) => {
-                match k.get_ref().as_str() {
-                    "ipxe" => BootKind::Ipxe,
-                    "pxelinux" => BootKind::Pxelinux,
-                    "local" => BootKind::Local,
-                    "grub" => BootKind::Grub,
-                    other => {
-                        self.error(
-                        k,
-                        format!("boot = {other:?}: use \"ipxe\", \"pxelinux\", \"grub\" or \"local\""),
-                    );
-                        return None;
-                    }
-                }
-            }
-        };
+        let kind = self.boot_kind(pick(&s.boot, &d.boot))?;
         let string = |v: Option<&Spanned<String>>| v.map(|s| s.get_ref().clone());
         let template = pick(&s.template, &d.template);
         let menu_template = pick(&s.menu_template, &d.menu_template);
@@ -244,6 +260,7 @@ impl Loader<'_> {
             menu_timeout: pick(&s.menu_timeout, &d.menu_timeout)
                 .map_or(DEFAULT_MENU_TIMEOUT, |t| *t.get_ref()),
             vars,
+            configs: self.configs(pick(&s.configs, &d.configs), templates),
             loader: None,
             reservation: None,
         })
@@ -272,6 +289,37 @@ impl Loader<'_> {
             let at = (s.boot.as_ref().or(d.boot.as_ref())).map_or(0, |b| b.span().start);
             self.error_at(at, format!("boot = \"grub\" needs the template {:?} in the template directory (copy it from the shipped boot-templates/)", grub::TEMPLATE));
         }
+    }
+
+    /// `configs = { kickstart = "ks.cfg", … }`: known names, existing templates.
+    fn configs(
+        &mut self,
+        v: Option<&Spanned<BTreeMap<String, String>>>,
+        templates: Option<&Templates>,
+    ) -> BTreeMap<ConfigKind, String> {
+        let mut out = BTreeMap::new();
+        for (name, template) in v.map(Spanned::get_ref).into_iter().flatten() {
+            let Some(kind) = ConfigKind::from_name(name) else {
+                let known: Vec<&str> = ConfigKind::ALL.iter().map(|k| k.name()).collect();
+                if let Some(v) = v {
+                    self.error(
+                        v,
+                        format!("configs: unknown config {name:?}; use {}", known.join(", ")),
+                    );
+                }
+                continue;
+            };
+            if templates.is_some_and(|ts| !ts.has(template)) {
+                if let Some(v) = v {
+                    self.error(
+                        v,
+                        format!("configs: no template {template:?} in the template directory"),
+                    );
+                }
+            }
+            out.insert(kind, template.clone());
+        }
+        out
     }
 
     fn console(&mut self, c: &Spanned<wire::Console>) -> Option<Console> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{ConfigError, ConfigErrors, Loader};
-use crate::core::render::{self, Base};
+use crate::core::render::{self, Base, TemplateError};
 use crate::core::{Arch, BootKind, ClientString, Identity, Location, Mac, Policy, Templates};
 
 /// One template file as read from disk: its name (what rules refer to), its
@@ -35,6 +35,7 @@ pub fn read_templates(dir: &Path) -> Result<Vec<TemplateFile>, ConfigErrors> {
         file: dir.display().to_string().into(),
         text: "",
         errors: Vec::new(),
+        asset_refs: Vec::new(),
     };
     match loader.read_templates(dir) {
         Some(files) if loader.errors.is_empty() => Ok(files),
@@ -156,6 +157,7 @@ impl Loader<'_> {
                 Mac([0x52, 0x54, 0x00, 0x00, 0x00, 0x01]),
                 "00000000000000000000000000000000",
             )),
+            config_url: Some("http://pxed.example:8080/config/52-54-00-00-00-01/rule/".into()),
         };
         for rule in policy.rules.iter() {
             let mut templates = vec![(
@@ -176,21 +178,28 @@ impl Loader<'_> {
                     templates.push((rule.boot.grub_template.clone(), arch));
                 }
             }
-            for (t, arch) in templates {
-                if let Err(e) = policy.render_rule_checked(rule, &t, &sample(arch), &base, &install)
-                {
-                    // One broken template fails every rule using it: say it once.
-                    if self.errors.iter().any(|known| known.location == e.location) {
-                        continue;
-                    }
-                    self.errors.push(ConfigError {
-                        location: e.location,
-                        reason: format!(
-                            "{} (rendering rule {:?} at {})",
-                            e.reason, rule.name, rule.location
-                        ),
-                    });
+            let mut results: Vec<Result<String, TemplateError>> = templates
+                .iter()
+                .map(|(t, arch)| {
+                    policy.render_rule_checked(rule, t, &sample(*arch), &base, &install)
+                })
+                .collect();
+            // Every installer config too, Ignition checked as JSON.
+            results.extend(rule.boot.configs.keys().filter_map(|kind| {
+                policy.installer_config(rule, *kind, &sample(Arch::Bios), &base, &install)
+            }));
+            for e in results.into_iter().filter_map(Result::err) {
+                // One broken template fails every rule using it: say it once.
+                if self.errors.iter().any(|known| known.location == e.location) {
+                    continue;
                 }
+                self.errors.push(ConfigError {
+                    location: e.location,
+                    reason: format!(
+                        "{} (rendering rule {:?} at {})",
+                        e.reason, rule.name, rule.location
+                    ),
+                });
             }
         }
     }

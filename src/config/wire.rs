@@ -95,6 +95,8 @@ pub struct Server {
     pub files: Option<BTreeMap<String, Spanned<String>>>,
     /// The API's token file (see `config/api.rs`).
     pub api_tokens: Option<Spanned<String>>,
+    /// The shipped example config (see `config/paths.rs`).
+    pub example: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -129,6 +131,8 @@ pub struct Section {
     pub console: Option<Spanned<Console>>,
     pub menu_timeout: Option<Spanned<u32>>,
     pub vars: Option<BTreeMap<String, toml::Value>>,
+    /// Installer configs: name (`user-data`, `kickstart`, …) → template.
+    pub configs: Option<Spanned<BTreeMap<String, String>>>,
     /// DHCP reservation and loader override (see `config/dhcp.rs`).
     pub ip: Option<Spanned<String>>,
     pub hostname: Option<Spanned<String>>,

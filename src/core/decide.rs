@@ -257,6 +257,7 @@ mod tests {
             console: None,
             menu_timeout: 10,
             vars: serde_json::Map::new(),
+            configs: Default::default(),
             loader: None,
             reservation: None,
         };
@@ -472,6 +473,90 @@ mod tests {
         let d = decide(&policy, &loaders, &plain, &base(), None);
         assert_eq!(d.rule_name(), Some("default"));
         assert_eq!(d.loader, Some("undionly.kpxe"));
+    }
+
+    /// Every IANA option 93 code (RFC 4578 §2.1 and the registry up to 20,
+    /// plus one far outside it), from a PXE ROM and from iPXE: the loader, the
+    /// URL, or nothing for a firmware pxed has no build for.
+    #[test]
+    fn every_arch_code() {
+        let policy = policy();
+        let loaders = Loaders::default();
+        let asset = |f: &str| format!("http://10.0.0.1:8080/assets/{f}");
+        for code in (0u16..=20).chain([0xfffe]) {
+            let want: Option<Handout> = match code {
+                0 => tftp("undionly.kpxe"),
+                6 | 7 | 9 => tftp("snponly.efi"),
+                10 => tftp("ipxe-arm32.efi"),
+                11 => tftp("ipxe-arm64.efi"),
+                15 | 16 => http(&asset("snponly.efi"), true),
+                18 => http(&asset("ipxe-arm32.efi"), true),
+                19 => http(&asset("ipxe-arm64.efi"), true),
+                _ => None,
+            };
+            let rom = Client {
+                mac: PLAIN,
+                arch: Some(Arch::from_option93(code)),
+                ipxe: false,
+                vendor: VendorClass::Pxe,
+            };
+            let d = decide(&policy, &loaders, &rom, &base(), None);
+            assert_eq!(d.handout, want, "option 93 = {code}: {}", d.reason);
+            assert_eq!(
+                d.loader.is_some(),
+                d.handout.is_some(),
+                "option 93 = {code}"
+            );
+            // iPXE already runs: the script, whatever the firmware.
+            let ipxe = Client { ipxe: true, ..rom };
+            let d = decide(&policy, &loaders, &ipxe, &base(), None);
+            let script = http("http://10.0.0.1:8080/boot.ipxe", false);
+            assert_eq!(d.handout, script, "iPXE on option 93 = {code}");
+            assert_eq!(d.loader, None);
+        }
+    }
+
+    /// A decision names the reservation of its MAC, whichever rule matched.
+    #[test]
+    fn the_reservation_follows_the_mac() {
+        let mut p = policy();
+        let reserved = Reservation {
+            mac: SPECIAL,
+            ip: Some("10.0.0.9".parse().unwrap()),
+            hostname: Some("special".into()),
+        };
+        let rules: Vec<Rule<Boot>> = p
+            .rules
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if r.name == "special" {
+                    r.boot.reservation = Some(reserved.clone());
+                }
+                r
+            })
+            .collect();
+        p = Policy::new(
+            RuleSet::new(rules).unwrap(),
+            Templates::compile(std::iter::empty()).unwrap(),
+        );
+        let client = Client {
+            mac: SPECIAL,
+            arch: Some(Arch::EfiX64),
+            ipxe: true,
+            vendor: VendorClass::Pxe,
+        };
+        let loaders = Loaders::default();
+        let d = decide(&p, &loaders, &client, &base(), None);
+        assert_eq!(d.reservation, Some(&reserved));
+        let other = Client {
+            mac: PLAIN,
+            ..client
+        };
+        assert_eq!(
+            decide(&p, &loaders, &other, &base(), None).reservation,
+            None
+        );
     }
 
     #[test]

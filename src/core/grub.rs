@@ -7,7 +7,8 @@
 //! there a fixed [`BOOTSTRAP`] that hands over to a per-machine file named
 //! by GRUB's own `$net_default_mac` and `$grub_cpu`:
 //! `/grub/pxed/<mac>/<cpu>.cfg` ([`Request`]), rendered from the machine's
-//! rule ([`Policy::grub_for`]). So pxed needs no lease to tell machines
+//! rule (`Policy::grub_for`, with the other choices of rule in
+//! `lifecycle.rs`). So pxed needs no lease to tell machines
 //! apart: it works as well in proxy mode or behind another DHCP server
 //! (docs/decisions.md, "GRUB: one fixed grub.cfg, then one per machine").
 //! GRUB tells pxed the MAC and the CPU only (the signed GRUB has no
@@ -16,8 +17,6 @@
 use serde_json::{json, Value};
 
 use super::identity::{Arch, Identity, Mac};
-use super::lifecycle::{self, Active};
-use super::render::{Base, Rendered, RETRY_SECONDS};
 use super::{Console, Policy};
 
 /// The default `grub_template`.
@@ -194,45 +193,12 @@ pub(super) fn context(arch: Option<Arch>, console: Option<Console>) -> Value {
 
 /// Last resort (no rule, or the template failed): say why on the console
 /// and start over from the firmware, since GRUB cannot load a second kernel.
-fn retry(message: &str) -> String {
+pub fn retry(message: &str, seconds: u32) -> String {
     let message = message.replace(|c: char| c.is_control(), " ");
     format!(
-        "echo {}\necho 'pxed: restarting in {RETRY_SECONDS} seconds'\nsleep {RETRY_SECONDS}\nreboot\n",
+        "echo {}\necho 'pxed: restarting in {seconds} seconds'\nsleep {seconds}\nreboot\n",
         quote(&format!("pxed: {message}"))
     )
-}
-
-impl Policy {
-    /// A `grub.cfg` that prints `message` (pxed's own sentence) and
-    /// restarts the machine.
-    pub fn grub_retry(&self, message: &str) -> Rendered {
-        Rendered {
-            text: retry(message),
-            rule: None,
-        }
-    }
-
-    /// The `grub.cfg` this machine gets: its override, else its rule by MAC
-    /// and CPU, rendered with the rule's `grub_template`. `base` is where
-    /// the machine reaches pxed's HTTP server (a one-shot override's
-    /// callback URL); kernel and initrd come over TFTP.
-    pub fn grub_for(&self, id: &Identity, base: &Base, ovr: Option<&Active>) -> Rendered {
-        let choice = self.choose(id, ovr.map(|o| &o.boot));
-        let Some(rule) = choice.rule else {
-            return self.grub_retry("no rule matches this machine; add one to machines.toml");
-        };
-        let install = lifecycle::install(&choice, id, base, ovr);
-        match self.render_rule_checked(rule, &rule.boot.grub_template, id, base, &install) {
-            Ok(text) => Rendered {
-                text,
-                rule: Some(rule.name.clone()),
-            },
-            Err(e) => {
-                tracing::error!(rule = %rule.name, error = %e, "grub.cfg template failed to render");
-                self.grub_retry("the grub.cfg template failed to render; see the pxed log")
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::grub;
 use super::identity::{Identity, Mac};
 pub use super::render::Install;
-use super::render::{Base, Rendered};
+use super::render::{Base, Rendered, RETRY_SECONDS};
 use super::{Boot, BootKind, Location, Policy, Rule};
 
 /// What an operator told pxed to boot for one machine.
@@ -79,6 +80,7 @@ pub(super) fn local_rule() -> Rule<Boot> {
             console: None,
             menu_timeout: 10,
             vars: serde_json::Map::new(),
+            configs: Default::default(),
             loader: None,
             reservation: None,
         },
@@ -197,6 +199,37 @@ impl Policy {
         Some(self.render_rule(rule, &rule.boot.menu_template, id, base, &install))
     }
 
+    /// A `grub.cfg` that prints `message` (pxed's own sentence) and
+    /// restarts the machine.
+    pub fn grub_retry(&self, message: &str) -> Rendered {
+        Rendered {
+            text: grub::retry(message, RETRY_SECONDS),
+            rule: None,
+        }
+    }
+
+    /// The `grub.cfg` this machine gets: its override, else its rule by MAC
+    /// and CPU, rendered with the rule's `grub_template`. `base` is where
+    /// the machine reaches pxed's HTTP server (a one-shot override's
+    /// callback URL); kernel and initrd come over TFTP.
+    pub fn grub_for(&self, id: &Identity, base: &Base, ovr: Option<&Active>) -> Rendered {
+        let choice = self.choose(id, ovr.map(|o| &o.boot));
+        let Some(rule) = choice.rule else {
+            return self.grub_retry("no rule matches this machine; add one to machines.toml");
+        };
+        let install = install(&choice, id, base, ovr);
+        match self.render_rule_checked(rule, &rule.boot.grub_template, id, base, &install) {
+            Ok(text) => Rendered {
+                text,
+                rule: Some(rule.name.clone()),
+            },
+            Err(e) => {
+                tracing::error!(rule = %rule.name, error = %e, "grub.cfg template failed to render");
+                self.grub_retry("the grub.cfg template failed to render; see the pxed log")
+            }
+        }
+    }
+
     /// `pxed explain` with the override: which rule, and why.
     pub fn explain_for(&self, id: &Identity, ovr: Option<&BootOverride>) -> String {
         let explained = self.rules.explain(id).to_string();
@@ -219,18 +252,25 @@ impl Policy {
     }
 }
 
-pub(super) fn install(
-    choice: &Choice,
-    id: &Identity,
-    base: &Base,
-    ovr: Option<&Active>,
-) -> Install {
+/// The per-machine URLs a render of `choice` carries: the callback while
+/// a one-shot override boots (with this boot's token), the configs' URL
+/// when the rule has installer configs (over HTTP, with a MAC).
+pub fn install(choice: &Choice, id: &Identity, base: &Base, ovr: Option<&Active>) -> Install {
     let once = matches!(&choice.by, ChosenBy::Override(o) if o.is_once());
     let callback_url = match (once, id.mac, ovr.and_then(|o| o.token.as_deref())) {
         (true, Some(mac), Some(token)) => Some(callback_url(base, mac, token)),
         _ => None,
     };
-    Install { callback_url }
+    let config_url = match (choice.rule, id.mac, base) {
+        (Some(r), Some(mac), Base::Http(_)) if !r.boot.configs.is_empty() => {
+            Some(super::installer::config_url(base, mac, &r.name))
+        }
+        _ => None,
+    };
+    Install {
+        callback_url,
+        config_url,
+    }
 }
 
 #[cfg(test)]

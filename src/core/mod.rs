@@ -6,6 +6,7 @@ mod base;
 pub mod decide;
 pub mod grub;
 pub mod identity;
+pub mod installer;
 pub mod lifecycle;
 pub mod render;
 pub mod rules;
@@ -105,6 +106,8 @@ pub struct Boot {
     /// Seconds the pxelinux menu waits before booting the default entry.
     pub menu_timeout: u32,
     pub vars: serde_json::Map<String, serde_json::Value>,
+    /// Installer configs this rule serves: kind → template (see [`installer`]).
+    pub configs: std::collections::BTreeMap<installer::ConfigKind, String>,
     /// DHCP: the file a PXE ROM (or UEFI HTTP Boot) matching this rule gets
     /// instead of its firmware's default from `[dhcp] *_loader`.
     pub loader: Option<String>,

@@ -48,6 +48,8 @@ pub const RETRY_SECONDS: u32 = 10;
 pub struct Install {
     /// `<base>/callback/<mac>/<token>` when a one-shot override is booting.
     pub callback_url: Option<String>,
+    /// `<base>/config/<mac>/<rule>/` when the rule has installer configs.
+    pub config_url: Option<String>,
 }
 
 /// A rendered script or config, and the rule that produced it (none for the
@@ -166,6 +168,20 @@ fn string_helper(
     }
 }
 
+/// `{{json value}}`: the value as JSON (a string quoted and escaped), so
+/// that an Ignition template cannot be broken by what a machine reports.
+fn json_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let value = h.param(0).map_or(&Value::Null, |p| p.value());
+    out.write(&value.to_string())?;
+    Ok(())
+}
+
 impl Templates {
     /// Compiles `(name, file path for messages, source)` triples. Every error is
     /// reported, not only the first.
@@ -178,6 +194,7 @@ impl Templates {
         hb.register_helper("truncate", Box::new(truncate_helper));
         hb.register_helper("grub_quote", Box::new(string_helper(super::grub::quote)));
         hb.register_helper("grub_words", Box::new(string_helper(super::grub::words)));
+        hb.register_helper("json", Box::new(json_helper));
         let mut errors = Vec::new();
         let mut paths = std::collections::HashMap::new();
         for (name, path, source) in sources {
@@ -248,21 +265,6 @@ impl Boot {
         }
     }
 
-    /// The kernel command line of one render: [`Boot::cmdline`], plus
-    /// `pxed.callback=<url>` while a one-shot override boots (the installer,
-    /// or any script reading `/proc/cmdline`, calls it when done).
-    pub fn cmdline_with(&self, install: &Install) -> String {
-        let mut line = self.cmdline();
-        if let Some(url) = &install.callback_url {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str("pxed.callback=");
-            line.push_str(url);
-        }
-        line
-    }
-
     /// The kernel command line: the rule's arguments, plus the serial console
     /// unless the arguments already name one.
     pub fn cmdline(&self) -> String {
@@ -305,6 +307,28 @@ fn server_json(base: &Base) -> Value {
     })
 }
 
+/// The template's `boot` object for a rule.
+fn boot_json(b: &Boot, base: &Base, install: &Install) -> Value {
+    let initrd_name = b
+        .initrd
+        .as_deref()
+        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
+    json!({
+        "kind": b.kind.name(),
+        "kernel": b.kernel,
+        "initrd": b.initrd,
+        "kernel_url": b.kernel.as_deref().map(|k| base.asset(k)),
+        "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
+        "kernel_path": b.kernel.as_deref().and_then(tftp_path),
+        "initrd_path": b.initrd.as_deref().and_then(tftp_path),
+        "initrd_name": initrd_name,
+        "args": b.args,
+        "cmdline": b.cmdline_with(install),
+        "menu_timeout": b.menu_timeout,
+        "menu_timeout_ds": b.menu_timeout.saturating_mul(10),
+    })
+}
+
 /// The template context for a machine and its rule. Every key is always
 /// present (null when unknown) so strict mode only catches real typos.
 fn context(
@@ -315,40 +339,20 @@ fn context(
     install: &Install,
 ) -> Value {
     let (rule_json, boot_json, console_json, vars) = match rule {
-        Some(r) => {
-            let b = &r.boot;
-            let initrd_name = b
-                .initrd
-                .as_deref()
-                .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
-            (
-                json!({ "name": r.name, "priority": r.priority }),
+        Some(r) => (
+            json!({ "name": r.name, "priority": r.priority }),
+            boot_json(&r.boot, base, install),
+            r.boot.console.map_or(Value::Null, |c| {
                 json!({
-                    "kind": b.kind.name(),
-                    "kernel": b.kernel,
-                    "initrd": b.initrd,
-                    "kernel_url": b.kernel.as_deref().map(|k| base.asset(k)),
-                    "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
-                    "kernel_path": b.kernel.as_deref().and_then(tftp_path),
-                    "initrd_path": b.initrd.as_deref().and_then(tftp_path),
-                    "initrd_name": initrd_name,
-                    "args": b.args,
-                    "cmdline": b.cmdline_with(install),
-                    "menu_timeout": b.menu_timeout,
-                    "menu_timeout_ds": b.menu_timeout.saturating_mul(10),
-                }),
-                b.console.map_or(Value::Null, |c| {
-                    json!({
-                        "index": c.index,
-                        "tty": c.tty(),
-                        "baud": c.baud,
-                        "kernel_arg": c.kernel_arg(),
-                        "firmware_redirect": c.firmware_redirect,
-                    })
-                }),
-                Value::Object(b.vars.clone()),
-            )
-        }
+                    "index": c.index,
+                    "tty": c.tty(),
+                    "baud": c.baud,
+                    "kernel_arg": c.kernel_arg(),
+                    "firmware_redirect": c.firmware_redirect,
+                })
+            }),
+            Value::Object(r.boot.vars.clone()),
+        ),
         None => (
             Value::Null,
             Value::Null,
@@ -386,6 +390,7 @@ fn context(
         "retry_seconds": RETRY_SECONDS,
         "install": {
             "callback_url": install.callback_url,
+            "config_url": install.config_url,
         },
     })
 }

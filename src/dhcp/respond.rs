@@ -102,3 +102,7 @@ pub fn respond<'c>(
         outcome,
     }
 }
+
+#[cfg(test)]
+#[path = "respond_tests.rs"]
+mod tests;

@@ -39,6 +39,8 @@ pub enum Stage {
     Script,
     Menu,
     Asset,
+    /// An installer fetched its config (`/config/…`).
+    Config,
     /// An installer reported that it finished (one-shot override consumed).
     Callback,
     /// An operator changed the machine's state (API, CLI, admin page): not
@@ -55,6 +57,7 @@ impl Stage {
             Stage::Script => "script",
             Stage::Menu => "menu",
             Stage::Asset => "asset",
+            Stage::Config => "config",
             Stage::Callback => "callback",
             Stage::Api => "api",
         }
@@ -222,14 +225,48 @@ pub fn record_with(event: impl FnOnce() -> Event) {
     }
 }
 
+/// Where the writer thread keeps boot events: SQLite ([`store::Writer`])
+/// today, and the seam a networked backend (PostgreSQL) implements. Called
+/// on the writer thread only (`pxed-events`), never on the async runtime, so
+/// a backend may block for a round trip. Batches are already grouped (up to
+/// [`BATCH`] events, gathered for 100 ms). A failed write drops that batch
+/// and counts it (`pxed_events_dropped_total{reason="store_failed"}`):
+/// events are a record, not a promise, unlike leases.
+trait EventStore: Send {
+    /// The last address each machine was seen at, so that a TFTP or asset
+    /// step that knows only an address is attributed after a restart.
+    fn known_addresses(&self) -> anyhow::Result<Vec<(IpAddr, Mac)>>;
+    /// Stores a batch; repeats of a recent step (see [`Memory::repeat_of`])
+    /// only raise the count of their earlier row.
+    fn write(&mut self, batch: &mut Vec<Event>, memory: &mut Memory) -> anyhow::Result<()>;
+    /// Deletes what retention no longer keeps; returns how many rows.
+    fn prune(&mut self, retention: Retention, now: SystemTime) -> anyhow::Result<usize>;
+}
+
+impl EventStore for store::Writer {
+    fn known_addresses(&self) -> anyhow::Result<Vec<(IpAddr, Mac)>> {
+        Ok(store::Writer::known_addresses(self)?)
+    }
+
+    fn write(&mut self, batch: &mut Vec<Event>, memory: &mut Memory) -> anyhow::Result<()> {
+        Ok(store::Writer::write(self, batch, memory)?)
+    }
+
+    fn prune(&mut self, retention: Retention, now: SystemTime) -> anyhow::Result<usize> {
+        Ok(store::Writer::prune(self, retention, now)?)
+    }
+}
+
 /// Opens the event database and starts the writer thread. Once per process;
 /// does nothing when `[events] db = ""`.
 pub fn start(config: &EventsConfig) -> anyhow::Result<()> {
     let Some(path) = &config.db else {
         return Ok(());
     };
-    let store = store::Writer::open(path)
-        .with_context(|| format!("cannot open the event database {}", path.display()))?;
+    let store: Box<dyn EventStore> = Box::new(
+        store::Writer::open(path)
+            .with_context(|| format!("cannot open the event database {}", path.display()))?,
+    );
     let known = store.known_addresses().unwrap_or_default();
     let (tx, rx) = sync_channel(QUEUE);
     let retention = Retention {
@@ -331,7 +368,7 @@ fn key(e: &Event) -> Option<Key> {
 }
 
 fn run(
-    mut store: store::Writer,
+    mut store: Box<dyn EventStore>,
     rx: Receiver<Event>,
     known: Vec<(IpAddr, Mac)>,
     retention: Retention,

@@ -51,7 +51,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
 
 /// Where this client reaches us: the configured public URL, else the `Host`
 /// it used (validated to host characters), else the address it connected to.
-fn base(config: &Config, origin: &Origin) -> Base {
+pub(super) fn base(config: &Config, origin: &Origin) -> Base {
     config
         .server
         .public_url

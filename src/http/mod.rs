@@ -7,6 +7,7 @@ pub mod admin;
 mod boot;
 mod callback;
 mod files;
+mod installer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub fn router(config: Shared) -> Router {
         .route("/boot.ipxe", get(boot::bootstrap))
         .route("/ipxe", get(boot::ipxe))
         .route("/pxelinux/pxelinux.cfg/{name}", get(boot::pxelinux_config))
+        .route("/config/{mac}/{rule}/{name}", get(installer::config))
         .route(
             "/callback/{mac}/{token}",
             get(callback::callback).post(callback::callback),

@@ -39,8 +39,12 @@ pub struct Answer {
 
 impl Api {
     pub fn new(admin: SocketAddr, token: Option<&str>) -> Api {
+        // A connection per request: pxed closes a connection whose request
+        // body it refused unread (401, 405, 415, a bad MAC), and a pooled
+        // one would then fail the next request.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_idle_connections(0)
             .build()
             .into();
         Api {

@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Encodable};
 
+use super::wire;
+#[allow(unused_imports)] // not every test binary uses every helper
+pub use super::wire::{arch, pxe_class};
 use super::{ConfigDir, NetnsPair, Pxed};
 
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -46,29 +49,7 @@ pub fn mac(n: u8) -> [u8; 6] {
 }
 
 pub fn packet(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Message {
-    let mut m = Message::new(
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
-    m.opts_mut().insert(DhcpOption::MessageType(kind));
-    for o in opts {
-        m.opts_mut().insert(o);
-    }
-    m
-}
-
-pub fn arch(code: u16) -> DhcpOption {
-    DhcpOption::Unknown(UnknownOption::new(
-        OptionCode::ClientSystemArchitecture,
-        code.to_be_bytes().to_vec(),
-    ))
-}
-
-pub fn pxe_class() -> DhcpOption {
-    DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec())
+    wire::message(kind, mac, opts)
 }
 
 /// Sends `m` to `dest` and waits up to `wait` for a reply with its xid.
@@ -111,6 +92,7 @@ pub fn filename(m: &Message) -> String {
         .into_owned()
 }
 
+/// The BOOTP `file` header field (what PXE ROMs and shim read).
 pub fn file_field(m: &Message) -> String {
     String::from_utf8_lossy(m.fname().unwrap_or_default())
         .trim_end_matches('\0')

@@ -9,6 +9,8 @@ pub mod http;
 pub mod lab;
 pub mod screen;
 pub mod tftp;
+pub mod webdriver;
+pub mod wire;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -253,6 +255,20 @@ impl Pxed {
     pub fn is_running(&mut self) -> bool {
         self.daemon.is_running()
     }
+}
+
+/// `pxed check --config <config>`: whether it passed, and what it printed
+/// (stdout, then stderr).
+pub fn pxed_check(config: &Path) -> (bool, String) {
+    let out = Command::new(pxed_bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 /// Whether privileged tests (root, network namespaces, QEMU) can run here. When

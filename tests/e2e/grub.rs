@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::common::lab::{self, Firmware, Guest, Machine};
 use super::common::screen::Screen;
-use super::{booted, fail, has, secs, setup, Setup, UEFI_BOOT_TIMEOUT};
+use super::{booted, edit_kernel_line, fail, has, secs, setup, Setup, UEFI_BOOT_TIMEOUT};
 
 const SB_MAC: &str = "52:54:00:e2:e0:40";
 const UNSIGNED_MAC: &str = "52:54:00:e2:e0:41";
@@ -156,36 +156,14 @@ fn grub_secure_boot_menu_is_editable_and_unsigned_kernels_are_refused() {
         screen.capture()
     );
     assert_grub_menu("grub-sb", &screen, "grub-sb");
-    guest.console.type_keys(b"e");
-    guest
-        .console
-        .wait_for_screen(
-            "the entry editor",
-            |sc| sc.count_wrapped("pxed.rule=grub-sb") > 0 && sc.count("Boot from local") == 0,
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| fail(&s, e));
     // GRUB's editor starts on its own `setparams` line, then the entry's
     // lines: the rest of the `{` line (empty) and the kernel line. Ctrl-N
     // twice goes down to it, Ctrl-E to its end. GRUB redraws the line at
     // every key: under TCG, keys 20 ms apart were lost ("pxd.ty=y").
-    for key in b"\x0e\x0e\x05 pxed.typed=yes" {
-        guest.console.type_keys(&[*key]);
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    let typed = guest
-        .console
-        .wait_for_screen(
-            "the typed argument",
-            |sc| sc.count_wrapped("pxed.typed=yes") == 1,
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| fail(&s, e));
-    assert!(
-        typed.doubled_rows().is_empty(),
-        "doubled while editing:\n{}",
-        typed.capture()
-    );
+    let editor =
+        |sc: &Screen| sc.count_wrapped("pxed.rule=grub-sb") > 0 && sc.count("Boot from local") == 0;
+    let keys = b"\x0e\x0e\x05 pxed.typed=yes";
+    let typed = edit_kernel_line(&s, &mut guest, b"e", editor, keys, 150);
     println!("grub-sb: edited:\n{}", typed.capture());
     // Ctrl-X boots the edited entry.
     guest.console.type_keys(b"\x18");

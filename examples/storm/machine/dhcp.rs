@@ -9,10 +9,12 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Encodable};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+use crate::wire;
 
 /// Who is asking: a PXE ROM (BIOS, arch 0) or iPXE chainloaded by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,28 +180,16 @@ fn message(
     xid: u32,
     extra: Vec<DhcpOption>,
 ) -> Message {
-    let mut m = Message::new_with_id(
-        xid,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
+    let mut m = wire::message(kind, mac, extra);
+    m.set_xid(xid);
     // iPXE and PXE ROMs set the broadcast flag: they cannot take a unicast
     // before they have an address.
     m.set_flags(Flags::default().set_broadcast());
     let o = m.opts_mut();
-    o.insert(DhcpOption::MessageType(kind));
     o.insert(DhcpOption::MaxMessageSize(1260));
-    o.insert(DhcpOption::ClassIdentifier(
-        b"PXEClient:Arch:00000:UNDI:002001".to_vec(),
-    ));
-    let raw = |code: u8, data: Vec<u8>| {
-        DhcpOption::Unknown(UnknownOption::new(OptionCode::from(code), data))
-    };
-    o.insert(raw(93, vec![0, 0]));
-    o.insert(raw(94, vec![1, 2, 1]));
+    o.insert(wire::pxe_class());
+    o.insert(wire::arch(0));
+    o.insert(wire::raw(94, vec![1, 2, 1]));
     let mut guid = vec![0];
     guid.extend_from_slice(&[0x11; 10]);
     guid.extend_from_slice(&mac);
@@ -215,24 +205,13 @@ fn message(
     if firmware == Firmware::Ipxe {
         o.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
     }
-    for e in extra {
-        o.insert(e);
-    }
     m
 }
 
 fn lease(ack: &Message) -> Lease {
-    // Both are C strings to firmware: dnsmasq sends option 67 with its NUL.
-    let boot_file = match ack.opts().get(OptionCode::BootfileName) {
-        Some(DhcpOption::BootfileName(v)) => v.as_slice(),
-        _ => ack.fname().unwrap_or_default(),
-    };
-    let boot_file = String::from_utf8_lossy(boot_file)
-        .trim_end_matches('\0')
-        .to_string();
     Lease {
         ip: ack.yiaddr(),
         next_server: ack.siaddr(),
-        boot_file,
+        boot_file: wire::boot_file(ack),
     }
 }

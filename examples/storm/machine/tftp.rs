@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
+use crate::wire;
+
 #[derive(Debug, Clone)]
 pub struct Rrq {
     pub file: String,
@@ -22,18 +24,6 @@ pub struct Rrq {
     pub timeout: Duration,
     /// Retransmissions of one packet before giving up.
     pub retries: u32,
-}
-
-fn rrq(file: &str, options: &[(&str, String)]) -> Vec<u8> {
-    let mut p = vec![0, 1];
-    for s in [file, "octet"]
-        .into_iter()
-        .chain(options.iter().flat_map(|(k, v)| [*k, v.as_str()]))
-    {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    }
-    p
 }
 
 /// In lockstep the server says nothing until it gets the ACK about to be
@@ -49,23 +39,12 @@ fn forget_readiness(sock: &UdpSocket) {
 /// `last` becomes ACK `block`, in its existing allocation.
 fn set_ack(last: &mut Vec<u8>, block: u16) {
     last.clear();
-    last.extend_from_slice(&ack(block));
+    last.extend_from_slice(&wire::ack(block));
 }
 
-fn ack(block: u16) -> [u8; 4] {
-    let b = block.to_be_bytes();
-    [0, 4, b[0], b[1]]
-}
-
-/// Option values from an OACK body.
-fn oack_option(body: &[u8], name: &str) -> Option<u64> {
-    let mut fields = body.split(|&b| b == 0);
-    while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
-        if k.eq_ignore_ascii_case(name.as_bytes()) {
-            return std::str::from_utf8(v).ok()?.parse().ok();
-        }
-    }
-    None
+/// Option values from an OACK.
+fn oack_option(oack: &[u8], name: &str) -> Option<u64> {
+    wire::oack_value(oack, name)?.parse().ok()
 }
 
 /// Reads `r.file` from `server` on a fresh socket bound to `local`.
@@ -83,7 +62,8 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
     if let Some(w) = r.windowsize {
         options.push(("windowsize", w.to_string()));
     }
-    let request = rrq(&r.file, &options);
+    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let request = wire::rrq(&r.file, &options);
     sock.send_to(&request, server)
         .await
         .map_err(|e| e.to_string())?;
@@ -139,13 +119,13 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
         }
         match u16::from_be_bytes([pkt[0], pkt[1]]) {
             6 if !got_data => {
-                if let Some(b) = oack_option(&pkt[2..], "blksize") {
+                if let Some(b) = oack_option(pkt, "blksize") {
                     blksize = b as usize;
                 }
-                if let Some(w) = oack_option(&pkt[2..], "windowsize") {
+                if let Some(w) = oack_option(pkt, "windowsize") {
                     window = w as u32;
                 }
-                tsize = oack_option(&pkt[2..], "tsize");
+                tsize = oack_option(pkt, "tsize");
                 // Grown block by block, the buffer's copies and page faults
                 // were ~10% of the load client's time in a storm.
                 data.reserve(tsize.map_or(0, |t| t.min(64 << 20) as usize));
@@ -189,7 +169,7 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
                     since_ack = 0;
                 }
             }
-            5 => return Err(error_text(pkt)),
+            5 => return Err(wire::error_text(pkt)),
             _ => {}
         }
     }
@@ -199,7 +179,7 @@ pub async fn fetch(local: SocketAddr, server: SocketAddr, r: &Rrq) -> Result<Vec
 /// transfer (what a PXE ROM does before its real request). Returns the port
 /// of the transfer it ended.
 async fn probe_size(sock: &UdpSocket, server: SocketAddr, r: &Rrq) -> Result<SocketAddr, String> {
-    let request = rrq(&r.file, &[("tsize", "0".to_string())]);
+    let request = wire::rrq(&r.file, &[("tsize", "0")]);
     let mut buf = vec![0u8; 2048];
     for _ in 0..=r.retries {
         sock.send_to(&request, server)
@@ -216,15 +196,9 @@ async fn probe_size(sock: &UdpSocket, server: SocketAddr, r: &Rrq) -> Result<Soc
                 let _ = sock.send_to(abort, from).await;
                 Ok(from)
             }
-            Some([0, 5]) => Err(error_text(pkt)),
+            Some([0, 5]) => Err(wire::error_text(pkt)),
             _ => Err(format!("unexpected answer to the size probe: {pkt:?}")),
         };
     }
     Err("no answer to the size probe".into())
-}
-
-fn error_text(pkt: &[u8]) -> String {
-    let code = u16::from_be_bytes([pkt[2], pkt[3]]);
-    let text = pkt[4..].split(|&b| b == 0).next().unwrap_or_default();
-    format!("ERROR {code}: {}", String::from_utf8_lossy(text))
 }

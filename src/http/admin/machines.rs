@@ -1,14 +1,16 @@
 //! The machines page (every machine seen, and every rule's machines) and one
-//! machine's boot timeline, read from the boot-event record.
+//! machine's page: its override and labels, the actions on it (see
+//! [`super::actions`]), and its boot timeline from the boot-event record.
 
-use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Html;
+use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::{ago, e, page, AdminState};
+use super::{ago, page, AdminState};
 use crate::core::identity::query_escape;
 use crate::core::Mac;
 use crate::events::{self, Machine, Reader, StoredEvent};
@@ -40,39 +42,30 @@ fn short(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn opt(v: &Option<String>) -> String {
-    e(v.as_deref().unwrap_or("-"))
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
 }
 
 pub async fn list(State(state): State<AdminState>, Query(filter): Query<Filter>) -> Html<String> {
     let machines = match read(|r| r.machines(MACHINES_SHOWN)).await {
         Ok(m) => m,
-        Err(err) => return page("machines", &format!("<p class=bad>{}</p>", e(&err))),
+        Err(err) => return page("machines", html! { p.bad { (err) } }),
     };
     let config = state.config.load_full();
-    let mut body = String::new();
-    body.push_str("<h2>By rule</h2><table><tr><th>rule</th><th>machines</th></tr>");
     let rule_names = config.policy.rules.iter().map(|r| Some(r.name.as_str()));
-    for rule in rule_names.chain(std::iter::once(None)) {
-        let members: Vec<&Machine> = machines
-            .iter()
-            .filter(|m| m.rule.as_deref() == rule)
-            .collect();
-        if rule.is_none() && members.is_empty() {
-            continue;
-        }
-        let (label, link) = match rule {
-            Some(r) => (e(r), format!("/machines?rule={}", query_escape(r))),
-            None => ("(none yet)".to_string(), "/machines?rule=".to_string()),
-        };
-        let _ = write!(
-            body,
-            "<tr><td><a href=\"{}\">{label}</a></td><td>{}</td></tr>",
-            e(&link),
-            members.len()
-        );
-    }
-    body.push_str("</table>");
+    let by_rule: Vec<(Option<&str>, usize)> = rule_names
+        .chain(std::iter::once(None))
+        .map(|rule| {
+            (
+                rule,
+                machines
+                    .iter()
+                    .filter(|m| m.rule.as_deref() == rule)
+                    .count(),
+            )
+        })
+        .filter(|(rule, n)| rule.is_some() || *n > 0)
+        .collect();
     let shown: Vec<&Machine> = machines
         .iter()
         .filter(|m| match &filter.rule {
@@ -81,49 +74,54 @@ pub async fn list(State(state): State<AdminState>, Query(filter): Query<Filter>)
             Some(r) => m.rule.as_deref() == Some(r.as_str()),
         })
         .collect();
-    let _ = match &filter.rule {
-        None => write!(body, "<h2>Every machine seen ({})</h2>", shown.len()),
-        Some(r) => write!(
-            body,
-            "<h2>Machines of rule {} ({})</h2><p><a href=\"/machines\">all machines</a></p>",
-            e(if r.is_empty() { "(none yet)" } else { r }),
-            shown.len()
-        ),
-    };
-    if shown.is_empty() {
-        body.push_str("<p>No machine has been seen yet.</p>");
-    } else {
-        body.push_str(
-            "<div class=wide><table><tr><th>MAC</th><th>last seen</th><th>last step</th><th>rule</th>\
-             <th>IP</th><th>arch</th><th>product</th></tr>",
-        );
-        for m in shown {
-            let _ = write!(
-                body,
-                "<tr><td><a href=\"/machines/{mac}\">{mac}</a></td><td>{}</td><td>{} <span class={}>{}</span></td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                short(m.last_at),
-                e(&m.stage),
-                if m.outcome == "ok" { "ok" } else { "bad" },
-                e(&m.outcome),
-                opt(&m.rule),
-                opt(&m.ip),
-                opt(&m.arch),
-                opt(&m.product),
-                mac = e(&m.mac),
-            );
+    let body = html! {
+        h2 { "By rule" }
+        table {
+            tr { th { "rule" } th { "machines" } }
+            @for (rule, n) in &by_rule {
+                tr {
+                    td { a href=(format!("/machines?rule={}", query_escape(rule.unwrap_or("")))) { (rule.unwrap_or("(none yet)")) } }
+                    td { (n) }
+                }
+            }
         }
-        body.push_str("</table></div>");
-    }
-    page("machines", &body)
+        @match &filter.rule {
+            None => h2 { "Every machine seen (" (shown.len()) ")" },
+            Some(r) => {
+                h2 { "Machines of rule " (if r.is_empty() { "(none yet)" } else { r }) " (" (shown.len()) ")" }
+                p { a href="/machines" { "all machines" } }
+            }
+        }
+        @if shown.is_empty() {
+            p { "No machine has been seen yet." }
+        } @else {
+            div.wide { table {
+                tr { th { "MAC" } th { "last seen" } th { "last step" } th { "rule" } th { "override" } th { "IP" } th { "arch" } th { "product" } }
+                @for m in shown {
+                    tr {
+                        td { a href=(format!("/machines/{}", m.mac)) { (m.mac) } }
+                        td { (short(m.last_at)) }
+                        td { (m.stage) " " span class=(if m.outcome == "ok" { "ok" } else { "bad" }) { (m.outcome) } }
+                        td { (opt(&m.rule)) }
+                        td { (m.mac.parse::<Mac>().ok().and_then(crate::machines::lookup).map_or_else(|| "-".to_string(), |a| a.boot.to_string())) }
+                        td { (opt(&m.ip)) }
+                        td { (opt(&m.arch)) }
+                        td { (opt(&m.product)) }
+                    }
+                }
+            } }
+        }
+    };
+    page("machines", body)
 }
 
-pub async fn timeline(Path(mac): Path<String>) -> Html<String> {
+pub async fn timeline(
+    State(state): State<AdminState>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+) -> Html<String> {
     let Ok(mac) = mac.parse::<Mac>() else {
-        return page(
-            "machine",
-            &format!("<p class=bad>{} is not a MAC address</p>", e(&mac)),
-        );
+        return page("machine", html! { p.bad { (mac) " is not a MAC address" } });
     };
     let found = read(move |r| {
         let events = r.events(Some(mac), EVENTS_SHOWN)?;
@@ -136,63 +134,59 @@ pub async fn timeline(Path(mac): Path<String>) -> Html<String> {
     .await;
     let (events, machine) = match found {
         Ok(f) => f,
-        Err(err) => return page("machine", &format!("<p class=bad>{}</p>", e(&err))),
+        Err(err) => return page("machine", html! { p.bad { (err) } }),
     };
-    let mut body = String::new();
-    match &machine {
-        None => body.push_str("<p>This machine has not been seen.</p>"),
-        Some(m) => {
-            let _ = write!(
-                body,
-                "<p>First seen {}, last seen {}. Rule <b>{}</b>, IP {}, arch {}, product {}.</p>",
-                short(m.first_at),
-                ago(m.last_at),
-                opt(&m.rule),
-                opt(&m.ip),
-                opt(&m.arch),
-                opt(&m.product),
-            );
-            let mut query = format!("mac={mac}");
-            for (k, v) in [("product", &m.product), ("arch", &m.arch)] {
-                if let Some(v) = v {
-                    let _ = write!(query, "&{k}={}", query_escape(v));
-                }
-            }
-            let _ = write!(
-                body,
-                "<p><a href=\"/preview?{}\">preview what this machine gets now</a></p>",
-                e(&query)
-            );
+    let record = match crate::machines::get() {
+        Some(m) => m.get(mac).await.ok().flatten(),
+        None => None,
+    };
+    let session = state.sessions.current(&headers);
+    let config = state.config.load_full();
+    let body = html! {
+        @match &machine {
+            None => p { "This machine has not been seen." },
+            Some(m) => (summary(mac, m)),
         }
-    }
-    if !events.is_empty() {
-        body.push_str(
-            "<h2>Boot steps, oldest first</h2><div class=wide><table><tr><th>time</th><th>step</th>\
-             <th>outcome</th><th>what happened</th><th>rule</th><th>IP</th></tr>",
-        );
-        for ev in &events {
-            timeline_row(&mut body, ev);
+        (super::actions::state(mac, record.as_ref(), session.as_ref(), &config))
+        @if !events.is_empty() {
+            h2 { "Boot steps, oldest first" }
+            div.wide { table {
+                tr { th { "time" } th { "step" } th { "outcome" } th { "what happened" } th { "rule" } th { "IP" } }
+                @for ev in &events { (timeline_row(ev)) }
+            } }
         }
-        body.push_str("</table></div>");
-    }
-    page(&format!("machine {mac}"), &body)
+    };
+    page(&format!("machine {mac}"), body)
 }
 
-fn timeline_row(body: &mut String, ev: &StoredEvent) {
-    let repeats = if ev.count > 1 {
-        format!(" <i>(×{}, last {})</i>", ev.count, short(ev.last_at))
-    } else {
-        String::new()
-    };
-    let _ = write!(
-        body,
-        "<tr><td>{}</td><td>{}</td><td class={}>{}</td><td>{}{repeats}</td><td>{}</td><td>{}</td></tr>",
-        humantime::format_rfc3339_millis(ev.at),
-        e(&ev.stage),
-        if ev.outcome == "ok" { "ok" } else { "bad" },
-        e(&ev.outcome),
-        e(&ev.detail),
-        opt(&ev.rule),
-        opt(&ev.ip),
-    );
+fn summary(mac: Mac, m: &Machine) -> Markup {
+    let mut query = format!("mac={mac}");
+    for (k, v) in [("product", &m.product), ("arch", &m.arch)] {
+        if let Some(v) = v {
+            query.push_str(&format!("&{k}={}", query_escape(v)));
+        }
+    }
+    html! {
+        p {
+            "First seen " (short(m.first_at)) ", last seen " (ago(m.last_at)) ". Rule " b { (opt(&m.rule)) }
+            ", IP " (opt(&m.ip)) ", arch " (opt(&m.arch)) ", product " (opt(&m.product)) "."
+        }
+        p { a href=(format!("/preview?{query}")) { "preview what this machine gets now" } }
+    }
+}
+
+fn timeline_row(ev: &StoredEvent) -> Markup {
+    html! {
+        tr {
+            td { (humantime::format_rfc3339_millis(ev.at)) }
+            td { (ev.stage) }
+            td class=(if ev.outcome == "ok" { "ok" } else { "bad" }) { (ev.outcome) }
+            td {
+                (ev.detail)
+                @if ev.count > 1 { " " i { "(×" (ev.count) ", last " (short(ev.last_at)) ")" } }
+            }
+            td { (opt(&ev.rule)) }
+            td { (opt(&ev.ip)) }
+        }
+    }
 }
