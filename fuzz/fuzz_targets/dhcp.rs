@@ -1,5 +1,5 @@
 //! DHCP packet decode + boot decision + reply encode (full and proxy mode).
-//! The harness is `pxed::fuzzing::dhcp` (src/fuzzing.rs).
+//! The harness is `pxed::fuzzing::dhcp` (src/fuzzing/).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| pxed::fuzzing::dhcp(data));

@@ -1,5 +1,5 @@
 //! HTTP request bytes -> hyper -> router -> identity -> rule -> rendered script or menu.
-//! The harness is `pxed::fuzzing::http` (src/fuzzing.rs).
+//! The harness is `pxed::fuzzing::http` (src/fuzzing/).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| pxed::fuzzing::http(data));

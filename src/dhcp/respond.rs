@@ -1,6 +1,6 @@
 //! The pure entry point of the DHCP wing: one datagram in, one [`Answer`]
 //! out, no socket, no database, no clock read. The receive loop (`mod.rs`)
-//! and the fuzz target (`src/fuzzing.rs`) both call [`respond`], so the
+//! and the fuzz target (`src/fuzzing/`) both call [`respond`], so the
 //! fuzzer exercises exactly what a hostile packet reaches.
 
 use std::time::Instant;
