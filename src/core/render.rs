@@ -168,6 +168,23 @@ fn string_helper(
     }
 }
 
+/// A template syntax error in the operator's words: handlebars' own message
+/// for a syntax error is its parser's grammar rule (`expected
+/// trailing_tilde_to_omit_whitespace`), which names nothing they wrote.
+fn template_error_reason(reason: &handlebars::TemplateErrorReason) -> String {
+    match reason {
+        handlebars::TemplateErrorReason::InvalidSyntax(_) => {
+            "invalid handlebars syntax: an expression here is not closed or not well formed \
+             (`{{name}}`, `{{#if x}}…{{/if}}`: every `{{` needs its `}}`)"
+                .to_string()
+        }
+        handlebars::TemplateErrorReason::MismatchingClosedHelper(open, close) => {
+            format!("`{{{{#{open}}}}}` is closed by `{{{{/{close}}}}}`")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// `{{json value}}`: the value as JSON (a string quoted and escaped), so
 /// that an Ignition template cannot be broken by what a machine reports.
 fn json_helper(
@@ -207,7 +224,7 @@ impl Templates {
                         line,
                         column,
                     },
-                    reason: e.reason().to_string(),
+                    reason: template_error_reason(e.reason()),
                 });
             }
         }
