@@ -27,7 +27,7 @@ pub use events::EventsConfig;
 pub use loaders::LoaderSetting;
 pub use paths::{state_dir, AssetRef, DatabaseRef};
 pub use ra::RaConfig;
-pub use server::{ServerConfig, ShownBase, PXED_ADDRESS_PLACEHOLDER};
+pub use server::{FileSetting, ServerConfig, ShownBase, DEFAULT_FILES, PXED_ADDRESS_PLACEHOLDER};
 pub use templates::{read_templates, TemplateFile, TemplateFiles};
 
 use std::fmt;
