@@ -144,5 +144,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
 
 /// Loads the config, its errors as one message.
 fn load(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<pxed::config::Config>> {
+    config_exists(path)?;
     pxed::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A missing config is most often a command run from another directory
+/// than the config's (the default is relative): say which flag fixes it.
+fn config_exists(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
+    anyhow::bail!(
+        "{}: no such file (looked in {cwd}); pass --config /path/to/machines.toml \
+         (the packaged one is /etc/pxed/machines.toml)",
+        path.display()
+    )
 }
