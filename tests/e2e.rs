@@ -7,8 +7,9 @@
 //!
 //! Needs root, `/dev/net/tun`, qemu-system-x86, ipxe-qemu, dnsmasq-base,
 //! busybox-static, ovmf, pxelinux, syslinux-common, ndisc6, and for the GRUB
-//! scenarios (`e2e/grub.rs`) shim-signed, grub-efi-amd64-signed and
-//! sbsigntool (`.ci/e2e-packages`) and
+//! scenarios (`e2e/grub.rs`) shim-signed, grub-efi-amd64-signed,
+//! sbsigntool, qemu-system-arm, qemu-efi-aarch64 and dpkg's arm64
+//! architecture (`.ci/e2e-packages`, `.ci/run`) and
 //! Debian package lists (the kernel is downloaded by `tests/lab/payload.sh`).
 //! Otherwise each test prints `skipped: …` (a failure under
 //! `PXED_REQUIRE_PRIVILEGED=1`).
@@ -163,6 +164,17 @@ boot = "grub"
 menu_timeout = 0
 args = "LAB_ARGS pxed.rule=grub-plain"
 
+# ARM64 (AAVMF, arch 11): the arm64 payload and chain come through
+# [server.files] (tests/e2e/grub.rs); the PL011 UART is ttyAMA0.
+[[rule]]
+name = "grub-arm64"
+match = { mac = "52:54:00:e2:e0:43", arch = "efi-arm64" }
+boot = "grub"
+kernel = "arm64/vmlinuz"
+initrd = "arm64/initrd.gz"
+menu_timeout = 0
+args = "LAB_ARGS console=ttyAMA0 pxed.rule=grub-arm64"
+
 # What an operator reinstalls machines with, through an override only: no
 # machine has this (locally administered) MAC.
 [[rule]]
@@ -194,6 +206,11 @@ fn setup(name: &str, taps: usize) -> Option<Setup> {
 
 /// [`setup`] with another DHCP arrangement.
 fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> {
+    setup_full(name, taps, dhcp, "")
+}
+
+/// [`setup_with`] and more `[server]` lines.
+fn setup_full(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp, server: &str) -> Option<Setup> {
     if !lab::available(name) {
         return None;
     }
@@ -205,7 +222,7 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
     let dhcp = dhcp(&lab);
     let server = format!(
         "http_listen = \"{}:{}\"\ntftp_listen = \"{}:69\"\n\
-         search_paths = [{:?}, \"/usr/lib/ipxe\", \"/usr/lib/PXELINUX\", \"/usr/lib/syslinux/modules/bios\"]",
+         search_paths = [{:?}, \"/usr/lib/ipxe\", \"/usr/lib/PXELINUX\", \"/usr/lib/syslinux/modules/bios\"]\n{server}",
         lab::SERVER_IP,
         lab::HTTP_PORT,
         lab::SERVER_IP,

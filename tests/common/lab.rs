@@ -84,16 +84,29 @@ impl Payload {
 /// package lists.
 pub fn payload(what: &str) -> Option<Payload> {
     static PAYLOAD: OnceLock<Result<Payload, String>> = OnceLock::new();
-    let result = PAYLOAD.get_or_init(|| {
+    built(&PAYLOAD, "amd64", what)
+}
+
+/// The ARM64 payload: an arm64 kernel and initramfs, and Debian's signed
+/// `shimaa64.efi` and `grubaa64.efi` beside them (`payload.sh … arm64`:
+/// needs the arm64 package lists, `dpkg --add-architecture arm64`).
+pub fn payload_arm64(what: &str) -> Option<Payload> {
+    static PAYLOAD: OnceLock<Result<Payload, String>> = OnceLock::new();
+    built(&PAYLOAD, "arm64", what)
+}
+
+fn built(cell: &OnceLock<Result<Payload, String>>, arch: &str, what: &str) -> Option<Payload> {
+    let result = cell.get_or_init(|| {
         let started = Instant::now();
         let out = Command::new(repo().join("tests/lab/payload.sh"))
             .arg(target_dir().join("e2e-payload"))
+            .arg(arch)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run tests/lab/payload.sh: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "tests/lab/payload.sh failed: {}",
+                "tests/lab/payload.sh {arch} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             ));
         }

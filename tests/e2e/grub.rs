@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use super::common::lab::{self, Firmware, Guest, Machine};
 use super::common::screen::Screen;
-use super::{booted, edit_kernel_line, fail, has, secs, setup, Setup, UEFI_BOOT_TIMEOUT};
+use super::{
+    booted, edit_kernel_line, fail, has, secs, setup, setup_full, Setup, UEFI_BOOT_TIMEOUT,
+};
 
 const SB_MAC: &str = "52:54:00:e2:e0:40";
 const UNSIGNED_MAC: &str = "52:54:00:e2:e0:41";
 const PLAIN_MAC: &str = "52:54:00:e2:e0:42";
+const ARM_MAC: &str = "52:54:00:e2:e0:43";
 
 /// OVMF's code and variable store: with Microsoft's keys (Secure Boot) or
 /// without; `None` (skipped) if missing.
@@ -61,25 +64,58 @@ fn events(s: &Setup, mac: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Asserts that the boot events of `mac` show each step of the chain.
-fn assert_chain_events(s: &Setup, mac: &str) {
+/// Asserts that the boot events of `mac` show each step of the chain:
+/// `shim` and `grub` handed and fetched, both GRUB configs (the machine's
+/// for `cpu`), `kernel` and `initrd`.
+fn assert_chain_events(
+    s: &Setup,
+    mac: &str,
+    (shim, grub): (&str, &str),
+    cpu: &str,
+    kernel: &str,
+    initrd: &str,
+) {
     // The writer commits every ~100 ms.
     std::thread::sleep(Duration::from_millis(500));
     let events = events(s, mac);
     for step in [
-        "boot shimx64.efi",
-        "\"shim: shimx64.efi",
-        "\"grub: grubx64.efi",
-        "\"grub.cfg: /grub/grub.cfg",
-        "\"machine grub.cfg: /grub/pxed/",
-        "\"kernel: /vmlinuz",
-        "\"initrd: /initrd.gz",
+        format!("boot {shim}"),
+        format!("\"shim: {shim}"),
+        format!("\"grub: {grub}"),
+        "\"grub.cfg: /grub/grub.cfg".to_string(),
+        format!("\"machine grub.cfg: /grub/pxed/{mac}/{cpu}.cfg"),
+        format!("\"kernel: {kernel}"),
+        format!("\"initrd: {initrd}"),
     ] {
         assert!(
-            events.contains(step),
+            events.contains(&step),
             "no {step:?} in the events of {mac}:\n{events}"
         );
     }
+}
+
+const X64: (&str, &str) = ("shimx64.efi", "grubx64.efi");
+
+/// Asserts the kernel's lockdown as the payload printed it: Debian's
+/// kernel locks down to `[integrity]` when the firmware booted it with
+/// Secure Boot on, and stays `[none]` otherwise.
+fn assert_lockdown(guest: &Guest, secure: bool) {
+    let text = guest.console.text();
+    let line = text
+        .lines()
+        .find_map(|l| l.split_once("PXED-E2E-LOCKDOWN ").map(|(_, m)| m.trim()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no lockdown line on the console:\n{}",
+                lab::printable_tail(&text, 2000)
+            )
+        });
+    let want = if secure { "[integrity]" } else { "[none]" };
+    assert!(
+        line.contains(want),
+        "{}: lockdown {line:?}, want {want}",
+        guest.machine.name
+    );
 }
 
 /// GRUB's menu is on the screen: both entries.
@@ -170,6 +206,7 @@ fn grub_secure_boot_menu_is_editable_and_unsigned_kernels_are_refused() {
     let args = booted(&s, &mut guest, UEFI_BOOT_TIMEOUT, "grub-sb");
     has(&args, "pxed.typed=yes");
     has(&args, "console=ttyS0,115200n8");
+    assert_lockdown(&guest, true);
     assert!(guest.console.wait_exit(Duration::from_secs(60)));
 
     let text = refused
@@ -184,7 +221,7 @@ fn grub_secure_boot_menu_is_editable_and_unsigned_kernels_are_refused() {
         "grub-unsigned: refused at {}",
         secs(refused.console.started.elapsed())
     );
-    assert_chain_events(&s, SB_MAC);
+    assert_chain_events(&s, SB_MAC, X64, "x86_64", "/vmlinuz", "/initrd.gz");
     println!("scenario grub-sb: {}", secs(started.elapsed()));
 }
 
@@ -205,7 +242,63 @@ fn grub_chain_boots_without_secure_boot() {
     };
     let args = booted(&s, &mut guest, UEFI_BOOT_TIMEOUT, "grub-plain");
     has(&args, "console=ttyS0,115200n8");
+    assert_lockdown(&guest, false);
     assert!(guest.console.wait_exit(Duration::from_secs(60)));
-    assert_chain_events(&s, PLAIN_MAC);
+    assert_chain_events(&s, PLAIN_MAC, X64, "x86_64", "/vmlinuz", "/initrd.gz");
     println!("scenario grub-plain: {}", secs(started.elapsed()));
+}
+
+/// ARM64 with Secure Boot (AAVMF with Microsoft's keys, `-M virt -cpu
+/// cortex-a57`, TCG): arch 11 gets `shimaa64.efi`, which loads
+/// `grubaa64.efi` (Debian's signed `grubnetaa64.efi.signed`), which loads
+/// the machine's `arm64.cfg` and Debian's signed arm64 kernel. The arm64
+/// files are unpacked from Debian's arm64 packages into the test cache and
+/// served through `[server.files]`, as an amd64 host serving ARM64 machines
+/// would serve them.
+#[test]
+fn grub_secure_boot_on_arm64() {
+    let started = Instant::now();
+    let what = "e2e-grub-arm64";
+    if !super::common::have_tool("qemu-system-aarch64", what) {
+        return;
+    }
+    let Some(arm) = lab::payload_arm64(what) else {
+        return;
+    };
+    let file = |name: &str| format!("{:?}", arm.dir.join(name).display().to_string());
+    let files = format!(
+        "files = {{ \"shimaa64.efi\" = {}, \"grubaa64.efi\" = {}, \"arm64/vmlinuz\" = {}, \"arm64/initrd.gz\" = {} }}",
+        file("shimaa64.efi"),
+        file("grubaa64.efi"),
+        file("vmlinuz"),
+        file("initrd.gz"),
+    );
+    let Some(s) = setup_full(what, 1, lab::dhcp_full, &files) else {
+        return;
+    };
+    let (Some(code), Some(vars)) = (
+        lab::find_file(lab::AAVMF_CODE_MS, what),
+        lab::find_file(lab::AAVMF_VARS_MS, what),
+    ) else {
+        return;
+    };
+    let machine = Machine {
+        firmware: Firmware::Arm64SecureBoot,
+        ..Machine::bios("grub-arm64", ARM_MAC, Some("ARM Box"))
+    };
+    let mut guest = Guest::boot(&s.lab, 0, &machine, "tcg", Some((&code, &vars)));
+    let args = booted(&s, &mut guest, UEFI_BOOT_TIMEOUT, "grub-arm64");
+    has(&args, "console=ttyAMA0");
+    assert_lockdown(&guest, true);
+    assert!(guest.console.wait_exit(Duration::from_secs(60)));
+    let chain = ("shimaa64.efi", "grubaa64.efi");
+    assert_chain_events(
+        &s,
+        ARM_MAC,
+        chain,
+        "arm64",
+        "/arm64/vmlinuz",
+        "/arm64/initrd.gz",
+    );
+    println!("scenario grub-arm64: {}", secs(started.elapsed()));
 }
