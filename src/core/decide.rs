@@ -246,20 +246,12 @@ mod tests {
     use crate::core::{Boot, BootKind, Location, Rule, Templates};
 
     fn policy() -> Policy {
+        // The built-in local-disk rule's boot, made an iPXE kernel boot.
         let boot = Boot {
             kind: BootKind::Ipxe,
             template: "linux.ipxe".into(),
-            menu_template: "menu.pxelinux".into(),
-            grub_template: "menu.grub".into(),
             kernel: Some("vmlinuz".into()),
-            initrd: None,
-            args: String::new(),
-            console: None,
-            menu_timeout: 10,
-            vars: serde_json::Map::new(),
-            configs: Default::default(),
-            loader: None,
-            reservation: None,
+            ..crate::core::lifecycle::local_rule().boot
         };
         let rule = |name: &str, order, mac: Option<Mac>| Rule {
             name: name.into(),
