@@ -10,7 +10,13 @@
 //! Debian's `/usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi` is served, a link
 //! planted by anyone else, or one that passes through a directory others can
 //! write to (`/tmp`), is refused.
+//!
+//! Before the roots come the operator's [`Files`] (`[server.files]`): a name
+//! served from a file the config names (`shimx64.efi` from Debian's
+//! `/usr/lib/shim/shimx64.efi.signed`), wherever it is, because the operator
+//! named it. A mapped file that is not there falls through to the roots.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -31,9 +37,15 @@ const UNTRUSTED_LINK: &str =
 /// Symlinks followed in one lookup, as Linux's MAXSYMLINKS.
 const MAX_LINKS: usize = 40;
 
+/// Names served from files the config names (`[server.files]`): served
+/// name (a clean relative path) → file.
+pub type Files = BTreeMap<String, PathBuf>;
+
 /// Where files are served from, in lookup order.
 #[derive(Debug, Clone, Copy)]
 pub struct Roots<'a> {
+    /// Looked up first, by the exact name.
+    pub files: &'a Files,
     /// The operator's directory: nothing under it leads out of it.
     pub assets: &'a Path,
     /// Read-only distribution directories (`/usr/lib/ipxe`, …), searched
@@ -78,6 +90,13 @@ pub fn check_relative(request: &str) -> Result<&Path, AssetError> {
 /// (see the module doc for which symlinks are followed).
 pub fn resolve(roots: Roots, request: &str) -> Result<PathBuf, AssetError> {
     let relative = check_relative(request)?;
+    if let Some(file) = roots.files.get(request.trim_start_matches("./")) {
+        // Any error (not there, a loop, a permission) means "not mapped
+        // here": the roots may hold the file.
+        if let Some(real) = file.canonicalize().ok().filter(|p| p.is_file()) {
+            return Ok(real);
+        }
+    }
     let search = roots.search.iter().map(|p| (p.as_path(), true));
     let mut refused = None;
     for (root, is_search_path) in std::iter::once((roots.assets, false)).chain(search) {
@@ -227,6 +246,7 @@ mod tests {
     fn symlinks_out_of_assets_dir_are_refused() {
         let (dir, assets, search) = layout();
         let roots = Roots {
+            files: &Files::new(),
             assets: &assets,
             search: &search,
         };
@@ -246,6 +266,7 @@ mod tests {
     fn search_path_links_leave_it_only_through_owner_only_places() {
         let (dir, assets, search) = layout();
         let roots = Roots {
+            files: &Files::new(),
             assets: &assets,
             search: &search,
         };
@@ -293,6 +314,40 @@ mod tests {
         assert_eq!(resolve(roots, "loop"), Err(AssetError::NotFound));
     }
 
+    /// `[server.files]`: a mapped name is served from its file wherever it
+    /// is, before the roots; a mapped file that is missing falls through to
+    /// the roots; only the exact name is mapped.
+    #[test]
+    fn mapped_names_come_first_and_fall_through_when_missing() {
+        let (dir, assets, search) = layout();
+        std::fs::write(assets.join("shimx64.efi"), b"operator's").unwrap();
+        std::fs::write(assets.join("grubx64.efi"), b"operator's grub").unwrap();
+        let files: Files = [
+            ("shimx64.efi", dir.path().join("outside/file")),
+            ("grubx64.efi", dir.path().join("outside/missing")),
+        ]
+        .into_iter()
+        .map(|(n, p)| (n.to_string(), p))
+        .collect();
+        let roots = Roots {
+            files: &files,
+            assets: &assets,
+            search: &search,
+        };
+        let outside = dir.path().join("outside/file").canonicalize().unwrap();
+        assert_eq!(resolve(roots, "shimx64.efi"), Ok(outside.clone()));
+        assert_eq!(resolve(roots, "./shimx64.efi"), Ok(outside));
+        assert_eq!(
+            resolve(roots, "grubx64.efi"),
+            Ok(assets.join("grubx64.efi").canonicalize().unwrap())
+        );
+        assert!(resolve(roots, "x/../shimx64.efi").is_err());
+        assert_eq!(
+            resolve(roots, "shimx64.efi.signed"),
+            Err(AssetError::NotFound)
+        );
+    }
+
     /// Debian's own layout, where it is installed: `/usr/lib/ipxe/ipxe.efi`
     /// is a symlink to `/boot/ipxe.efi`.
     #[test]
@@ -305,6 +360,7 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let search = [lib.to_path_buf()];
         let roots = Roots {
+            files: &Files::new(),
             assets: empty.path(),
             search: &search,
         };

@@ -12,9 +12,9 @@ use std::fmt;
 use std::path::Path;
 
 use crate::assets::{self, AssetError};
-use crate::config::{Config, DhcpMode, LoaderSetting};
+use crate::config::{Config, DhcpMode, LoaderSetting, PACKAGED_STATE_DIR};
 use crate::core::decide::Loaders;
-use crate::core::Location;
+use crate::core::{grub, Arch, BootKind, Location};
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,8 +61,14 @@ impl fmt::Display for Finding {
 }
 
 /// Every check `pxed check` runs, in the order their findings are printed.
-const CHECKS: &[fn(&Config) -> Vec<Finding>] =
-    &[assets_dir, rule_files, databases, loaders, ipv6_router];
+const CHECKS: &[fn(&Config) -> Vec<Finding>] = &[
+    assets_dir,
+    rule_files,
+    databases,
+    loaders,
+    grub_chain,
+    ipv6_router,
+];
 
 /// Runs every check.
 pub fn run(config: &Config) -> Vec<Finding> {
@@ -160,6 +166,16 @@ fn databases(config: &Config) -> Vec<Finding> {
         .iter()
         .filter_map(|db| {
             let why = unwritable(&db.path)?;
+            // Checked by hand before the service ever started: the unit's
+            // StateDirectory=pxed creates it, for the service's user.
+            let dir = db.path.parent().unwrap_or(Path::new(""));
+            if db.at.is_none() && dir == Path::new(PACKAGED_STATE_DIR) && !dir.exists() {
+                return Some(Finding::new(
+                    Severity::Note,
+                    None,
+                    format!("{} {}: {PACKAGED_STATE_DIR} does not exist yet; the systemd unit creates it (StateDirectory=pxed)", db.key, db.path.display()),
+                ));
+            }
             let (at, hint) = match &db.at {
                 Some(at) => (at.clone(), String::new()),
                 None => (
@@ -229,16 +245,7 @@ pub fn loaders(config: &Config) -> Vec<Finding> {
 
 /// Why the loader of `setting` cannot be served, if it cannot.
 fn unservable(config: &Config, setting: &LoaderSetting) -> Option<String> {
-    let roots = config.server.asset_roots();
-    let name = setting.file.trim_start_matches('/');
-    let reason = match assets::resolve(roots, name) {
-        Ok(_) => return None,
-        Err(AssetError::NotFound) => {
-            let searched: Vec<String> = roots.paths().map(|p| p.display().to_string()).collect();
-            format!("not found in {}", searched.join(", "))
-        }
-        Err(AssetError::Refused(why)) => format!("refused: {why}"),
-    };
+    let reason = unservable_name(config, setting.file.trim_start_matches('/'))?;
     let default = if setting.at.is_none() {
         " (pxed's default)"
     } else {
@@ -248,6 +255,90 @@ fn unservable(config: &Config, setting: &LoaderSetting) -> Option<String> {
         "{}{default} = {:?} cannot be served: {reason}; machines given it will not boot",
         setting.key, setting.file
     ))
+}
+
+/// The shim and GRUB files a GRUB rule's UEFI machines fetch, per CPU
+/// (`core::grub::chain`), served from `[server.files]` or the roots. x86-64
+/// is checked as soon as a rule boots GRUB; ARM64 warns only when a GRUB
+/// rule names an ARM64 arch (a note otherwise: most sites have no ARM64
+/// machines, and Debian's arm64 packages do not install on amd64). A
+/// `[server.files]` entry the config writes is checked always.
+pub fn grub_chain(config: &Config) -> Vec<Finding> {
+    let grub_rules: Vec<_> = config
+        .policy
+        .rules
+        .iter()
+        .filter(|r| r.boot.kind == BootKind::Grub)
+        .collect();
+    let names_arm64 = grub_rules.iter().any(|r| {
+        r.selectors.arch.as_ref().is_some_and(|a| {
+            a.iter()
+                .any(|a| matches!(a, Arch::EfiArm64 | Arch::HttpArm64))
+        })
+    });
+    let mut findings = Vec::new();
+    let mut checked = Vec::new();
+    for (arch, packages, severity) in [
+        (
+            Arch::EfiX64,
+            "shim-signed, grub-efi-amd64-signed",
+            Severity::Warning,
+        ),
+        (
+            Arch::EfiArm64,
+            "the arm64 shim-signed and grub-efi-arm64-signed, unpacked with dpkg-deb -x where [server.files] points",
+            if names_arm64 { Severity::Warning } else { Severity::Note },
+        ),
+    ] {
+        let Some((chain, rule)) = grub::chain(arch).zip(grub_rules.first()) else {
+            continue;
+        };
+        for name in [chain.shim, chain.grub] {
+            checked.push(name);
+            if let Some(why) = unservable_name(config, name) {
+                findings.push(Finding::new(severity, file_setting(config, name), format!(
+                    "{name} cannot be served: {why}; rule {:?} boots GRUB, and its {} machines are handed {} (Debian packages: {packages})",
+                    rule.name, arch.name(), chain.shim
+                )));
+            }
+        }
+    }
+    for setting in &config.server.file_settings {
+        let name = setting.name.as_str();
+        if setting.at.is_none() || checked.contains(&name) {
+            continue;
+        }
+        if let Some(why) = unservable_name(config, name) {
+            let message = format!("[server.files] {name:?} = {:?}: {why}", setting.path);
+            findings.push(Finding::new(Severity::Warning, setting.at.clone(), message));
+        }
+    }
+    findings
+}
+
+/// Where `[server.files]` sets `name`, if the config does.
+fn file_setting(config: &Config, name: &str) -> Option<Location> {
+    let settings = &config.server.file_settings;
+    settings.iter().find(|s| s.name == name)?.at.clone()
+}
+
+/// Why the file named `name` cannot be served, if it cannot.
+fn unservable_name(config: &Config, name: &str) -> Option<String> {
+    let roots = config.server.asset_roots();
+    match assets::resolve(roots, name) {
+        Ok(_) => None,
+        Err(AssetError::NotFound) => {
+            let mut searched: Vec<String> = roots
+                .files
+                .get(name)
+                .map(|p| p.display().to_string())
+                .into_iter()
+                .collect();
+            searched.extend(roots.paths().map(|p| p.display().to_string()));
+            Some(format!("not found in {}", searched.join(", ")))
+        }
+        Err(AssetError::Refused(why)) => Some(format!("refused: {why}")),
+    }
 }
 
 /// Whether iPXE would wait for an IPv6 router on the boot networks

@@ -347,7 +347,7 @@ fn bad_input_gets_4xx_and_changes_nothing() {
         ("GET", "/api/v1/explain?mac=zz".into(), None, 400),
         (
             "GET",
-            format!("/api/v1/render?mac={MAC}&format=grub"),
+            format!("/api/v1/render?mac={MAC}&format=yaboot"),
             None,
             400,
         ),

@@ -502,3 +502,84 @@ fn the_shipped_example_warns_about_its_missing_kernel() {
         "{out}"
     );
 }
+
+#[test]
+fn every_type_and_key_error_at_once_in_words() {
+    let dir = config_with(
+        "http_listen = 8080",
+        "[[rule]]\nname = \"a\"\nkernel = \"k\"\npriority = \"high\"\nkernal = \"x\"\nmenu_timeout = -1\nmatch = { prodcut = \"x\" }\n",
+    );
+    rejects(&dir, "machines.toml", "4:15", "expected a string");
+    rejects(
+        &dir,
+        "machines.toml",
+        "9:12",
+        "the string \"high\", expected a whole number",
+    );
+    rejects(&dir, "machines.toml", "10:1", "unknown field `kernal`");
+    rejects(
+        &dir,
+        "machines.toml",
+        "11:16",
+        "expected a whole number, 0 or more",
+    );
+    rejects(&dir, "machines.toml", "12:11", "unknown field `prodcut`");
+    let (_, out) = check(&dir);
+    assert!(out.contains("5 errors"), "{out}");
+    for jargon in ["i32", "u32", "i64", "struct ", "sequence"] {
+        assert!(!out.contains(jargon), "{jargon:?} in:\n{out}");
+    }
+    // The lines stay in file order.
+    let lines: Vec<usize> = out
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{out}");
+}
+
+#[test]
+fn template_errors_without_parser_internals_or_bogus_lines() {
+    let dir = config_with("", OK_RULE);
+    std::fs::write(
+        dir.path().join("boot-templates/linux.ipxe"),
+        "#!ipxe\nkernel {{boot.kernel_url}\nboot\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&dir);
+    assert!(!ok);
+    assert!(
+        out.contains("not closed") && !out.contains("expected trailing"),
+        "{out}"
+    );
+    // A rule naming a template that does not exist: one error, at the key.
+    let dir = config_with(
+        "",
+        "[[rule]]\nname = \"a\"\nkernel = \"k\"\ntemplate = \"nope.ipxe\"\n",
+    );
+    let (ok, out) = check(&dir);
+    assert!(!ok);
+    assert_eq!(out.matches("nope.ipxe").count(), 1, "{out}");
+    assert!(!out.contains("nope.ipxe:1:1"), "{out}");
+}
+
+#[test]
+fn a_missing_config_names_the_flag() {
+    let empty = tempfile::tempdir().unwrap();
+    for args in [
+        &["check"][..],
+        &["serve"],
+        &["explain", "--mac", "52:54:00:00:00:01"],
+    ] {
+        let out = Command::new(common::pxed_bin())
+            .args(args)
+            .current_dir(empty.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("machines.toml: no such file") && err.contains("--config"),
+            "{err}"
+        );
+    }
+}

@@ -6,7 +6,10 @@
 //! emulator renders from it, `common::screen`) and on pxed's log.
 //!
 //! Needs root, `/dev/net/tun`, qemu-system-x86, ipxe-qemu, dnsmasq-base,
-//! busybox-static, ovmf, pxelinux, syslinux-common, ndisc6 (`.ci/e2e-packages`) and
+//! busybox-static, ovmf, pxelinux, syslinux-common, ndisc6, and for the GRUB
+//! scenarios (`e2e/grub.rs`) shim-signed, grub-efi-amd64-signed,
+//! sbsigntool, qemu-system-arm, qemu-efi-aarch64 and dpkg's arm64
+//! architecture (`.ci/e2e-packages`, `.ci/run`) and
 //! Debian package lists (the kernel is downloaded by `tests/lab/payload.sh`).
 //! Otherwise each test prints `skipped: …` (a failure under
 //! `PXED_REQUIRE_PRIVILEGED=1`).
@@ -25,6 +28,8 @@
 //! `tests/dhcp.rs`, not here.
 
 mod common;
+#[path = "e2e/grub.rs"]
+mod grub;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -135,6 +140,41 @@ name = "installed"
 match = { mac = "52:54:00:e2:e0:30" }
 boot = "local"
 
+# GRUB machines (tests/e2e/grub.rs): UEFI firmware's own PXE gets the shim,
+# the signed GRUB and a per-machine grub.cfg. The menu waits for the
+# operator; the others boot at once.
+[[rule]]
+name = "grub-sb"
+match = { mac = "52:54:00:e2:e0:40" }
+boot = "grub"
+args = "LAB_ARGS pxed.rule=grub-sb"
+
+[[rule]]
+name = "grub-unsigned"
+match = { mac = "52:54:00:e2:e0:41" }
+boot = "grub"
+kernel = "vmlinuz-unsigned"
+menu_timeout = 0
+args = "LAB_ARGS pxed.rule=grub-unsigned"
+
+[[rule]]
+name = "grub-plain"
+match = { mac = "52:54:00:e2:e0:42" }
+boot = "grub"
+menu_timeout = 0
+args = "LAB_ARGS pxed.rule=grub-plain"
+
+# ARM64 (AAVMF, arch 11): the arm64 payload and chain come through
+# [server.files] (tests/e2e/grub.rs); the PL011 UART is ttyAMA0.
+[[rule]]
+name = "grub-arm64"
+match = { mac = "52:54:00:e2:e0:43", arch = "efi-arm64" }
+boot = "grub"
+kernel = "arm64/vmlinuz"
+initrd = "arm64/initrd.gz"
+menu_timeout = 0
+args = "LAB_ARGS console=ttyAMA0 pxed.rule=grub-arm64"
+
 # What an operator reinstalls machines with, through an override only: no
 # machine has this (locally administered) MAC.
 [[rule]]
@@ -151,7 +191,8 @@ const IPV6_RA: &str = "[ipv6_ra]\nenabled = true\n";
 struct Setup {
     pxed: Pxed,
     _dhcp: Dhcp,
-    _config: ConfigDir,
+    config: ConfigDir,
+    payload: Payload,
     accel: &'static str,
     lab: Lab,
     _slots: lab::GuestSlots,
@@ -165,6 +206,11 @@ fn setup(name: &str, taps: usize) -> Option<Setup> {
 
 /// [`setup`] with another DHCP arrangement.
 fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> {
+    setup_full(name, taps, dhcp, "")
+}
+
+/// [`setup_with`] and more `[server]` lines.
+fn setup_full(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp, server: &str) -> Option<Setup> {
     if !lab::available(name) {
         return None;
     }
@@ -176,7 +222,7 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
     let dhcp = dhcp(&lab);
     let server = format!(
         "http_listen = \"{}:{}\"\ntftp_listen = \"{}:69\"\n\
-         search_paths = [{:?}, \"/usr/lib/ipxe\", \"/usr/lib/PXELINUX\", \"/usr/lib/syslinux/modules/bios\"]",
+         search_paths = [{:?}, \"/usr/lib/ipxe\", \"/usr/lib/PXELINUX\", \"/usr/lib/syslinux/modules/bios\"]\n{server}",
         lab::SERVER_IP,
         lab::HTTP_PORT,
         lab::SERVER_IP,
@@ -196,7 +242,8 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
     Some(Setup {
         pxed,
         _dhcp: dhcp,
-        _config: config,
+        config,
+        payload,
         accel,
         lab,
         _slots: slots,
@@ -378,6 +425,44 @@ fn assert_menu_screen(who: &str, screen: &Screen, title: &str, labels: &[&str]) 
     );
 }
 
+/// Edits a menu entry's kernel line on the serial console: `open` (Tab in
+/// pxelinux, `e` in GRUB) until the screen is `ready`, then `keys` typed one
+/// at a time `gap_ms` apart (they end with ` pxed.typed=yes`). Returns the
+/// screen showing the typed argument once, nothing doubled.
+fn edit_kernel_line(
+    s: &Setup,
+    guest: &mut Guest,
+    open: &[u8],
+    ready: impl Fn(&Screen) -> bool,
+    keys: &[u8],
+    gap_ms: u64,
+) -> Screen {
+    let who = guest.machine.name.clone();
+    guest.console.type_keys(open);
+    guest
+        .console
+        .wait_for_screen("the entry editor", ready, Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(s, e));
+    for key in keys {
+        guest.console.type_keys(&[*key]);
+        std::thread::sleep(Duration::from_millis(gap_ms));
+    }
+    let typed = guest
+        .console
+        .wait_for_screen(
+            "the typed argument",
+            |sc| sc.count_wrapped("pxed.typed=yes") == 1,
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| fail(s, e));
+    assert!(
+        typed.doubled_rows().is_empty(),
+        "{who}: doubled while editing:\n{}",
+        typed.capture()
+    );
+    typed
+}
+
 /// Scenario 2: the rule hands the machine to lpxelinux + menu.c32 on ttyS0,
 /// in both console setups an IPMI SOL console comes in:
 /// - SeaBIOS redirecting its screen to the serial port (`-nographic`, the
@@ -439,34 +524,10 @@ fn pxelinux_menu_is_editable_on_the_serial_console() {
             screen.capture()
         );
 
-        guest.console.type_keys(b"\t");
         // Tab opens the entry's command line for editing, on the screen.
         let edit = format!("pxed.rule={rule}");
-        guest
-            .console
-            .wait_for_screen(
-                "the command line editor",
-                |sc| sc.count_wrapped(&edit) > 0,
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| fail(&s, e));
-        for key in b" pxed.typed=yes" {
-            guest.console.type_keys(&[*key]);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let typed = guest
-            .console
-            .wait_for_screen(
-                "the typed argument",
-                |sc| sc.count_wrapped("pxed.typed=yes") == 1,
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| fail(&s, e));
-        assert!(
-            typed.doubled_rows().is_empty(),
-            "{who}: doubled while editing:\n{}",
-            typed.capture()
-        );
+        let editor = |sc: &Screen| sc.count_wrapped(&edit) > 0;
+        let typed = edit_kernel_line(&s, guest, b"\t", editor, b" pxed.typed=yes", 20);
         println!("{who}: edited:\n{}", typed.capture());
         guest.console.type_keys(b"\r");
     }

@@ -500,6 +500,14 @@ fn assets_have_length_range_and_http10() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(header(&head, "content-length"), Some("100000"));
     assert_eq!(body, file);
+    // Slashes merged, as the shim asks for GRUB over UEFI HTTP Boot
+    // (`<its own URL's directory>/grubx64.efi`).
+    let (head, body) = raw(
+        s.addr,
+        "GET /assets//debian/vmlinuz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, file);
 
     let (head, body) = raw(s.addr, "GET /assets/debian/vmlinuz HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-1999\r\nConnection: close\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 206"), "{head}");

@@ -27,13 +27,16 @@ fn available(what: &str) -> bool {
 
 /// A config with `extra` sections (`[ipv6_ra]`, `[dhcp]`) on the lab bridge.
 fn config(extra: &str) -> ConfigDir {
-    ConfigDir::new(
+    let dir = ConfigDir::new(
         &format!(
             "http_listen = \"{}:8080\"\ntftp_listen = \"\"",
             lab::SERVER_IP
         ),
         &format!("{extra}\n[[rule]]\nname = \"default\"\nkernel = \"k\"\n"),
-    )
+    );
+    // `pxed check` fails on a rule's missing kernel.
+    dir.asset("k", b"kernel");
+    dir
 }
 
 const RESPONDER: &str = "[ipv6_ra]\nenabled = true\ninterfaces = [\"br0\"]\n";

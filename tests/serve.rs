@@ -92,3 +92,31 @@ fn admin_listener_off_loopback_is_warned_about() {
         "{log}"
     );
 }
+
+/// `Type=notify`: pxed tells systemd READY=1 on `$NOTIFY_SOCKET` once every
+/// listener is bound (HTTP accepts by then), and STOPPING=1 on SIGTERM.
+#[test]
+fn readiness_is_notified_after_the_listeners_are_bound() {
+    let dir = ConfigDir::new(
+        "http_listen = \"127.0.0.1:0\"\ntftp_listen = \"127.0.0.1:0\"",
+        "[[rule]]\nname = \"d\"\nkernel = \"k\"\n",
+    );
+    let sock_dir = tempfile::tempdir().unwrap();
+    let path = sock_dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut cmd = Command::new(common::pxed_bin());
+    cmd.args(["serve", "--config"])
+        .arg(dir.config())
+        .env("NOTIFY_SOCKET", &path);
+    let pxed = common::Pxed::spawn(cmd);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("no notification");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    pxed.wait_log("pxed started", std::time::Duration::from_secs(5));
+    std::net::TcpStream::connect(pxed.http()).expect("ready but not accepting");
+    pxed.signal("TERM");
+    let n = sock.recv(&mut buf).expect("no STOPPING");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+}

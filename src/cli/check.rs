@@ -8,6 +8,7 @@ use pxed::check::Severity;
 use super::Outcome;
 
 pub fn run(path: &Path) -> anyhow::Result<Outcome> {
+    super::config_exists(path)?;
     let config = match pxed::config::load(path) {
         Ok(c) => c,
         Err(errors) => {

@@ -9,6 +9,9 @@ use super::{load, MachineArgs, Outcome};
 pub enum Format {
     Ipxe,
     Pxelinux,
+    /// The per-machine `grub.cfg` (`boot = "grub"`); pass `--arch efi-x64`
+    /// or `efi-arm64` for the serial console commands of that CPU.
+    Grub,
 }
 
 impl MachineArgs {
@@ -63,6 +66,7 @@ pub fn render(
             .policy
             .menu_for(&id, &base, None, active.as_ref())
             .ok_or_else(|| anyhow::anyhow!("no rule matches this machine"))?,
+        Format::Grub => c.policy.grub_for(&id, &base, active.as_ref()),
     };
     print!("{}", rendered.text);
     if rendered.rule.is_none() {

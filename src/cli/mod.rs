@@ -144,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
 
 /// Loads the config, its errors as one message.
 fn load(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<pxed::config::Config>> {
+    config_exists(path)?;
     pxed::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -153,4 +154,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
+}
+
+/// A missing config is most often a command run from another directory
+/// than the config's (the default is relative): say which flag fixes it.
+fn config_exists(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
+    anyhow::bail!(
+        "{}: no such file (looked in {cwd}); pass --config /path/to/machines.toml \
+         (the packaged one is /etc/pxed/machines.toml)",
+        path.display()
+    )
 }

@@ -16,6 +16,7 @@ pub enum LogFormat {
 }
 
 pub fn run(config: &Path, format: LogFormat) -> anyhow::Result<Outcome> {
+    super::config_exists(config)?;
     // Log lines are formatted on the request's thread but written by a
     // background thread in batches: one write(2) per line on stderr
     // cost a third of the render endpoint's throughput (bench/http.sh).

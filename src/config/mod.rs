@@ -15,6 +15,7 @@ mod database;
 mod dhcp;
 mod events;
 mod loaders;
+mod parse;
 mod paths;
 mod ra;
 mod rules;
@@ -26,9 +27,9 @@ pub use database::DatabaseConfig;
 pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
 pub use events::EventsConfig;
 pub use loaders::LoaderSetting;
-pub use paths::{state_dir, AssetRef, DatabaseRef};
+pub use paths::{state_dir, AssetRef, DatabaseRef, PACKAGED_STATE_DIR};
 pub use ra::RaConfig;
-pub use server::{ServerConfig, ShownBase, PXED_ADDRESS_PLACEHOLDER};
+pub use server::{FileSetting, ServerConfig, ShownBase, DEFAULT_FILES, PXED_ADDRESS_PLACEHOLDER};
 pub use templates::{read_templates, TemplateFile, TemplateFiles};
 
 use std::fmt;
@@ -197,14 +198,7 @@ impl Loader<'_> {
         base_dir: &Path,
         template_files: TemplateFiles,
     ) -> Option<Config> {
-        let wire: wire::File = match toml::from_str(self.text) {
-            Ok(w) => w,
-            Err(e) => {
-                let offset = e.span().map_or(0, |s| s.start);
-                self.error_at(offset, e.message().to_string());
-                return None;
-            }
-        };
+        let wire = self.parse()?;
         let server = self.server(&wire.server, base_dir);
         let defaults = self.defaults(wire.defaults.as_ref());
         let state_dir = state_dir(base_dir);

@@ -39,16 +39,28 @@ pub struct DatabaseRef {
 
 /// Where relative database paths are anchored: `$STATE_DIRECTORY` when
 /// systemd provides one (`StateDirectory=pxed` gives `/var/lib/pxed`; the
-/// first entry if it lists several), else the config file's directory (a
-/// checkout run by hand). The config directory is read-only under the unit's
-/// `ProtectSystem=strict`: databases there could not be written.
+/// first entry if it lists several); else `/var/lib/pxed` for a config under
+/// `/etc` (the packaged layout: `pxed events` or `pxed check` run by hand
+/// find the databases the service writes, and `/etc` holds no state); else
+/// the config file's directory (a checkout run by hand). The config
+/// directory is read-only under the unit's `ProtectSystem=strict`.
 pub fn state_dir(config_dir: &Path) -> PathBuf {
-    match std::env::var_os("STATE_DIRECTORY") {
-        Some(dirs) if !dirs.is_empty() => {
-            let dirs = dirs.to_string_lossy().into_owned();
-            PathBuf::from(dirs.split(':').next().unwrap_or(&dirs))
-        }
-        _ => config_dir.to_path_buf(),
+    state_dir_from(config_dir, std::env::var_os("STATE_DIRECTORY"))
+}
+
+/// The packaged state directory, as the unit's `StateDirectory=pxed` makes it.
+pub const PACKAGED_STATE_DIR: &str = "/var/lib/pxed";
+
+fn state_dir_from(config_dir: &Path, env: Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(dirs) = env.filter(|d| !d.is_empty()) {
+        let dirs = dirs.to_string_lossy().into_owned();
+        return PathBuf::from(dirs.split(':').next().unwrap_or(&dirs));
+    }
+    let absolute = std::path::absolute(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
+    if absolute.starts_with("/etc") {
+        PathBuf::from(PACKAGED_STATE_DIR)
+    } else {
+        config_dir.to_path_buf()
     }
 }
 
@@ -112,5 +124,28 @@ impl Loader<'_> {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_directory_follows_systemd_then_the_fhs() {
+        let env = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            state_dir_from(Path::new("/etc/pxed"), env("/var/lib/pxed:/var/lib/other")),
+            Path::new("/var/lib/pxed")
+        );
+        assert_eq!(
+            state_dir_from(Path::new("/etc/pxed"), None),
+            Path::new("/var/lib/pxed")
+        );
+        assert_eq!(
+            state_dir_from(Path::new("/srv/pxed"), env("")),
+            Path::new("/srv/pxed")
+        );
+        assert_eq!(state_dir_from(Path::new(""), None), Path::new(""));
     }
 }

@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::dhcp::RuleDhcp;
 use super::{wire, ConfigError, Loader, Subnet};
 use crate::core::installer::ConfigKind;
-use crate::core::render;
 use crate::core::rules::{Glob, Selectors};
+use crate::core::{grub, render};
 use crate::core::{Arch, Boot, BootKind, Console, Mac, Rule, RuleSet, Templates, Uuid};
 
 const DEFAULT_MENU_TIMEOUT: u32 = 10;
@@ -169,6 +169,26 @@ impl Loader<'_> {
         Some(out)
     }
 
+    /// `boot = "…"` (`ipxe` when unset); `None`, the error recorded, when
+    /// it is none pxed knows.
+    fn boot_kind(&mut self, k: Option<&Spanned<String>>) -> Option<BootKind> {
+        let Some(k) = k else {
+            return Some(BootKind::Ipxe);
+        };
+        match k.get_ref().as_str() {
+            "ipxe" => Some(BootKind::Ipxe),
+            "pxelinux" => Some(BootKind::Pxelinux),
+            "local" => Some(BootKind::Local),
+            "grub" => Some(BootKind::Grub),
+            other => {
+                let why =
+                    format!("boot = {other:?}: use \"ipxe\", \"pxelinux\", \"grub\" or \"local\"");
+                self.error(k, why);
+                None
+            }
+        }
+    }
+
     fn boot(
         &mut self,
         s: &wire::Section,
@@ -181,25 +201,15 @@ impl Loader<'_> {
         ) -> Option<&'a Spanned<T>> {
             rule.as_ref().or(default.as_ref())
         }
-        let kind = match pick(&s.boot, &d.boot) {
-            None => BootKind::Ipxe,
-            Some(k) => match k.get_ref().as_str() {
-                "ipxe" => BootKind::Ipxe,
-                "pxelinux" => BootKind::Pxelinux,
-                "local" => BootKind::Local,
-                other => {
-                    self.error(
-                        k,
-                        format!("boot = {other:?}: use \"ipxe\", \"pxelinux\" or \"local\""),
-                    );
-                    return None;
-                }
-            },
-        };
+        let kind = self.boot_kind(pick(&s.boot, &d.boot))?;
         let string = |v: Option<&Spanned<String>>| v.map(|s| s.get_ref().clone());
         let template = pick(&s.template, &d.template);
         let menu_template = pick(&s.menu_template, &d.menu_template);
-        for t in [template, menu_template].into_iter().flatten() {
+        let grub_template = pick(&s.grub_template, &d.grub_template);
+        for t in [template, menu_template, grub_template]
+            .into_iter()
+            .flatten()
+        {
             if templates.is_some_and(|ts| !ts.has(t.get_ref())) {
                 self.error(
                     t,
@@ -209,16 +219,21 @@ impl Loader<'_> {
         }
         let template = match (template, kind) {
             (Some(t), _) => t.get_ref().clone(),
-            (None, BootKind::Ipxe) => render::LINUX.to_string(),
+            // iPXE clients (and BIOS machines) of a GRUB rule boot its
+            // kernel through iPXE.
+            (None, BootKind::Ipxe | BootKind::Grub) => render::LINUX.to_string(),
             (None, BootKind::Pxelinux) => render::PXELINUX_CHAIN.to_string(),
             (None, BootKind::Local) => String::new(),
         };
         let kernel = string(pick(&s.kernel, &d.kernel));
-        let needs_kernel = matches!(kind, BootKind::Pxelinux)
+        let needs_kernel = matches!(kind, BootKind::Pxelinux | BootKind::Grub)
             || (kind == BootKind::Ipxe && template == render::LINUX);
         if needs_kernel && kernel.is_none() {
             let at = s.name.as_ref().map_or(0, |n| n.span().start);
             self.error_at(at, format!("boot = {:?} with the default template needs a `kernel` (here or in [defaults])", kind.name()));
+        }
+        if kind == BootKind::Grub {
+            self.grub_files(s, d, grub_template.is_none(), templates);
         }
         let console = match pick(&s.console, &d.console) {
             None => Some(DEFAULT_CONSOLE),
@@ -237,6 +252,7 @@ impl Loader<'_> {
             kind,
             template,
             menu_template: string(menu_template).unwrap_or_else(|| render::MENU.to_string()),
+            grub_template: string(grub_template).unwrap_or_else(|| grub::TEMPLATE.to_string()),
             kernel,
             initrd: string(pick(&s.initrd, &d.initrd)),
             args: string(pick(&s.args, &d.args)).unwrap_or_default(),
@@ -248,6 +264,31 @@ impl Loader<'_> {
             loader: None,
             reservation: None,
         })
+    }
+
+    /// What a GRUB rule fetches over TFTP: its kernel and initrd must be
+    /// files (the signed GRUB has no HTTP), and the default template must
+    /// exist (an older template directory lacks it).
+    fn grub_files(
+        &mut self,
+        s: &wire::Section,
+        d: &wire::Section,
+        default_template: bool,
+        templates: Option<&Templates>,
+    ) {
+        let kernel = s.kernel.as_ref().or(d.kernel.as_ref());
+        let initrd = s.initrd.as_ref().or(d.initrd.as_ref());
+        for v in [kernel, initrd].into_iter().flatten() {
+            if v.get_ref().contains("://") {
+                let msg = format!("{:?}: boot = \"grub\" fetches the kernel and initrd over TFTP (the signed GRUB has no HTTP); use a path under the asset roots", v.get_ref());
+                self.error(v, msg);
+                return;
+            }
+        }
+        if default_template && templates.is_some_and(|ts| !ts.has(grub::TEMPLATE)) {
+            let at = (s.boot.as_ref().or(d.boot.as_ref())).map_or(0, |b| b.span().start);
+            self.error_at(at, format!("boot = \"grub\" needs the template {:?} in the template directory (copy it from the shipped boot-templates/)", grub::TEMPLATE));
+        }
     }
 
     /// `configs = { kickstart = "ks.cfg", … }`: known names, existing templates.

@@ -17,6 +17,21 @@ const DEFAULT_SEARCH_PATHS: &[&str] = &[
     "/usr/lib/PXELINUX",
     "/usr/lib/syslinux/modules/bios",
 ];
+/// `[server.files]` before the operator's entries: the Secure Boot chain as
+/// Debian's shim-signed and grub-efi-*-signed packages install it, under the
+/// names the firmware is handed (`core::grub::chain`) and the shim asks for.
+pub const DEFAULT_FILES: &[(&str, &str)] = &[
+    ("shimx64.efi", "/usr/lib/shim/shimx64.efi.signed"),
+    (
+        "grubx64.efi",
+        "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+    ),
+    ("shimaa64.efi", "/usr/lib/shim/shimaa64.efi.signed"),
+    (
+        "grubaa64.efi",
+        "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed",
+    ),
+];
 /// Stands for pxed's address in URLs shown when it cannot be known.
 pub const PXED_ADDRESS_PLACEHOLDER: &str = "<pxed-address>";
 
@@ -49,6 +64,16 @@ impl ShownBase {
     }
 }
 
+/// One `[server.files]` entry (or default), with where it is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSetting {
+    /// The name machines ask for.
+    pub name: String,
+    pub path: PathBuf,
+    /// `None` for pxed's default ([`DEFAULT_FILES`]).
+    pub at: Option<crate::core::Location>,
+}
+
 /// Listeners and paths from `[server]`, with defaults applied and relative paths
 /// resolved against the directory of `machines.toml`.
 #[derive(Debug, Clone)]
@@ -66,6 +91,11 @@ pub struct ServerConfig {
     /// Read-only directories searched after `assets_dir` (iPXE and syslinux
     /// binaries from distribution packages).
     pub search_paths: Vec<PathBuf>,
+    /// Names served from named files, looked up before the directories
+    /// (`[server.files]` over [`DEFAULT_FILES`]).
+    pub files: crate::assets::Files,
+    /// Each entry of `files` with where it is set, for `pxed check`.
+    pub file_settings: Vec<FileSetting>,
     /// The JSON API's clients; `None` (no `api_tokens`): no API at all.
     pub api_tokens: Option<std::sync::Arc<super::api::ApiTokens>>,
     /// This server's name: boot events and leases say which server handled
@@ -114,6 +144,7 @@ impl ServerConfig {
     /// Every root an asset may come from, in lookup order.
     pub fn asset_roots(&self) -> crate::assets::Roots<'_> {
         crate::assets::Roots {
+            files: &self.files,
             assets: &self.assets_dir,
             search: &self.search_paths,
         }
@@ -139,6 +170,7 @@ impl Loader<'_> {
             Some(paths) => paths.iter().map(|p| base_dir.join(p.get_ref())).collect(),
             None => DEFAULT_SEARCH_PATHS.iter().map(PathBuf::from).collect(),
         };
+        let (files, file_settings) = self.files(w.files.as_ref(), base_dir);
         ServerConfig {
             http_listen,
             admin_listen,
@@ -147,6 +179,8 @@ impl Loader<'_> {
             assets_dir: dir(&w.assets_dir, "assets"),
             templates_dir: dir(&w.templates_dir, "boot-templates"),
             search_paths,
+            files,
+            file_settings,
             api_tokens: self
                 .api_tokens(w.api_tokens.as_ref(), base_dir)
                 .map(std::sync::Arc::new),
@@ -169,6 +203,44 @@ impl Loader<'_> {
             );
         }
         name.clone()
+    }
+
+    /// `[server.files]` over [`DEFAULT_FILES`] (an entry replaces the
+    /// default of its name); relative files are under the config's directory.
+    fn files(
+        &mut self,
+        w: Option<&std::collections::BTreeMap<String, Spanned<String>>>,
+        base_dir: &Path,
+    ) -> (crate::assets::Files, Vec<FileSetting>) {
+        let mut settings: std::collections::BTreeMap<&str, FileSetting> = DEFAULT_FILES
+            .iter()
+            .map(|(name, path)| {
+                let s = FileSetting {
+                    name: name.to_string(),
+                    path: PathBuf::from(path),
+                    at: None,
+                };
+                (*name, s)
+            })
+            .collect();
+        for (name, file) in w.into_iter().flatten() {
+            let clean = crate::assets::check_relative(name).is_ok() && !name.starts_with("./");
+            if !clean || file.get_ref().is_empty() {
+                self.error(file, format!("[server.files] {name:?} = {:?}: the name must be a relative path (no '..') and the file must be named", file.get_ref()));
+                continue;
+            }
+            let setting = FileSetting {
+                name: name.clone(),
+                path: base_dir.join(file.get_ref()),
+                at: Some(self.location(file.span().start)),
+            };
+            settings.insert(name, setting);
+        }
+        let files = settings
+            .values()
+            .map(|s| (s.name.clone(), s.path.clone()))
+            .collect();
+        (files, settings.into_values().collect())
     }
 
     /// A listener that `""` turns off.

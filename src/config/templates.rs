@@ -172,6 +172,15 @@ impl Loader<'_> {
                 templates.push((rule.boot.menu_template.clone(), Arch::Bios));
             }
             templates.dedup_by(|a, b| a.0 == b.0);
+            if rule.boot.kind == BootKind::Grub {
+                // Both CPUs: the serial console commands differ.
+                for arch in [Arch::EfiX64, Arch::EfiArm64] {
+                    templates.push((rule.boot.grub_template.clone(), arch));
+                }
+            }
+            // A template that does not exist is already an error at the
+            // rule's `template` key: rendering it would only add a bogus one.
+            templates.retain(|(t, _)| policy.templates.has(t));
             let mut results: Vec<Result<String, TemplateError>> = templates
                 .iter()
                 .map(|(t, arch)| {

@@ -101,6 +101,8 @@ pub struct Server {
     pub assets_dir: Option<Spanned<String>>,
     pub templates_dir: Option<Spanned<String>>,
     pub search_paths: Option<Vec<Spanned<String>>>,
+    /// `[server.files]`: served name → file (see `config/server.rs`).
+    pub files: Option<BTreeMap<String, Spanned<String>>>,
     /// The API's token file (see `config/api.rs`).
     pub api_tokens: Option<Spanned<String>>,
     /// The shipped example config (see `config/paths.rs`).
@@ -134,6 +136,7 @@ pub struct Section {
     pub boot: Option<Spanned<String>>,
     pub template: Option<Spanned<String>>,
     pub menu_template: Option<Spanned<String>>,
+    pub grub_template: Option<Spanned<String>>,
     pub kernel: Option<Spanned<String>>,
     pub initrd: Option<Spanned<String>>,
     pub args: Option<Spanned<String>>,

@@ -17,7 +17,7 @@
 use super::identity::{Arch, Identity, Mac};
 use super::lifecycle::BootOverride;
 use super::render::Base;
-use super::{Boot, Policy, Reservation, Rule};
+use super::{Boot, BootKind, Policy, Reservation, Rule};
 
 /// The file names handed to PXE ROMs, per firmware (`[dhcp]` in machines.toml).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +151,8 @@ pub fn decide<'p>(
     };
     let rule = policy.choose(&id, ovr).rule;
     let rule_loader = rule.and_then(|r| r.boot.loader.as_deref());
-    let (handout, loader, reason) = handout(loaders, rule_loader, client, base);
+    let grub = rule.is_some_and(|r| r.boot.kind == BootKind::Grub);
+    let (handout, loader, reason) = handout(loaders, rule_loader, grub, client, base);
     Decision {
         rule,
         handout,
@@ -166,6 +167,7 @@ type Handed<'p> = (Option<Handout>, Option<&'p str>, &'static str);
 fn handout<'p>(
     loaders: &'p Loaders,
     rule_loader: Option<&'p str>,
+    grub: bool,
     client: &Client,
     base: &Base,
 ) -> Handed<'p> {
@@ -213,12 +215,18 @@ fn handout<'p>(
             )
         }
     };
-    match rule_loader.or_else(|| loaders.for_arch(arch)) {
+    // A GRUB rule's UEFI machines get the shim for their CPU (which loads
+    // GRUB beside it); firmware Debian signs no shim for gets iPXE.
+    let shim = grub.then(|| super::grub::chain(arch)).flatten();
+    let shim = shim.map(|c| c.shim);
+    match rule_loader.or(shim).or_else(|| loaders.for_arch(arch)) {
         Some(file) => (
             Some(Handout::Tftp(file.to_string())),
             Some(file),
             if rule_loader.is_some() {
                 "PXE ROM: the rule's loader over TFTP"
+            } else if shim.is_some() {
+                "PXE ROM: the shim of a GRUB rule over TFTP"
             } else {
                 "PXE ROM: iPXE for this firmware over TFTP"
             },
@@ -238,19 +246,12 @@ mod tests {
     use crate::core::{Boot, BootKind, Location, Rule, Templates};
 
     fn policy() -> Policy {
+        // The built-in local-disk rule's boot, made an iPXE kernel boot.
         let boot = Boot {
             kind: BootKind::Ipxe,
             template: "linux.ipxe".into(),
-            menu_template: "menu.pxelinux".into(),
             kernel: Some("vmlinuz".into()),
-            initrd: None,
-            args: String::new(),
-            console: None,
-            menu_timeout: 10,
-            vars: serde_json::Map::new(),
-            configs: Default::default(),
-            loader: None,
-            reservation: None,
+            ..crate::core::lifecycle::local_rule().boot
         };
         let rule = |name: &str, order, mac: Option<Mac>| Rule {
             name: name.into(),
@@ -261,6 +262,10 @@ mod tests {
             },
             boot: Boot {
                 loader: (name == "special").then(|| "special.kpxe".into()),
+                kind: match name {
+                    "grubby" => BootKind::Grub,
+                    _ => BootKind::Ipxe,
+                },
                 ..boot.clone()
             },
             order,
@@ -274,6 +279,7 @@ mod tests {
             RuleSet::new(vec![
                 rule("default", 0, None),
                 rule("special", 1, Some(SPECIAL)),
+                rule("grubby", 2, Some(GRUBBY)),
             ])
             .unwrap(),
             Templates::compile(std::iter::empty()).unwrap(),
@@ -282,6 +288,7 @@ mod tests {
 
     const PLAIN: Mac = Mac([0x52, 0x54, 0, 0, 0, 1]);
     const SPECIAL: Mac = Mac([0x52, 0x54, 0, 0, 0, 2]);
+    const GRUBBY: Mac = Mac([0x52, 0x54, 0, 0, 0, 3]);
 
     fn base() -> Base {
         Base::Http("http://10.0.0.1:8080".into())
@@ -404,6 +411,23 @@ mod tests {
                 http("http://10.0.0.1:8080/assets/special.kpxe", true),
             ),
             (&def, SPECIAL, Some(0), true, Pxe, http(script, false)),
+            // A GRUB rule: UEFI PXE gets the shim for its CPU; firmware
+            // without a signed shim, HTTP Boot (the signed GRUB has no HTTP)
+            // and iPXE get what they always get.
+            (&def, GRUBBY, Some(7), false, Pxe, tftp("shimx64.efi")),
+            (&def, GRUBBY, Some(9), false, Pxe, tftp("shimx64.efi")),
+            (&def, GRUBBY, Some(11), false, Pxe, tftp("shimaa64.efi")),
+            (&def, GRUBBY, Some(0), false, Pxe, tftp("undionly.kpxe")),
+            (&def, GRUBBY, Some(6), false, Pxe, tftp("snponly.efi")),
+            (
+                &def,
+                GRUBBY,
+                Some(16),
+                false,
+                Http,
+                http("http://10.0.0.1:8080/assets/snponly.efi", true),
+            ),
+            (&def, GRUBBY, Some(7), true, Pxe, http(script, false)),
         ];
         let policy = policy();
         for (loaders, mac, arch, ipxe, vendor, want) in cases {

@@ -12,9 +12,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::grub;
 use super::identity::{Identity, Mac};
 pub use super::render::Install;
-use super::render::{Base, Rendered};
+use super::render::{Base, Rendered, RETRY_SECONDS};
 use super::{Boot, BootKind, Location, Policy, Rule};
 
 /// What an operator told pxed to boot for one machine.
@@ -72,6 +73,7 @@ pub(super) fn local_rule() -> Rule<Boot> {
             kind: BootKind::Local,
             template: String::new(),
             menu_template: super::render::MENU.to_string(),
+            grub_template: super::grub::TEMPLATE.to_string(),
             kernel: None,
             initrd: None,
             args: String::new(),
@@ -195,6 +197,37 @@ impl Policy {
         let rule = choice.rule?;
         let install = install(&choice, id, base, ovr);
         Some(self.render_rule(rule, &rule.boot.menu_template, id, base, &install))
+    }
+
+    /// A `grub.cfg` that prints `message` (pxed's own sentence) and
+    /// restarts the machine.
+    pub fn grub_retry(&self, message: &str) -> Rendered {
+        Rendered {
+            text: grub::retry(message, RETRY_SECONDS),
+            rule: None,
+        }
+    }
+
+    /// The `grub.cfg` this machine gets: its override, else its rule by MAC
+    /// and CPU, rendered with the rule's `grub_template`. `base` is where
+    /// the machine reaches pxed's HTTP server (a one-shot override's
+    /// callback URL); kernel and initrd come over TFTP.
+    pub fn grub_for(&self, id: &Identity, base: &Base, ovr: Option<&Active>) -> Rendered {
+        let choice = self.choose(id, ovr.map(|o| &o.boot));
+        let Some(rule) = choice.rule else {
+            return self.grub_retry("no rule matches this machine; add one to machines.toml");
+        };
+        let install = install(&choice, id, base, ovr);
+        match self.render_rule_checked(rule, &rule.boot.grub_template, id, base, &install) {
+            Ok(text) => Rendered {
+                text,
+                rule: Some(rule.name.clone()),
+            },
+            Err(e) => {
+                tracing::error!(rule = %rule.name, error = %e, "grub.cfg template failed to render");
+                self.grub_retry("the grub.cfg template failed to render; see the pxed log")
+            }
+        }
     }
 
     /// `pxed explain` with the override: which rule, and why.

@@ -4,6 +4,7 @@
 
 mod base;
 pub mod decide;
+pub mod grub;
 pub mod identity;
 pub mod installer;
 pub mod lifecycle;
@@ -44,6 +45,11 @@ pub enum BootKind {
     Pxelinux,
     /// Boot from the local disk (different for BIOS and UEFI).
     Local,
+    /// UEFI PXE: the shim, the distribution-signed network GRUB and a
+    /// per-machine `grub.cfg` (see [`grub`]): the Secure Boot chain, and a
+    /// menu an operator can edit on a serial console. iPXE clients and BIOS
+    /// machines matching the rule get its kernel through iPXE instead.
+    Grub,
 }
 
 impl BootKind {
@@ -52,6 +58,7 @@ impl BootKind {
             BootKind::Ipxe => "ipxe",
             BootKind::Pxelinux => "pxelinux",
             BootKind::Local => "local",
+            BootKind::Grub => "grub",
         }
     }
 }
@@ -89,6 +96,9 @@ pub struct Boot {
     /// The pxelinux menu template (used for `boot = "pxelinux"`, and for
     /// classic pxelinux clients asking over TFTP).
     pub menu_template: String,
+    /// The GRUB `grub.cfg` template (what a machine that came up through
+    /// the shim and GRUB gets, see [`grub`]).
+    pub grub_template: String,
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub args: String,

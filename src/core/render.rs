@@ -154,6 +154,37 @@ fn truncate_helper(
     Ok(())
 }
 
+/// A helper writing `f` of its one string parameter (nothing for null):
+/// `{{grub_quote rule.name}}`, `{{grub_words boot.cmdline}}`.
+fn string_helper(
+    f: fn(&str) -> String,
+) -> impl Fn(&Helper, &Handlebars, &Context, &mut RenderContext, &mut dyn Output) -> HelperResult
+       + Send
+       + Sync {
+    move |h, _, _, _, out| {
+        let text = h.param(0).and_then(|p| p.value().as_str()).unwrap_or("");
+        out.write(&f(text))?;
+        Ok(())
+    }
+}
+
+/// A template syntax error in the operator's words: handlebars' own message
+/// for a syntax error is its parser's grammar rule (`expected
+/// trailing_tilde_to_omit_whitespace`), which names nothing they wrote.
+fn template_error_reason(reason: &handlebars::TemplateErrorReason) -> String {
+    match reason {
+        handlebars::TemplateErrorReason::InvalidSyntax(_) => {
+            "invalid handlebars syntax: an expression here is not closed or not well formed \
+             (`{{name}}`, `{{#if x}}…{{/if}}`: every `{{` needs its `}}`)"
+                .to_string()
+        }
+        handlebars::TemplateErrorReason::MismatchingClosedHelper(open, close) => {
+            format!("`{{{{#{open}}}}}` is closed by `{{{{/{close}}}}}`")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// `{{json value}}`: the value as JSON (a string quoted and escaped), so
 /// that an Ignition template cannot be broken by what a machine reports.
 fn json_helper(
@@ -178,6 +209,8 @@ impl Templates {
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("truncate", Box::new(truncate_helper));
+        hb.register_helper("grub_quote", Box::new(string_helper(super::grub::quote)));
+        hb.register_helper("grub_words", Box::new(string_helper(super::grub::words)));
         hb.register_helper("json", Box::new(json_helper));
         let mut errors = Vec::new();
         let mut paths = std::collections::HashMap::new();
@@ -191,7 +224,7 @@ impl Templates {
                         line,
                         column,
                     },
-                    reason: e.reason().to_string(),
+                    reason: template_error_reason(e.reason()),
                 });
             }
         }
@@ -291,6 +324,28 @@ fn server_json(base: &Base) -> Value {
     })
 }
 
+/// The template's `boot` object for a rule.
+fn boot_json(b: &Boot, base: &Base, install: &Install) -> Value {
+    let initrd_name = b
+        .initrd
+        .as_deref()
+        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
+    json!({
+        "kind": b.kind.name(),
+        "kernel": b.kernel,
+        "initrd": b.initrd,
+        "kernel_url": b.kernel.as_deref().map(|k| base.asset(k)),
+        "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
+        "kernel_path": b.kernel.as_deref().and_then(tftp_path),
+        "initrd_path": b.initrd.as_deref().and_then(tftp_path),
+        "initrd_name": initrd_name,
+        "args": b.args,
+        "cmdline": b.cmdline_with(install),
+        "menu_timeout": b.menu_timeout,
+        "menu_timeout_ds": b.menu_timeout.saturating_mul(10),
+    })
+}
+
 /// The template context for a machine and its rule. Every key is always
 /// present (null when unknown) so strict mode only catches real typos.
 fn context(
@@ -301,38 +356,20 @@ fn context(
     install: &Install,
 ) -> Value {
     let (rule_json, boot_json, console_json, vars) = match rule {
-        Some(r) => {
-            let b = &r.boot;
-            let initrd_name = b
-                .initrd
-                .as_deref()
-                .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
-            (
-                json!({ "name": r.name, "priority": r.priority }),
+        Some(r) => (
+            json!({ "name": r.name, "priority": r.priority }),
+            boot_json(&r.boot, base, install),
+            r.boot.console.map_or(Value::Null, |c| {
                 json!({
-                    "kind": b.kind.name(),
-                    "kernel": b.kernel,
-                    "initrd": b.initrd,
-                    "kernel_url": b.kernel.as_deref().map(|k| base.asset(k)),
-                    "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
-                    "initrd_name": initrd_name,
-                    "args": b.args,
-                    "cmdline": b.cmdline_with(install),
-                    "menu_timeout": b.menu_timeout,
-                    "menu_timeout_ds": b.menu_timeout.saturating_mul(10),
-                }),
-                b.console.map_or(Value::Null, |c| {
-                    json!({
-                        "index": c.index,
-                        "tty": c.tty(),
-                        "baud": c.baud,
-                        "kernel_arg": c.kernel_arg(),
-                        "firmware_redirect": c.firmware_redirect,
-                    })
-                }),
-                Value::Object(b.vars.clone()),
-            )
-        }
+                    "index": c.index,
+                    "tty": c.tty(),
+                    "baud": c.baud,
+                    "kernel_arg": c.kernel_arg(),
+                    "firmware_redirect": c.firmware_redirect,
+                })
+            }),
+            Value::Object(r.boot.vars.clone()),
+        ),
         None => (
             Value::Null,
             Value::Null,
@@ -360,6 +397,7 @@ fn context(
         "rule": rule_json,
         "boot": boot_json,
         "console": console_json,
+        "grub": super::grub::context(id.arch, rule.and_then(|r| r.boot.console)),
         "server": server_json(base),
         "pxelinux": {
             "config": menu_name,
@@ -372,6 +410,12 @@ fn context(
             "config_url": install.config_url,
         },
     })
+}
+
+/// An asset's absolute path on the TFTP server (`/debian/vmlinuz`), as GRUB
+/// fetches it; `None` for a URL.
+fn tftp_path(path: &str) -> Option<String> {
+    (!path.contains("://")).then(|| format!("/{}", path.trim_start_matches('/')))
 }
 
 /// `text` with control characters (a newline would start a new script

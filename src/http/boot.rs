@@ -129,25 +129,11 @@ async fn overridden(query: &str) -> Overridden {
     let Some(mac) = id.mac else {
         return Overridden::No;
     };
-    match machines::lookup(mac) {
-        None => Overridden::No,
-        Some(active) => active_for_boot(mac, active).await.map_or_else(
-            |why| Overridden::Failed(id.clone(), why),
-            |a| a.map_or(Overridden::No, |a| Overridden::Yes(id.clone(), a)),
-        ),
+    match machines::for_boot(mac).await {
+        Err(why) => Overridden::Failed(id, why),
+        Ok(None) => Overridden::No,
+        Ok(Some(a)) => Overridden::Yes(id, a),
     }
-}
-
-/// `active`, with this boot's callback token when it is a one-shot
-/// override (`None` if it was consumed meanwhile).
-pub(super) async fn active_for_boot(mac: Mac, active: Active) -> Result<Option<Active>, String> {
-    let Some(m) = machines::get().filter(|_| active.boot.is_once()) else {
-        return Ok(Some(active));
-    };
-    m.begin_boot(mac).await.map_err(|e| {
-        tracing::error!(%mac, error = %format!("{e:#}"), "cannot store the callback token of a one-shot override");
-        "cannot store this boot's install callback token; see the pxed log".to_string()
-    })
 }
 
 pub async fn ipxe(
@@ -236,10 +222,7 @@ pub async fn pxelinux_config(
     };
     let span = tracing::info_span!("pxelinux", mac = %mac, peer = %conn.peer);
     let _enter = span.enter();
-    let active = match machines::lookup(mac) {
-        Some(a) => active_for_boot(mac, a).await.unwrap_or(None),
-        None => None,
-    };
+    let active = machines::for_boot(mac).await.unwrap_or(None);
     match config
         .policy
         .menu_for(&id, &base, rule_hint.as_deref(), active.as_ref())

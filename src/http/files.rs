@@ -22,7 +22,11 @@ pub async fn asset(
 ) -> Response {
     let config = config.load_full();
     let metrics = crate::metrics::get();
-    match assets::resolve(config.server.asset_roots(), &path) {
+    // `/assets//grubx64.efi` is `grubx64.efi`, as nginx merges slashes: the
+    // shim, booted over UEFI HTTP Boot, asks for its GRUB as the directory
+    // of its own URL plus `/grubx64.efi`. TFTP strips leading `/` too.
+    let path = path.trim_start_matches('/');
+    match assets::resolve(config.server.asset_roots(), path) {
         Ok(file) => {
             tracing::debug!(peer = %conn.peer, file = %file.display(), "asset");
             metrics.request("http", "asset", "ok");
@@ -30,19 +34,19 @@ pub async fn asset(
                 Ok(response) => response.map(Body::new),
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
             };
-            record(&conn, &path, &response);
+            record(&conn, path, &response);
             response
         }
         Err(e @ AssetError::Refused(_)) => {
             tracing::warn!(peer = %conn.peer, path = %path.escape_debug(), error = %e, "asset request refused");
             metrics.request("http", "asset", "refused");
-            record_refusal(&conn, &path, "refused", &e);
+            record_refusal(&conn, path, "refused", &e);
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
         Err(e @ AssetError::NotFound) => {
             tracing::info!(peer = %conn.peer, path = %path.escape_debug(), "asset not found");
             metrics.request("http", "asset", "not_found");
-            record_refusal(&conn, &path, "not_found", &e);
+            record_refusal(&conn, path, "not_found", &e);
             (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
         }
     }

@@ -128,6 +128,25 @@ pub fn lookup(mac: Mac) -> Option<Active> {
     snapshot.get(&mac).cloned()
 }
 
+/// The override `mac` boots under now, if any: for a one-shot override,
+/// with this boot's callback token, minted and stored first (`Ok(None)` if
+/// it was consumed meanwhile; `Err`, a sentence for the console, when the
+/// token could not be stored: the machine then waits and retries rather than
+/// install with no way to report back). The HTTP script and menu endpoints
+/// and GRUB's config over TFTP call this.
+pub async fn for_boot(mac: Mac) -> Result<Option<Active>, String> {
+    let Some(active) = lookup(mac) else {
+        return Ok(None);
+    };
+    let Some(m) = get().filter(|_| active.boot.is_once()) else {
+        return Ok(Some(active));
+    };
+    m.begin_boot(mac).await.map_err(|e| {
+        tracing::error!(%mac, error = %format!("{e:#}"), "cannot store the callback token of a one-shot override");
+        "cannot store this boot's install callback token; see the pxed log".to_string()
+    })
+}
+
 /// Whether any machine has an override (adapters skip looking otherwise).
 pub fn any() -> bool {
     MACHINES

@@ -78,7 +78,7 @@ pub fn start(config: &Config) -> anyhow::Result<Option<impl Future<Output = ()> 
     let fd = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket))
         .context("[ipv6_ra] socket")?;
     tracing::info!(
-        interfaces = ?ra.interfaces,
+        interfaces = %ra.interfaces.join(","),
         unsolicited_interval_s = ra.interval.map_or(0, |i| i.as_secs()),
         "ipv6 ra responder listening (router lifetime 0, no prefixes; [ipv6_ra] is read at start only)"
     );

@@ -15,6 +15,7 @@
 mod admission;
 mod batch;
 mod content;
+mod grub;
 pub mod packet;
 mod transfer;
 
@@ -310,7 +311,15 @@ impl Refusal {
 
 /// Finds what a request names (leading `/` already stripped): a rendered
 /// pxelinux config or a file under the asset roots.
-async fn open(config: &Config, cache: &Cache, name: &str) -> Result<Content, Refusal> {
+async fn open(
+    config: &Config,
+    cache: &Cache,
+    name: &str,
+    asker: Option<grub::Asker>,
+) -> Result<Content, Refusal> {
+    if let Some(request) = crate::core::grub::Request::parse(name) {
+        return grub::open(config, request, asker).await;
+    }
     if let Some(cfg) = pxelinux_cfg_name(name) {
         let Some(mac) = Mac::from_pxelinux_name(cfg) else {
             return Err(Refusal::NotFound("not a per-machine pxelinux config name"));
@@ -367,7 +376,7 @@ pub async fn first_packet(config: &Config, datagram: &[u8]) -> Option<Vec<u8>> {
         Ok(Packet::Wrq(_)) => return Some(packet::error(ErrorCode::AccessViolation, READ_ONLY)),
         Ok(_) | Err(_) => return None,
     };
-    match prepare(config, &Cache::default(), &request).await {
+    match prepare(config, &Cache::default(), &request, None).await {
         Ok((content, params)) => transfer::first_packet(&content, &params).ok(),
         Err(refusal) => Some(refusal.packet()),
     }
@@ -379,9 +388,10 @@ async fn prepare(
     config: &Config,
     cache: &Cache,
     request: &Request,
+    asker: Option<grub::Asker>,
 ) -> Result<(Content, Params), Refusal> {
     let name = request.filename.trim_start_matches('/');
-    let content = open(config, cache, name).await?;
+    let content = open(config, cache, name, asker).await?;
     let params = negotiate(&request.options, content.len());
     Ok((content, params))
 }
@@ -399,16 +409,23 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
     let started = Instant::now();
     let name = request.filename.trim_start_matches('/');
     let file = request.filename.as_str();
-    let endpoint = match pxelinux_cfg_name(name) {
-        Some(_) => "pxelinux",
-        None => "asset",
+    let config = state.config.load_full();
+    let step = crate::core::grub::step(&config.policy, name);
+    let endpoint = match (pxelinux_cfg_name(name), step) {
+        (Some(_), _) => "pxelinux",
+        (None, Some("grub.cfg" | "machine grub.cfg")) => "grub",
+        (None, _) => "asset",
     };
-    let (content, params) = match prepare(&state.config.load_full(), &state.cache, &request).await {
+    let asker = grub::Asker {
+        local_ip: state.local_ip,
+        peer,
+    };
+    let (content, params) = match prepare(&config, &state.cache, &request, Some(asker)).await {
         Ok(prepared) => prepared,
         Err(refusal) => {
             let (_, message, outcome) = refusal.reply();
             crate::metrics::get().request("tftp", endpoint, outcome);
-            record(peer, name, outcome, format!("{file}: {message}"));
+            record(peer, name, outcome, step, format!("{file}: {message}"));
             let _ = state.listener.send_to(&refusal.packet(), peer).await;
             match refusal {
                 Refusal::NotFound(_) | Refusal::NoRule => {
@@ -444,6 +461,7 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
         peer,
         name,
         outcome.label(),
+        step,
         format!("{file}: {bytes} of {} bytes in {ms:.0} ms", content.len()),
     );
     match &outcome {
@@ -462,11 +480,17 @@ async fn read(state: Arc<State>, peer: SocketAddr, request: Request, slot: Slot)
     }
 }
 
-/// The boot event of one request. A pxelinux config name says whose it is;
-/// otherwise the event writer finds the machine by its address.
-fn record(peer: SocketAddr, name: &str, outcome: &'static str, detail: String) {
+/// The boot event of one request, with the step of the boot it is when
+/// known (`shim: shimx64.efi: …`, see `core::grub::step`). A pxelinux config
+/// name says whose it is; otherwise the event writer finds the machine by
+/// its address.
+fn record(peer: SocketAddr, name: &str, outcome: &'static str, step: Option<&str>, detail: String) {
     crate::events::record_with(|| {
         let mac = pxelinux_cfg_name(name).and_then(Mac::from_pxelinux_name);
+        let detail = match step {
+            Some(step) => format!("{step}: {detail}"),
+            None => detail,
+        };
         Event::new(Stage::Tftp, outcome, detail)
             .mac(mac)
             .ip(peer.ip())

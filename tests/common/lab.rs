@@ -84,16 +84,29 @@ impl Payload {
 /// package lists.
 pub fn payload(what: &str) -> Option<Payload> {
     static PAYLOAD: OnceLock<Result<Payload, String>> = OnceLock::new();
-    let result = PAYLOAD.get_or_init(|| {
+    built(&PAYLOAD, "amd64", what)
+}
+
+/// The ARM64 payload: an arm64 kernel and initramfs, and Debian's signed
+/// `shimaa64.efi` and `grubaa64.efi` beside them (`payload.sh … arm64`:
+/// needs the arm64 package lists, `dpkg --add-architecture arm64`).
+pub fn payload_arm64(what: &str) -> Option<Payload> {
+    static PAYLOAD: OnceLock<Result<Payload, String>> = OnceLock::new();
+    built(&PAYLOAD, "arm64", what)
+}
+
+fn built(cell: &OnceLock<Result<Payload, String>>, arch: &str, what: &str) -> Option<Payload> {
+    let result = cell.get_or_init(|| {
         let started = Instant::now();
         let out = Command::new(repo().join("tests/lab/payload.sh"))
             .arg(target_dir().join("e2e-payload"))
+            .arg(arch)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run tests/lab/payload.sh: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "tests/lab/payload.sh failed: {}",
+                "tests/lab/payload.sh {arch} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
@@ -680,12 +693,39 @@ pub enum Firmware {
     /// [`Firmware::UefiPxe`] with PXEv4 and PXEv6 turned off (fw_cfg), so
     /// OVMF goes straight to UEFI HTTP Boot over IPv4.
     UefiHttp,
+    /// [`Firmware::UefiPxe`] with Secure Boot on and the Microsoft keys
+    /// enrolled: `OVMF_CODE_4M.ms.fd` and a copy of `OVMF_VARS_4M.ms.fd`,
+    /// q35 with SMM and the secure pflash (BRIEF "Secure Boot netboot").
+    UefiSecureBoot,
+    /// ARM64 UEFI with Secure Boot: `qemu-system-aarch64 -M virt -cpu
+    /// cortex-a57`, `AAVMF_CODE.ms.fd` and a copy of `AAVMF_VARS.ms.fd`,
+    /// the firmware's own PXE on `virtio-net-pci` (arch 11). Always TCG.
+    Arm64SecureBoot,
+}
+
+impl Firmware {
+    /// OVMF or AAVMF booting from pflash with a variable store of its own.
+    fn pflash(self) -> bool {
+        matches!(
+            self,
+            Firmware::UefiPxe
+                | Firmware::UefiHttp
+                | Firmware::UefiSecureBoot
+                | Firmware::Arm64SecureBoot
+        )
+    }
 }
 
 /// OVMF's code and variable store for [`Firmware::UefiPxe`] and
 /// [`Firmware::UefiHttp`] (Debian's `ovmf`).
 pub const OVMF_CODE_4M: &[&str] = &["/usr/share/OVMF/OVMF_CODE_4M.fd"];
 pub const OVMF_VARS_4M: &[&str] = &["/usr/share/OVMF/OVMF_VARS_4M.fd"];
+/// The same with Secure Boot and Microsoft's keys ([`Firmware::UefiSecureBoot`]).
+pub const OVMF_CODE_4M_MS: &[&str] = &["/usr/share/OVMF/OVMF_CODE_4M.ms.fd"];
+pub const OVMF_VARS_4M_MS: &[&str] = &["/usr/share/OVMF/OVMF_VARS_4M.ms.fd"];
+/// Debian's `qemu-efi-aarch64` with Secure Boot ([`Firmware::Arm64SecureBoot`]).
+pub const AAVMF_CODE_MS: &[&str] = &["/usr/share/AAVMF/AAVMF_CODE.ms.fd"];
+pub const AAVMF_VARS_MS: &[&str] = &["/usr/share/AAVMF/AAVMF_VARS.ms.fd"];
 
 /// One machine to boot.
 #[derive(Debug, Clone)]
@@ -734,8 +774,15 @@ impl Guest {
     ) -> Guest {
         assert!(tap < lab.taps, "the lab has {} taps", lab.taps);
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", lab.name(), "qemu-system-x86_64"])
-            .args(["-accel", accel, "-m", "512", "-no-reboot"]);
+        cmd.args(["netns", "exec", lab.name()]);
+        if machine.firmware == Firmware::Arm64SecureBoot {
+            // No KVM for another CPU architecture.
+            cmd.args(["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57"])
+                .args(["-accel", "tcg"]);
+        } else {
+            cmd.args(["qemu-system-x86_64", "-accel", accel]);
+        }
+        cmd.args(["-m", "512", "-no-reboot"]);
         if machine.firmware == Firmware::BiosSerialOnly {
             cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);
         } else {
@@ -813,12 +860,23 @@ fn firmware_args(
             cmd.args(["-boot", "n"]).arg("-bios").arg(ovmf);
             (format!("e1000,romfile={}", rom.display()), None)
         }
-        Firmware::UefiPxe | Firmware::UefiHttp => {
+        firmware => {
+            assert!(firmware.pflash());
             let (code, vars) = files();
             let copy = tempfile::NamedTempFile::new().expect("temp file");
-            std::fs::copy(vars, copy.path()).expect("copy OVMF_VARS");
-            cmd.args(["-machine", "q35"])
-                .arg("-drive")
+            std::fs::copy(vars, copy.path()).expect("copy the variable store");
+            match firmware {
+                Firmware::UefiSecureBoot => {
+                    cmd.args(["-machine", "q35,smm=on"])
+                        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                }
+                // `-M virt` is set with the binary.
+                Firmware::Arm64SecureBoot => {}
+                _ => {
+                    cmd.args(["-machine", "q35"]);
+                }
+            }
+            cmd.arg("-drive")
                 .arg(format!(
                     "if=pflash,format=raw,unit=0,readonly=on,file={}",
                     code.display()

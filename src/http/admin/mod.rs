@@ -184,6 +184,12 @@ fn preview_of(config: &Config, id: &Identity) -> Markup {
     let boot = active.as_ref().map(|a| &a.boot);
     let script = config.policy.script_for(id, base, active.as_ref());
     let menu = config.policy.menu_for(id, base, None, active.as_ref());
+    let grub = config
+        .policy
+        .choose(id, boot)
+        .rule
+        .filter(|r| r.boot.kind == BootKind::Grub)
+        .map(|_| config.policy.grub_for(id, base, active.as_ref()));
     html! {
         h2 { "Why" }
         pre { (config.policy.explain_for(id, boot)) }
@@ -193,6 +199,10 @@ fn preview_of(config: &Config, id: &Identity) -> Markup {
         @if let Some(menu) = menu {
             h2 { "pxelinux menu" }
             pre { (menu.text) }
+        }
+        @if let Some(grub) = grub {
+            h2 { "grub.cfg" }
+            pre { (grub.text) }
         }
     }
 }

@@ -102,9 +102,10 @@ pub async fn render(
             .policy
             .menu_for(&id, &base, None, active.as_ref())
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no rule matches this machine"))?,
+        "grub" => config.policy.grub_for(&id, &base, active.as_ref()),
         other => {
             return Err(ApiError::bad_request(format!(
-                "format {other:?}: use ipxe or pxelinux"
+                "format {other:?}: use ipxe, pxelinux or grub"
             )))
         }
     };
