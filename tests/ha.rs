@@ -200,3 +200,93 @@ fn two_servers_one_killed_mid_storm_every_machine_boots_no_address_twice() {
         macs.len()
     );
 }
+
+#[test]
+fn the_database_stops_for_10_s_under_load_no_ack_without_its_row_and_dhcp_resumes() {
+    let what = "database outage";
+    if !privileged(what)
+        || !pg::available(what)
+        || !common::have_tool("perfdhcp", what)
+        || !common::have_tool("tshark", what)
+    {
+        return;
+    }
+    let pg = Postgres::start();
+    let lab = common::dhcp::new_lab("out");
+    lab.cli.sh("ip addr add 10.77.0.2/24 dev vc");
+    let dir = ConfigDir::new(
+        "http_listen = \"0.0.0.0:8080\"\ntftp_listen = \"\"",
+        &format!(
+            "{}\n[dhcp]\nmode = \"full\"\n[[dhcp.subnet]]\nnetwork = \"10.77.0.0/16\"\n\
+             pool = \"10.77.1.0-10.77.250.255\"\nlease_time = 3600\n\n\
+             [defaults]\nkernel = \"vmlinuz\"\n[[rule]]\nname = \"default\"\n",
+            pg.section("pxed")
+        ),
+    );
+    let pxed = common::dhcp::start(&lab, &dir);
+    let capture = Capture::start(&lab.cli.name, "vc", &dir.path().join("outage.pcap"));
+    let perf = common::dhcp::Perfdhcp::start(&lab, 300, 30);
+    std::thread::sleep(Duration::from_secs(5));
+    pg.stop_server();
+    // From here the database is down (`pg_ctl stop -w` returned).
+    let stopped_at = now();
+    std::thread::sleep(Duration::from_secs(2));
+    // HTTP keeps serving without the database.
+    let http = lab
+        .cli
+        .sh("curl -s -o /dev/null -w %{http_code} http://10.77.0.1:8080/boot.ipxe");
+    assert_eq!(http, "200", "HTTP during the outage");
+    std::thread::sleep(Duration::from_secs(8));
+    // Up to here it was down (it answers before `pg_ctl start -w` returns).
+    let restarted_at = now();
+    pg.start_server();
+    perf.wait();
+    let acks = capture.timed_acks();
+    let log = pxed.log();
+    drop(pxed);
+    let (before, during, after) = acks.iter().fold((0, 0, 0), |(b, d, a), (t, ..)| {
+        if *t < stopped_at {
+            (b + 1, d, a)
+        } else if *t < restarted_at {
+            (b, d + 1, a)
+        } else {
+            (b, d, a + 1)
+        }
+    });
+    println!("ACKs on the wire: {before} before the outage, {during} during it, {after} after");
+    assert!(before > 100, "load before the outage: {before}");
+    assert!(
+        after > 100,
+        "DHCP resumed without a restart: {after} ACKs after"
+    );
+    // During the outage no ACK leaves (half a second for one already sent
+    // and still crossing the veth as the stop returned).
+    let late: Vec<_> = acks
+        .iter()
+        .filter(|(t, ..)| *t > stopped_at + 0.5 && *t < restarted_at)
+        .map(|(t, m, ip)| (t - stopped_at, m, ip))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "ACKs while the database was down: {late:?}\n{}",
+        log.lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let pairs: Vec<(String, String)> = acks.into_iter().map(|(_, m, ip)| (m, ip)).collect();
+    check_acks(&pairs, &pg);
+    let outage_lines = log.matches("cannot store leases").count();
+    assert_eq!(outage_lines, 1, "one clear line while it lasts:\n{log}");
+    assert!(
+        log.contains("lease database writable again"),
+        "and one when it ends"
+    );
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
