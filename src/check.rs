@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::assets::{self, AssetError};
-use crate::config::{Config, DhcpMode, LoaderSetting};
+use crate::config::{Config, DhcpMode, LoaderSetting, PACKAGED_STATE_DIR};
 use crate::core::decide::Loaders;
 use crate::core::{grub, Arch, BootKind, Location};
 
@@ -166,6 +166,16 @@ fn databases(config: &Config) -> Vec<Finding> {
         .iter()
         .filter_map(|db| {
             let why = unwritable(&db.path)?;
+            // Checked by hand before the service ever started: the unit's
+            // StateDirectory=pxed creates it, for the service's user.
+            let dir = db.path.parent().unwrap_or(Path::new(""));
+            if db.at.is_none() && dir == Path::new(PACKAGED_STATE_DIR) && !dir.exists() {
+                return Some(Finding::new(
+                    Severity::Note,
+                    None,
+                    format!("{} {}: {PACKAGED_STATE_DIR} does not exist yet; the systemd unit creates it (StateDirectory=pxed)", db.key, db.path.display()),
+                ));
+            }
             let (at, hint) = match &db.at {
                 Some(at) => (at.clone(), String::new()),
                 None => (

@@ -25,7 +25,7 @@ mod wire;
 pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
 pub use events::EventsConfig;
 pub use loaders::LoaderSetting;
-pub use paths::{state_dir, AssetRef, DatabaseRef};
+pub use paths::{state_dir, AssetRef, DatabaseRef, PACKAGED_STATE_DIR};
 pub use ra::RaConfig;
 pub use server::{FileSetting, ServerConfig, ShownBase, DEFAULT_FILES, PXED_ADDRESS_PLACEHOLDER};
 pub use templates::{read_templates, TemplateFile, TemplateFiles};

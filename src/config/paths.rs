@@ -49,7 +49,7 @@ pub fn state_dir(config_dir: &Path) -> PathBuf {
 }
 
 /// The packaged state directory, as the unit's `StateDirectory=pxed` makes it.
-const PACKAGED_STATE_DIR: &str = "/var/lib/pxed";
+pub const PACKAGED_STATE_DIR: &str = "/var/lib/pxed";
 
 fn state_dir_from(config_dir: &Path, env: Option<std::ffi::OsString>) -> PathBuf {
     if let Some(dirs) = env.filter(|d| !d.is_empty()) {
