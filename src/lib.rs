@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod ra;
 pub mod reload;
 pub mod server;
+pub mod storage;
 mod sync;
 pub mod tftp;
 

@@ -45,14 +45,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     warn_about(&config, &config_path);
     let shared: Shared = Arc::new(ArcSwap::new(config.clone()));
-    // Without its record pxed still boots machines: say so and go on.
-    if let Err(e) = crate::events::start(&config.events) {
-        tracing::error!("boot events are not recorded: {e:#}");
-    }
-    // Without it machines boot by the rules alone; the API says why it cannot act.
-    if let Err(e) = crate::machines::start(&config).await {
-        tracing::error!("machine state (overrides, labels) is not available: {e:#}");
-    }
+    let backend = crate::storage::Backend::open(&config)?;
+    start_state(&config, &backend).await;
 
     // Bind every listener before announcing any: "listening" means started.
     let http_addr = config.server.http_listen;
@@ -69,7 +63,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         Some(addr) => Some(crate::tftp::bind(addr).await?),
         None => None,
     };
-    let dhcp = crate::dhcp::start(&shared)?;
+    let dhcp = crate::dhcp::start(&shared, backend.lease_opener())?;
     let ra = crate::ra::start(&config)?;
 
     let reload_status = Arc::new(crate::reload::Status::default());
@@ -187,5 +181,51 @@ fn warn_if_admin_exposed(addr: SocketAddr) {
              have no authentication; anyone who can reach {addr} reads every machine's boot record and the \
              rules. Bind it to 127.0.0.1 (the default) and reach it over SSH, or firewall the port"
         );
+    }
+}
+
+/// How long start-up waits for a shared database before it goes on without
+/// it (HTTP and TFTP serve; DHCP waits for its leases and retries).
+const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to the shared database and migrates its schema, waiting up to
+/// [`DATABASE_WAIT`]; says so and goes on if it cannot.
+async fn wait_for_database(backend: &crate::storage::Backend) {
+    let deadline = tokio::time::Instant::now() + DATABASE_WAIT;
+    loop {
+        match backend.ready().await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::error!(
+                    "{e:#}; starting without the database: HTTP and TFTP serve, DHCP waits for it, machine state and events retry"
+                );
+                return;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Opens the state backend's event record and machine state. Neither stops
+/// pxed from booting machines: a failure is one line, and serving goes on.
+async fn start_state(config: &config::Config, backend: &crate::storage::Backend) {
+    wait_for_database(backend).await;
+    let events = backend.events(config).and_then(|opened| match opened {
+        Some((store, log)) => crate::events::start(&config.events, store, log),
+        None => Ok(()),
+    });
+    if let Err(e) = events {
+        tracing::error!("boot events are not recorded: {e:#}");
+    }
+    // Without it machines boot by the rules alone; the API says why it cannot act.
+    let machines = match backend.machines(config) {
+        Ok(store) => {
+            let db = backend.describe(config);
+            crate::machines::start(store, db, backend.is_shared()).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = machines {
+        tracing::error!("machine state (overrides, labels) is not available: {e:#}");
     }
 }

@@ -117,14 +117,15 @@ fn firmware_gets_the_right_loader() {
     });
 }
 
-#[test]
-fn dora_renew_release_and_reservation() {
+on_both_stores!(dora_renew_release_and_reservation, dora_renew_release);
+
+fn dora_renew_release(db: LeaseDb) {
     if !privileged("dhcp dora") {
         return;
     }
-    let lab = new_lab("ddo");
+    let lab = new_lab(&format!("ddo{}", db.tag()));
     let dir = config(
-        FULL,
+        &format!("{FULL}\n{}", db.section()),
         r#"
 [[rule]]
 name = "pinned"
@@ -210,16 +211,9 @@ hostname = "pinned-node"
     });
     // Both leases are in the database; the release is recorded.
     std::thread::sleep(Duration::from_millis(300));
-    let db = rusqlite::Connection::open(dir.path().join("pxed-leases.sqlite")).unwrap();
-    let rows: HashMap<u32, i64> = db
-        .prepare("SELECT ip, state FROM leases")
-        .unwrap()
-        .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(rows.get(&u32::from(first)), Some(&3), "released: {rows:?}");
-    assert_eq!(rows.get(&u32::from(second)), Some(&1), "bound: {rows:?}");
+    let rows: HashMap<Ipv4Addr, i64> = db.rows(&dir).into_iter().map(|r| (r.0, r.2)).collect();
+    assert_eq!(rows.get(&first), Some(&3), "released: {rows:?}");
+    assert_eq!(rows.get(&second), Some(&1), "bound: {rows:?}");
     drop(pxed);
 }
 
@@ -234,20 +228,18 @@ fn common_addr(dev: &str, ip: Ipv4Addr, add: bool) {
     assert!(ok.success());
 }
 
-#[test]
-fn pool_exhaustion_no_offer_and_nak() {
+on_both_stores!(pool_exhaustion_no_offer_and_nak, pool_exhaustion);
+
+fn pool_exhaustion(db: LeaseDb) {
     if !privileged("dhcp exhaustion") {
         return;
     }
-    let lab = new_lab("dex");
+    let lab = new_lab(&format!("dex{}", db.tag()));
     let dir = config(
-        r#"
-[dhcp]
-mode = "full"
-[[dhcp.subnet]]
-network = "10.77.0.0/24"
-pool = "10.77.0.100-10.77.0.101"
-"#,
+        &format!(
+            "{}\n[dhcp]\nmode = \"full\"\n[[dhcp.subnet]]\nnetwork = \"10.77.0.0/24\"\npool = \"10.77.0.100-10.77.0.101\"\n",
+            db.section()
+        ),
         "",
     );
     let pxed = start(&lab, &dir);
@@ -285,12 +277,13 @@ pool = "10.77.0.100-10.77.0.101"
     pxed.wait_log("exhausted", Duration::from_secs(5));
 }
 
-#[test]
-fn relay_via_giaddr_echoes_option_82() {
+on_both_stores!(relay_via_giaddr_echoes_option_82, relay_via_giaddr);
+
+fn relay_via_giaddr(db: LeaseDb) {
     if !privileged("dhcp relay") {
         return;
     }
-    let lab = new_lab("drl");
+    let lab = new_lab(&format!("drl{}", db.tag()));
     // The "relay" lives in the client namespace: 10.77.0.2 on the server's
     // link, 10.88.0.1 on the remote subnet it relays for.
     lab.cli
@@ -298,7 +291,8 @@ fn relay_via_giaddr_echoes_option_82() {
     lab.srv.sh("ip route add 10.88.0.0/24 via 10.77.0.2");
     let dir = config(
         &format!(
-            "{FULL}\n[[dhcp.subnet]]\nnetwork = \"10.88.0.0/24\"\npool = \"10.88.0.50-10.88.0.60\"\nrouter = \"10.88.0.1\"\n"
+            "{}\n{FULL}\n[[dhcp.subnet]]\nnetwork = \"10.88.0.0/24\"\npool = \"10.88.0.50-10.88.0.60\"\nrouter = \"10.88.0.1\"\n",
+            db.section()
         ),
         "",
     );
@@ -487,40 +481,33 @@ fn full_mode_refuses_a_network_it_is_not_on() {
     assert!(err.contains("machines.toml:"), "{err}");
 }
 
+on_both_stores!(leases_survive_kill_9_under_load, survive_kill_9);
+
 /// kill -9 during a perfdhcp load, restart, and every ACK seen on the wire is
 /// still a lease in the database, no address twice, no client twice.
-#[test]
-fn leases_survive_kill_9_under_load() {
+fn survive_kill_9(db: LeaseDb) {
     if !privileged("dhcp crash")
         || !common::have_tool("perfdhcp", "dhcp crash")
         || !common::have_tool("tshark", "dhcp crash")
     {
         return;
     }
-    let lab = new_lab("dcr");
+    let lab = new_lab(&format!("dcr{}", db.tag()));
     lab.cli.sh("ip addr add 10.77.0.2/24 dev vc");
     let dir = config(
-        r#"
-[dhcp]
-mode = "full"
-[[dhcp.subnet]]
-network = "10.77.0.0/16"
-pool = "10.77.1.0-10.77.250.255"
-lease_time = 3600
-"#,
+        &format!(
+            "{}\n[dhcp]\nmode = \"full\"\n[[dhcp.subnet]]\nnetwork = \"10.77.0.0/16\"\npool = \"10.77.1.0-10.77.250.255\"\nlease_time = 3600\n",
+            db.section()
+        ),
         "",
     );
     let mut pxed = start(&lab, &dir);
     let capture = Capture::start(&lab.cli.name, "vc", &dir.path().join("acks.pcap"));
     let perf = Perfdhcp::start(&lab, 1500, 20);
     // Kill in the middle of the load: once a few hundred leases are stored.
-    let db_path = dir.path().join("pxed-leases.sqlite");
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        let n: i64 = rusqlite::Connection::open(&db_path)
-            .and_then(|c| c.query_row("SELECT count(*) FROM leases", [], |r| r.get(0)))
-            .unwrap_or(0);
-        if n >= 500 {
+        if db.rows(&dir).len() >= 500 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -539,7 +526,7 @@ lease_time = 3600
     let pxed = start(&lab, &dir);
     let loaded = pxed.wait_log("leases loaded", Duration::from_secs(10));
     drop(pxed);
-    let rows = lease_rows(&db_path);
+    let rows = db.rows(&dir);
     let by_mac = bound_by_mac(&rows);
     let macs: HashSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(macs.len(), rows.len(), "a client holds two leases");

@@ -4,7 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use pxed::core::Mac;
-use pxed::events::{Query, Reader, StoredEvent};
+use pxed::events::{EventLog, Query, StoredEvent};
+use pxed::storage::Backend;
 
 use super::{load, ConfigArg, Outcome};
 
@@ -48,22 +49,29 @@ fn parse_since(s: &str) -> Result<SystemTime, String> {
 pub fn run(args: &EventsArgs) -> anyhow::Result<Outcome> {
     let path = &args.config.config;
     let c = load(path)?;
-    let db = c.events.db.as_deref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: [events] db = \"\": nothing is recorded",
-            path.display()
-        )
-    })?;
     let mac = args.mac.as_deref().map(str::parse::<Mac>).transpose()?;
-    let reader = Reader::open(db)?;
-    let mut query = Query {
-        mac,
-        limit: args.limit,
-        since: args.since,
-        after_id: None,
-    };
+    super::runtime()?.block_on(async {
+        let backend = Backend::open(&c)?;
+        let log = backend.event_log(&c).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: [events] db = \"\": nothing is recorded",
+                path.display()
+            )
+        })?;
+        let query = Query {
+            mac,
+            limit: args.limit,
+            since: args.since,
+            after_id: None,
+        };
+        show(&*log, query, args).await
+    })
+}
+
+/// Prints what `query` selects, then (`--follow`) what is recorded next.
+async fn show(log: &dyn EventLog, mut query: Query, args: &EventsArgs) -> anyhow::Result<Outcome> {
     loop {
-        let events = reader.query(&query)?;
+        let events = log.query(query.clone()).await?;
         for event in &events {
             print(event, args.json)?;
         }
@@ -73,10 +81,10 @@ pub fn run(args: &EventsArgs) -> anyhow::Result<Outcome> {
         if let Some(last) = events.iter().map(|e| e.id).max() {
             query.after_id = Some(last);
         } else if query.after_id.is_none() {
-            query.after_id = Some(reader.last_id()?);
+            query.after_id = Some(log.last_id().await?);
         }
         query.limit = usize::MAX;
-        std::thread::sleep(FOLLOW_EVERY);
+        tokio::time::sleep(FOLLOW_EVERY).await;
     }
 }
 

@@ -32,10 +32,11 @@ fn stored_override(
     c: &pxed::config::Config,
     id: &Identity,
 ) -> anyhow::Result<Option<pxed::core::BootOverride>> {
-    match id.mac {
-        Some(mac) => pxed::machines::read_override(&pxed::machines::db_path(c), mac),
-        None => Ok(None),
-    }
+    let Some(mac) = id.mac else { return Ok(None) };
+    super::runtime()?.block_on(async {
+        let backend = pxed::storage::Backend::open(c)?;
+        backend.read_override(c, mac).await
+    })
 }
 
 pub fn render(

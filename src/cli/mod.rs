@@ -148,6 +148,14 @@ fn load(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<pxed::config::C
     pxed::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// A runtime for a command that reads the state backend (PostgreSQL's
+/// driver is async; the commands are not).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 /// A missing config is most often a command run from another directory
 /// than the config's (the default is relative): say which flag fixes it.
 fn config_exists(path: &std::path::Path) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@
 //! one [`Loader`] that collects errors.
 
 pub mod api;
+mod database;
 mod dhcp;
 mod events;
 mod loaders;
@@ -22,6 +23,7 @@ mod server;
 mod templates;
 mod wire;
 
+pub use database::DatabaseConfig;
 pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
 pub use events::EventsConfig;
 pub use loaders::LoaderSetting;
@@ -86,6 +88,9 @@ pub struct Config {
     pub events: EventsConfig,
     /// `[ipv6_ra]`, the Router Solicitation responder (see `config/ra.rs`).
     pub ipv6_ra: RaConfig,
+    /// `[database]`: PostgreSQL shared by several servers; `None`: SQLite
+    /// files (see `config/database.rs`, `crate::storage`).
+    pub database: Option<DatabaseConfig>,
     /// Local kernels and initrds the rules boot (see `config/paths.rs`).
     pub asset_refs: Vec<AssetRef>,
     /// The database files pxed writes.
@@ -111,6 +116,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("[dhcp] lease_fsync", a.lease_fsync != b.lease_fsync),
         ("[ipv6_ra]", old.ipv6_ra.running() != new.ipv6_ra.running()),
         ("[events]", old.events != new.events),
+        ("[database]", old.database != new.database),
+        ("[server] name", old.server.name != new.server.name),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))
@@ -199,6 +206,7 @@ impl Loader<'_> {
         let events = self.events(wire.events.as_ref(), &dhcp.lease_db, &state_dir);
         let databases = self.databases(&wire, &dhcp.lease_db, events.db.as_deref());
         let ipv6_ra = self.ipv6_ra(wire.ipv6_ra.as_ref(), &dhcp.interfaces);
+        let database = self.database(wire.database.as_ref(), base_dir);
         let (templates, template_files) = match template_files {
             TemplateFiles::Directory => match self.read_templates(&server.templates_dir) {
                 Some(files) => self.templates(&server.templates_dir, &files),
@@ -241,6 +249,7 @@ impl Loader<'_> {
             dhcp,
             events,
             ipv6_ra,
+            database,
             asset_refs: std::mem::take(&mut self.asset_refs),
             databases,
             assets_dir_at: self.key_at(wire.server.assets_dir.as_ref()),

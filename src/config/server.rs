@@ -98,6 +98,19 @@ pub struct ServerConfig {
     pub file_settings: Vec<FileSetting>,
     /// The JSON API's clients; `None` (no `api_tokens`): no API at all.
     pub api_tokens: Option<std::sync::Arc<super::api::ApiTokens>>,
+    /// This server's name: boot events and leases say which server handled
+    /// them (several servers share one database, docs/ha.md). Default: the
+    /// host name.
+    pub name: String,
+}
+
+/// The host name, or `pxed` when the system has none.
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pxed".into())
 }
 
 impl ServerConfig {
@@ -171,7 +184,25 @@ impl Loader<'_> {
             api_tokens: self
                 .api_tokens(w.api_tokens.as_ref(), base_dir)
                 .map(std::sync::Arc::new),
+            name: self.server_name(w.name.as_ref()),
         }
+    }
+
+    fn server_name(&mut self, v: Option<&Spanned<String>>) -> String {
+        let Some(n) = v else { return host_name() };
+        let name = n.get_ref();
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            self.error(
+                n,
+                format!("name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"),
+            );
+        }
+        name.clone()
     }
 
     /// `[server.files]` over [`DEFAULT_FILES`] (an entry replaces the

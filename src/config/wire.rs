@@ -24,6 +24,16 @@ pub struct File {
     pub events: Option<Spanned<Events>>,
     /// `[ipv6_ra]`, read and validated in `config/ra.rs`.
     pub ipv6_ra: Option<Spanned<Ra>>,
+    /// `[database]`, read and validated in `config/database.rs`.
+    pub database: Option<Spanned<Database>>,
+}
+
+/// `[database]`, validated in `config/database.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    pub url: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
 }
 
 /// `[dhcp]`, validated in `config/dhcp.rs`.
@@ -97,6 +107,8 @@ pub struct Server {
     pub api_tokens: Option<Spanned<String>>,
     /// The shipped example config (see `config/paths.rs`).
     pub example: Option<Spanned<bool>>,
+    /// This server's name in boot events (default: the host name).
+    pub name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -3,13 +3,17 @@
 //! waiting, applies all their changes in one transaction, and only after the
 //! commit returns sends their replies. So no ACK ever leaves before its lease
 //! is stored, and a burst of N ACKs costs one commit, not N.
+//!
+//! A store shared by several servers may refuse a job's lease (another server
+//! gave the address away first): that job's ACK becomes a NAK, so the client
+//! starts over at once, and the table learns who holds the address.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::leases::{LeaseOp, LeaseStore};
+use super::leases::{Applied, Learned, LeaseOp, LeaseStore};
 use super::server::{Outgoing, Sender};
 use crate::events::{self, Event};
 
@@ -31,6 +35,8 @@ pub struct CommitStats {
     pub commits: AtomicU64,
     pub failed: AtomicU64,
     pub refused: AtomicU64,
+    /// Leases the shared database refused (another server holds the address).
+    pub conflicts: AtomicU64,
     pub send_errors: AtomicU64,
 }
 
@@ -43,13 +49,23 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the commit thread; it ends when every `Committer` is dropped.
-    pub fn start(store: Box<dyn LeaseStore>, sender: Arc<Sender>) -> std::io::Result<Committer> {
+    /// Rows the store says are held by others go to `learned`.
+    pub fn start(
+        store: Box<dyn LeaseStore>,
+        sender: Arc<Sender>,
+        learned: Learned,
+    ) -> std::io::Result<Committer> {
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(CommitStats::default());
         let s = stats.clone();
+        let out = Out {
+            sender,
+            stats: s,
+            learned,
+        };
         std::thread::Builder::new()
             .name("pxed-leases".into())
-            .spawn(move || run(store, rx, sender, s))?;
+            .spawn(move || run(store, rx, out))?;
         Ok(Committer { tx, stats })
     }
 
@@ -116,14 +132,18 @@ impl Outage {
     }
 }
 
-fn run(
-    mut store: Box<dyn LeaseStore>,
-    rx: Receiver<Vec<Job>>,
+/// Where the lease thread sends what it learnt.
+struct Out {
     sender: Arc<Sender>,
     stats: Arc<CommitStats>,
-) {
+    learned: Learned,
+}
+
+fn run(mut store: Box<dyn LeaseStore>, rx: Receiver<Vec<Job>>, out: Out) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut ops: Vec<LeaseOp> = Vec::with_capacity(MAX_BATCH);
+    // Where each job's ops end in `ops`.
+    let mut ends: Vec<usize> = Vec::with_capacity(MAX_BATCH);
     let mut outage = Outage::default();
     while let Ok(mut first) = rx.recv() {
         batch.append(&mut first);
@@ -134,34 +154,26 @@ fn run(
             }
         }
         ops.clear();
+        ends.clear();
         for j in &mut batch {
             ops.append(&mut j.ops);
+            ends.push(ops.len());
         }
         let result = if ops.is_empty() {
-            Ok(())
+            Ok(Applied::default())
         } else {
             store.apply(&ops)
         };
         match result {
-            Ok(()) => {
+            Ok(applied) => {
                 if !ops.is_empty() {
                     outage.succeeded();
                 }
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                for j in batch.drain(..) {
-                    if let Some(e) = j.event {
-                        events::record(e);
-                    }
-                    if let Some(out) = j.reply {
-                        if let Err(e) = sender.send(&out) {
-                            stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(dest = %out.dest, error = %e, "cannot send reply");
-                        }
-                    }
-                }
+                out.stats.commits.fetch_add(1, Ordering::Relaxed);
+                out.committed(&mut batch, &ends, applied);
             }
             Err(e) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
+                out.stats.failed.fetch_add(1, Ordering::Relaxed);
                 let acks = batch.iter().filter(|j| j.reply.is_some()).count();
                 outage.failed(acks, &e);
                 for j in batch.drain(..) {
@@ -171,6 +183,47 @@ fn run(
                     }
                 }
             }
+        }
+    }
+}
+
+impl Out {
+    /// Sends the replies of a committed batch: each job's own, or a NAK for
+    /// a job whose lease the store refused (`applied.refused` is ascending).
+    fn committed(&self, batch: &mut Vec<Job>, ends: &[usize], applied: Applied) {
+        let mut refused = applied.refused.iter().peekable();
+        for (j, end) in batch.drain(..).zip(ends) {
+            let mut lost = false;
+            while refused.next_if(|i| **i < *end).is_some() {
+                lost = true;
+            }
+            let (reply, event) = if lost {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                let why = "the address was taken by another server first";
+                let nak = j
+                    .reply
+                    .as_ref()
+                    .and_then(|r| super::exchange::nak_for(r, why));
+                let event = j.event.map(|e| {
+                    let detail = format!("{}: {why}, NAK sent", e.detail);
+                    e.outcome("conflict", detail)
+                });
+                (nak, event)
+            } else {
+                (j.reply, j.event)
+            };
+            if let Some(e) = event {
+                events::record(e);
+            }
+            if let Some(r) = reply {
+                if let Err(e) = self.sender.send(&r) {
+                    self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(dest = %r.dest, error = %e, "cannot send reply");
+                }
+            }
+        }
+        if !applied.holders.is_empty() {
+            let _ = self.learned.try_send(applied.holders);
         }
     }
 }

@@ -300,6 +300,16 @@ fn request(cx: &Full, leases: &mut Leases) -> Outcome {
         // SELECTING: the client answers an OFFER.
         (Some(sid), _, _) if sid != cx.place.server => {
             leases.drop_offer(&req.client_id);
+            // Another server (on this segment, or behind the same relay) is
+            // about to bind this address: hold it for a moment so that it is
+            // not offered to someone else here meanwhile (the shared database
+            // would refuse that binding: a NAK, and a client starting over).
+            if let Some(ip) = req.requested_ip.filter(|ip| cx.subnet.in_pool(*ip)) {
+                if leases.is_free_for(ip, &req.client_id, cx.now) {
+                    let cap = cx.config.dhcp.limits.max_offers;
+                    leases.offer(ip, &req.client_id, req.mac, cx.now, cap);
+                }
+            }
             return Outcome::Ignored(format!("the client chose server {sid}"));
         }
         (Some(_), Some(ip), _) => ip,
@@ -515,4 +525,49 @@ fn destination(req: &Request, m: &Message, place: &Place) -> (SocketAddrV4, u32)
         return (SocketAddrV4::new(ciaddr, 68), place.ifindex);
     }
     (SocketAddrV4::new(Ipv4Addr::BROADCAST, 68), place.ifindex)
+}
+
+/// The NAK that replaces `ack` when the shared database refused its lease
+/// (another server took the address first): same transaction, same client,
+/// same way out, no address, and why (RFC 2131 table 3: a NAK carries only
+/// the message type, server identifier, message and relay information).
+/// `None` if `ack` is not a reply pxed encoded.
+pub fn nak_for(ack: &Outgoing, why: &str) -> Option<Outgoing> {
+    use dhcproto::Decodable;
+    let m = Message::from_bytes(&ack.bytes).ok()?;
+    let mut nak = Message::new_with_id(
+        m.xid(),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        m.giaddr(),
+        m.chaddr(),
+    );
+    nak.set_opcode(Opcode::BootReply)
+        .set_htype(m.htype())
+        .set_flags(m.flags());
+    let o = nak.opts_mut();
+    o.insert(DhcpOption::MessageType(MessageType::Nak));
+    for code in [
+        OptionCode::ServerIdentifier,
+        OptionCode::RelayAgentInformation,
+    ] {
+        if let Some(v) = m.opts().get(code) {
+            o.insert(v.clone());
+        }
+    }
+    o.insert(DhcpOption::Message(why.into()));
+    // NAKs are broadcast (RFC 2131 4.1), or go to the relay.
+    let dest = if m.giaddr().is_unspecified() {
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+    } else {
+        nak.set_flags(Flags::default().set_broadcast());
+        ack.dest
+    };
+    Some(Outgoing {
+        bytes: nak.to_vec().ok()?,
+        dest,
+        ifindex: ack.ifindex,
+        src: ack.src,
+    })
 }

@@ -46,7 +46,7 @@ use crate::config::{DhcpConfig, DhcpMode, Shared};
 use commit::{Committer, Job};
 use exchange::Port;
 use guard::Guard;
-use leases::{LeaseStore, Leases};
+use leases::{Lease, LeaseStore, Leases, OpenStore};
 use report::Stats;
 use server::{Interfaces, Sender};
 
@@ -54,6 +54,7 @@ use server::{Interfaces, Sender};
 /// serves them, or `None` when DHCP is off.
 pub fn start(
     shared: &Shared,
+    open: OpenStore,
 ) -> anyhow::Result<Option<impl std::future::Future<Output = ()> + Send + 'static>> {
     let config = shared.load_full();
     let dhcp = &config.dhcp;
@@ -72,7 +73,9 @@ pub fn start(
     let mut store = None;
     if dhcp.mode == DhcpMode::Full {
         check_on_link(dhcp, &interfaces)?;
-        store = Some(open_leases(dhcp).map_err(|e| {
+        // PostgreSQL blocks on the runtime for its first read.
+        let opened = tokio::task::block_in_place(|| open_leases(dhcp, &open));
+        store = Some(opened.map_err(|e| {
             let retry = dhcp.clone();
             // HTTP and TFTP need no lease database: they start; DHCP
             // waits for it (see `wait_for_leases`).
@@ -108,7 +111,7 @@ pub fn start(
         sender,
     };
     let shared = shared.clone();
-    Ok(Some(run(main, proxy, store, shared)))
+    Ok(Some(run(main, proxy, store, shared, open)))
 }
 
 /// The lease store and the table read from it.
@@ -128,21 +131,26 @@ async fn run(
     proxy: Option<Socket>,
     store: Option<Result<Store, DhcpConfig>>,
     shared: Shared,
+    open: OpenStore,
 ) {
     let stats = Arc::new(Stats::default());
     let mut leases = Leases::default();
     let mut committer = None;
+    // Rows of the shared database the table learns (other servers' writes,
+    // holders of refused bindings).
+    let (learned, learn) = tokio::sync::mpsc::channel(LEARNED_QUEUE);
     if let Some(opened) = store {
         let (store, table) = match opened {
             Ok(opened) => opened,
             Err(dhcp) => {
-                let opened = wait_for_leases(&dhcp).await;
+                let opened = wait_for_leases(&dhcp, &open).await;
                 drop_stale(&main.socket);
                 opened
             }
         };
         leases = table;
-        match Committer::start(store, main.sender.clone()) {
+        store.follow(learned.clone());
+        match Committer::start(store, main.sender.clone(), learned) {
             Ok(c) => committer = Some(c),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the lease thread; DHCP stops");
@@ -158,9 +166,17 @@ async fn run(
             Leases::default(),
             None,
             stats.clone(),
+            None,
         ));
     }
-    tasks.spawn(serve(main, shared, leases, committer, stats.clone()));
+    tasks.spawn(serve(
+        main,
+        shared,
+        leases,
+        committer,
+        stats.clone(),
+        Some(learn),
+    ));
     tasks.spawn(report::every_minute(stats));
     while tasks.join_next().await.is_some() {}
 }
@@ -208,9 +224,12 @@ fn drop_stale(socket: &tokio::net::UdpSocket) {
 /// How often DHCP tries again to open a lease database it could not open.
 const LEASE_DB_RETRY: Duration = Duration::from_secs(5);
 
+/// Batches of learned rows waiting for the receive loop.
+const LEARNED_QUEUE: usize = 64;
+
 /// Opens the lease store and reads every lease in it.
-fn open_leases(dhcp: &DhcpConfig) -> anyhow::Result<Store> {
-    let opened = leases::open(dhcp)?;
+fn open_leases(dhcp: &DhcpConfig, open: &OpenStore) -> anyhow::Result<Store> {
+    let opened = open(dhcp)?;
     let table = Leases::from_stored(opened.leases);
     tracing::info!(db = %opened.store.describe(), leases = table.len(), fsync = dhcp.lease_fsync, "leases loaded");
     Ok((opened.store, table))
@@ -220,11 +239,14 @@ fn open_leases(dhcp: &DhcpConfig) -> anyhow::Result<Store> {
 /// Meanwhile the DHCP sockets are bound but not read: requests queue or are
 /// dropped by the kernel, and clients retransmit. The store is restart-only:
 /// the config it was named in at start is the one retried.
-async fn wait_for_leases(dhcp: &DhcpConfig) -> Store {
+async fn wait_for_leases(dhcp: &DhcpConfig, open: &OpenStore) -> Store {
     let mut last = String::new();
     loop {
         tokio::time::sleep(LEASE_DB_RETRY).await;
-        match open_leases(dhcp) {
+        // A PostgreSQL store blocks on the runtime: not from one of its threads.
+        let (d, o) = (dhcp.clone(), open.clone());
+        let opened = tokio::task::spawn_blocking(move || open_leases(&d, &o)).await;
+        match opened.unwrap_or_else(|e| Err(anyhow::anyhow!("{e}"))) {
             Ok(opened) => return opened,
             Err(e) => {
                 let why = format!("{e:#}");
@@ -260,6 +282,7 @@ async fn serve(
     mut leases: Leases,
     committer: Option<Committer>,
     stats: Arc<Stats>,
+    mut learn: Option<tokio::sync::mpsc::Receiver<Vec<Lease>>>,
 ) {
     let fd = s.socket.as_raw_fd();
     let mut interfaces = Interfaces::read();
@@ -279,6 +302,13 @@ async fn serve(
             }
             _ = publish.tick(), if owns_pool => {
                 publish_pool_use(&shared, &leases);
+                continue;
+            }
+            Some(rows) = next_learned(&mut learn) => {
+                let now = now();
+                for row in rows {
+                    leases.learn(row, now);
+                }
                 continue;
             }
         }
@@ -362,5 +392,15 @@ fn publish_pool_use(shared: &Shared, leases: &Leases) {
         ] {
             metrics.pool(&name, state, n);
         }
+    }
+}
+
+/// The next batch of rows to learn; never, without a shared store.
+async fn next_learned(
+    learn: &mut Option<tokio::sync::mpsc::Receiver<Vec<Lease>>>,
+) -> Option<Vec<Lease>> {
+    match learn {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -13,13 +13,15 @@
 //! repeated within a minute (a boot loop, a benchmark) into one row with a
 //! count, so a fast loop cannot flood the database.
 
+mod batch;
+mod log;
 pub mod repeats;
 pub mod store;
+mod stored;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,7 +30,10 @@ use anyhow::Context as _;
 
 use crate::config::EventsConfig;
 use crate::core::{Arch, Mac};
-pub use store::{Machine, Query, Reader, StoredEvent};
+pub(crate) use batch::{write as batch_write, Sink};
+pub use log::{EventLog, SqliteLog};
+pub use store::{ReadError, Reader};
+pub use stored::{Machine, Query, StoredEvent};
 
 /// The steps of a network boot, in the order a machine goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,11 +71,11 @@ impl Stage {
     /// Whether this step chose the machine's rule with its full identity
     /// (DHCP only knows MAC and arch).
     /// Whether the machine itself took this step (it was seen).
-    fn by_machine(self) -> bool {
+    pub(crate) fn by_machine(self) -> bool {
         self != Stage::Api
     }
 
-    fn decides_rule(self) -> bool {
+    pub(crate) fn decides_rule(self) -> bool {
         matches!(self, Stage::Script | Stage::Menu)
     }
 }
@@ -197,11 +202,11 @@ const MEMORY_LIMIT: usize = 65_536;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 static QUEUE_TX: OnceLock<SyncSender<Event>> = OnceLock::new();
-static DB: OnceLock<PathBuf> = OnceLock::new();
+static LOG: OnceLock<Box<dyn EventLog>> = OnceLock::new();
 
-/// The database events are being recorded into, once [`start`] succeeded.
-pub fn db() -> Option<&'static Path> {
-    DB.get().map(PathBuf::as_path)
+/// The record events are being written to, once [`start`] succeeded.
+pub fn log() -> Option<&'static dyn EventLog> {
+    LOG.get().map(|l| &**l)
 }
 
 /// Whether events are being recorded (adapters skip building them if not).
@@ -232,7 +237,7 @@ pub fn record_with(event: impl FnOnce() -> Event) {
 /// [`BATCH`] events, gathered for 100 ms). A failed write drops that batch
 /// and counts it (`pxed_events_dropped_total{reason="store_failed"}`):
 /// events are a record, not a promise, unlike leases.
-trait EventStore: Send {
+pub trait EventStore: Send {
     /// The last address each machine was seen at, so that a TFTP or asset
     /// step that knows only an address is attributed after a restart.
     fn known_addresses(&self) -> anyhow::Result<Vec<(IpAddr, Mac)>>;
@@ -243,45 +248,100 @@ trait EventStore: Send {
     fn prune(&mut self, retention: Retention, now: SystemTime) -> anyhow::Result<usize>;
 }
 
-impl EventStore for store::Writer {
+/// The SQLite writer of `path`, tagging steps with `server`.
+pub fn sqlite_store(path: &std::path::Path, server: &str) -> anyhow::Result<Box<dyn EventStore>> {
+    let writer = store::Writer::open(path)
+        .with_context(|| format!("cannot open the event database {}", path.display()))?;
+    Ok(Box::new(SqliteEvents {
+        writer,
+        server: server.to_string(),
+    }))
+}
+
+/// The SQLite writer, with the name it tags steps with.
+struct SqliteEvents {
+    writer: store::Writer,
+    server: String,
+}
+
+impl EventStore for SqliteEvents {
     fn known_addresses(&self) -> anyhow::Result<Vec<(IpAddr, Mac)>> {
-        Ok(store::Writer::known_addresses(self)?)
+        Ok(self.writer.known_addresses()?)
     }
 
     fn write(&mut self, batch: &mut Vec<Event>, memory: &mut Memory) -> anyhow::Result<()> {
-        Ok(store::Writer::write(self, batch, memory)?)
+        self.writer.write(batch, memory, &self.server)
     }
 
     fn prune(&mut self, retention: Retention, now: SystemTime) -> anyhow::Result<usize> {
-        Ok(store::Writer::prune(self, retention, now)?)
+        Ok(self.writer.prune(retention, now)?)
     }
 }
 
-/// Opens the event database and starts the writer thread. Once per process;
-/// does nothing when `[events] db = ""`.
-pub fn start(config: &EventsConfig) -> anyhow::Result<()> {
-    let Some(path) = &config.db else {
-        return Ok(());
-    };
-    let store: Box<dyn EventStore> = Box::new(
-        store::Writer::open(path)
-            .with_context(|| format!("cannot open the event database {}", path.display()))?,
-    );
-    let known = store.known_addresses().unwrap_or_default();
-    let (tx, rx) = sync_channel(QUEUE);
+/// The writing side of the record: a store and what the writer remembers
+/// between batches. The writer thread owns one; so can a test.
+pub struct Recorder {
+    store: Box<dyn EventStore>,
+    memory: Memory,
+}
+
+impl Recorder {
+    pub fn new(store: Box<dyn EventStore>) -> Recorder {
+        Recorder {
+            store,
+            memory: Memory::default(),
+        }
+    }
+
+    /// Learns each machine's last address from the record (so that steps
+    /// that only know an address are attributed after a restart). Blocks.
+    pub fn recall_addresses(&mut self) {
+        if let Ok(known) = self.store.known_addresses() {
+            self.memory.macs.extend(known);
+        }
+    }
+
+    /// Stores one batch (emptied): MACs filled in from addresses, repeats
+    /// folded. Blocks.
+    pub fn write(&mut self, batch: &mut Vec<Event>) -> anyhow::Result<()> {
+        for e in batch.iter_mut() {
+            self.memory.attribute(e);
+        }
+        self.store.write(batch, &mut self.memory)
+    }
+
+    /// Deletes what `retention` no longer keeps. Blocks.
+    pub fn prune(&mut self, retention: Retention, now: SystemTime) -> anyhow::Result<usize> {
+        self.store.prune(retention, now)
+    }
+}
+
+/// Starts the writer thread on `store`, and readers on `log`. Once per
+/// process (`crate::storage` opens both).
+pub fn start(
+    events: &EventsConfig,
+    store: Box<dyn EventStore>,
+    log: Box<dyn EventLog>,
+) -> anyhow::Result<()> {
+    let recorder = Recorder::new(store);
     let retention = Retention {
-        keep: Duration::from_secs(u64::from(config.keep_days) * 86_400),
-        max_events: config.max_events,
+        keep: Duration::from_secs(u64::from(events.keep_days) * 86_400),
+        max_events: events.max_events,
     };
+    let (tx, rx) = sync_channel(QUEUE);
     std::thread::Builder::new()
         .name("pxed-events".into())
-        .spawn(move || run(store, rx, known, retention))
+        .spawn(move || {
+            let mut recorder = recorder;
+            recorder.recall_addresses();
+            run(recorder, rx, retention)
+        })
         .context("event writer thread")?;
     if QUEUE_TX.set(tx).is_err() {
         anyhow::bail!("the event recorder is already running");
     }
-    let _ = DB.set(path.clone());
-    tracing::info!(db = %path.display(), keep_days = config.keep_days, max_events = config.max_events, "recording boot events");
+    tracing::info!(db = %log.describe(), keep_days = events.keep_days, max_events = events.max_events, "recording boot events");
+    let _ = LOG.set(log);
     Ok(())
 }
 
@@ -293,7 +353,7 @@ pub struct Retention {
 
 /// What the writer remembers between batches.
 #[derive(Default)]
-struct Memory {
+pub struct Memory {
     /// Which machine has which address, learnt from steps that know both.
     macs: HashMap<IpAddr, Mac>,
     /// Each machine's last stored step, for folding repeats: its row, its
@@ -367,16 +427,10 @@ fn key(e: &Event) -> Option<Key> {
     e.mac.map(Key::Mac).or(e.ip.map(Key::Ip))
 }
 
-fn run(
-    mut store: Box<dyn EventStore>,
-    rx: Receiver<Event>,
-    known: Vec<(IpAddr, Mac)>,
-    retention: Retention,
-) {
-    let mut memory = Memory::default();
-    memory.macs.extend(known);
+fn run(mut recorder: Recorder, rx: Receiver<Event>, retention: Retention) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut pruned = Instant::now();
+    let mut outage = Outage::default();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         // Sleep rather than wait on the queue: a sender wakes a waiting
@@ -391,12 +445,13 @@ fn run(
                 }
             }
             let drained = batch.len() < BATCH;
-            for e in &mut batch {
-                memory.attribute(e);
-            }
-            if let Err(e) = store.write(&mut batch, &mut memory) {
-                crate::metrics::get().events_dropped("store_failed", batch.len());
-                tracing::warn!(error = %e, events = batch.len(), "cannot store boot events");
+            let n = batch.len();
+            match recorder.write(&mut batch) {
+                Ok(()) => outage.ended(),
+                Err(e) => {
+                    crate::metrics::get().events_dropped("store_failed", n);
+                    outage.failed(n, &e);
+                }
             }
             batch.clear();
             if drained {
@@ -405,9 +460,37 @@ fn run(
         }
         if pruned.elapsed() >= PRUNE_EVERY {
             pruned = Instant::now();
-            if let Err(e) = store.prune(retention, SystemTime::now()) {
+            if let Err(e) = recorder.prune(retention, SystemTime::now()) {
                 tracing::warn!(error = %e, "cannot delete old boot events");
             }
+        }
+    }
+}
+
+/// A run of failed writes: one line when it starts, one when it ends
+/// (an unreachable database would otherwise log ten lines a second).
+#[derive(Default)]
+struct Outage {
+    dropped: Option<usize>,
+}
+
+impl Outage {
+    fn failed(&mut self, n: usize, e: &anyhow::Error) {
+        match &mut self.dropped {
+            Some(d) => *d += n,
+            None => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot store boot events; dropping them until the database takes writes again"
+                );
+                self.dropped = Some(n);
+            }
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some(dropped) = self.dropped.take() {
+            tracing::warn!(dropped, "boot events are stored again");
         }
     }
 }

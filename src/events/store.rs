@@ -4,14 +4,14 @@
 //! and both writers share it, and `busy_timeout` makes a writer wait for the
 //! other's short transaction instead of failing.
 
-use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+pub(crate) use super::stored::{from_millis, millis};
+pub use super::stored::{Machine, Query, StoredEvent};
 use super::{Event, Memory, Retention};
 use crate::core::Mac;
 
@@ -53,29 +53,28 @@ CREATE INDEX IF NOT EXISTS machines_by_time ON machines (last_at);
 /// Columns added to `machines` after its first release (the SMBIOS identity
 /// of the machine inventory, issue 17): added to older files at open.
 const MACHINE_COLUMNS_ADDED: &[&str] = &["serial", "manufacturer", "uuid"];
+/// Columns added to `events` after its first release: the server that
+/// handled the step (issue 18).
+const EVENT_COLUMNS_ADDED: &[&str] = &["server"];
 
 /// Creates the event tables, and adds to an older file what it lacks.
 pub(crate) fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('machines')")?;
-    let have: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for column in MACHINE_COLUMNS_ADDED {
-        if !have.iter().any(|h| h == column) {
-            conn.execute_batch(&format!("ALTER TABLE machines ADD COLUMN {column} TEXT"))?;
+    for (table, added) in [
+        ("machines", MACHINE_COLUMNS_ADDED),
+        ("events", EVENT_COLUMNS_ADDED),
+    ] {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let have: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for column in added {
+            if !have.iter().any(|h| h == column) {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+            }
         }
     }
     Ok(())
-}
-
-pub(crate) fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-pub(crate) fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 pub struct Writer {
@@ -113,82 +112,18 @@ impl Writer {
             .collect())
     }
 
-    /// Stores a batch in one transaction: new rows, and each machine's
-    /// summary. Repeats (see [`Memory::repeat_of`]) only raise the count of
-    /// their earlier row, once per row per batch, so a boot loop or a load
-    /// test costs a counter in memory per step, not a write.
+    /// Stores a batch in one transaction (see `batch.rs`), each step
+    /// tagged with `server`.
     pub(super) fn write(
         &mut self,
         batch: &mut Vec<Event>,
         memory: &mut Memory,
-    ) -> rusqlite::Result<()> {
-        let mut folds: HashMap<i64, (u32, i64)> = HashMap::new();
-        let mut seen: HashMap<String, i64> = HashMap::new();
+        server: &str,
+    ) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (at, last_at, mac, ip, stage, outcome, rule, arch, product, detail)
-                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            let mut machine = tx.prepare_cached(
-                "INSERT INTO machines (mac, first_at, last_at, stage, outcome, ip, rule, arch, product,
-                                       serial, manufacturer, uuid)
-                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?11, ?12)
-                 ON CONFLICT (mac) DO UPDATE SET
-                    last_at = excluded.last_at, stage = excluded.stage, outcome = excluded.outcome,
-                    ip = coalesce(excluded.ip, ip),
-                    rule = CASE WHEN ?9 THEN coalesce(excluded.rule, rule) ELSE coalesce(rule, excluded.rule) END,
-                    arch = coalesce(excluded.arch, arch),
-                    product = coalesce(excluded.product, product),
-                    serial = coalesce(excluded.serial, serial),
-                    manufacturer = coalesce(excluded.manufacturer, manufacturer),
-                    uuid = coalesce(excluded.uuid, uuid)",
-            )?;
-            for e in batch.drain(..) {
-                let at = millis(e.at);
-                let mac = e.mac.map(|m| m.to_string());
-                if let Some(id) = memory.repeat_of(&e) {
-                    let fold = folds.entry(id).or_insert((0, at));
-                    fold.0 += 1;
-                    fold.1 = at;
-                    if let Some(mac) = mac.filter(|_| e.stage.by_machine()) {
-                        seen.insert(mac, at);
-                    }
-                    continue;
-                }
-                let ip = e.ip.map(|ip| ip.to_string());
-                let arch = e.arch.map(|a| a.name());
-                insert.execute(params![
-                    at,
-                    mac,
-                    ip,
-                    e.stage.name(),
-                    e.outcome,
-                    e.rule,
-                    arch,
-                    e.product,
-                    e.detail
-                ])?;
-                let id = tx.last_insert_rowid();
-                if let Some(mac) = mac.as_ref().filter(|_| e.stage.by_machine()) {
-                    upsert_machine(&mut machine, mac, at, &e)?;
-                    seen.remove(mac);
-                }
-                memory.remember(id, &e);
-            }
-            let mut fold = tx.prepare_cached(
-                "UPDATE events SET count = count + ?2, last_at = max(last_at, ?3) WHERE id = ?1",
-            )?;
-            for (id, (n, at)) in folds {
-                fold.execute(params![id, n, at])?;
-            }
-            let mut touch =
-                tx.prepare_cached("UPDATE machines SET last_at = max(last_at, ?2) WHERE mac = ?1")?;
-            for (mac, at) in seen {
-                touch.execute(params![mac, at])?;
-            }
-        }
-        tx.commit()
+        super::batch::write(batch, memory, &mut SqliteSink { tx: &tx, server })?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Deletes events older than the retention time and the oldest beyond
@@ -213,167 +148,85 @@ impl Writer {
     }
 }
 
-/// Updates a machine's inventory row with one of its steps.
-fn upsert_machine(
-    stmt: &mut rusqlite::CachedStatement,
-    mac: &str,
-    at: i64,
-    e: &Event,
-) -> rusqlite::Result<()> {
-    let smbios = e.smbios.as_deref();
-    let field = |f: fn(&super::Smbios) -> &Option<String>| smbios.and_then(|s| f(s).clone());
-    stmt.execute(params![
-        mac,
-        at,
-        e.stage.name(),
-        e.outcome,
-        e.ip.map(|ip| ip.to_string()),
-        e.rule,
-        e.arch.map(|a| a.name()),
-        e.product,
-        e.stage.decides_rule(),
-        field(|s| &s.serial),
-        field(|s| &s.manufacturer),
-        field(|s| &s.uuid),
-    ])?;
-    Ok(())
+/// The batch's statements on one SQLite transaction.
+struct SqliteSink<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    server: &'a str,
 }
 
-/// One stored step, as `pxed events` and the timeline show it.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// Increases with every new row (`pxed events --follow` reads past it).
-    pub id: i64,
-    pub at: SystemTime,
-    pub last_at: SystemTime,
-    pub count: u32,
-    pub mac: Option<String>,
-    pub ip: Option<String>,
-    pub stage: String,
-    pub outcome: String,
-    pub rule: Option<String>,
-    pub arch: Option<String>,
-    pub product: Option<String>,
-    pub detail: String,
-}
+/// A machine's summary row updated with one of its steps: the rule is the
+/// one a script or menu step chose (DHCP only knows MAC and arch); the
+/// rest keeps the last known value.
+const UPSERT_MACHINE: &str =
+    "INSERT INTO machines (mac, first_at, last_at, stage, outcome, ip, rule, arch, product,
+                       serial, manufacturer, uuid)
+ VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?11, ?12)
+ ON CONFLICT (mac) DO UPDATE SET
+    last_at = excluded.last_at, stage = excluded.stage, outcome = excluded.outcome,
+    ip = coalesce(excluded.ip, ip),
+    rule = CASE WHEN ?9 THEN coalesce(excluded.rule, rule) ELSE coalesce(rule, excluded.rule) END,
+    arch = coalesce(excluded.arch, arch),
+    product = coalesce(excluded.product, product),
+    serial = coalesce(excluded.serial, serial),
+    manufacturer = coalesce(excluded.manufacturer, manufacturer),
+    uuid = coalesce(excluded.uuid, uuid)";
 
-impl StoredEvent {
-    /// One `pxed events --json` line: times in RFC 3339, absent values
-    /// left out.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "id": self.id,
-            "at": humantime::format_rfc3339_millis(self.at).to_string(),
-            "stage": self.stage,
-            "outcome": self.outcome,
-            "detail": self.detail,
-            "count": self.count,
-        });
-        if self.count > 1 {
-            v["last_at"] = humantime::format_rfc3339_millis(self.last_at)
-                .to_string()
-                .into();
-        }
-        for (key, value) in [
-            ("mac", &self.mac),
-            ("ip", &self.ip),
-            ("rule", &self.rule),
-            ("arch", &self.arch),
-            ("product", &self.product),
-        ] {
-            if let Some(value) = value {
-                v[key] = value.clone().into();
-            }
-        }
-        v
-    }
-}
-
-impl fmt::Display for StoredEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-        write!(
-            f,
-            "{}  {:17}  {:15}  {:9}  {:9}  {}",
-            humantime::format_rfc3339_millis(self.at),
-            dash(&self.mac),
-            dash(&self.ip),
-            self.stage,
-            self.outcome,
-            self.detail
+impl super::batch::Sink for SqliteSink<'_> {
+    fn insert(&mut self, e: &Event, at: i64) -> anyhow::Result<i64> {
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO events (at, last_at, mac, ip, stage, outcome, rule, arch, product, detail, server)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
-        if let Some(rule) = &self.rule {
-            write!(f, "  rule={rule}")?;
-        }
-        if let Some(arch) = &self.arch {
-            write!(f, "  arch={arch}")?;
-        }
-        if let Some(product) = &self.product {
-            write!(f, "  product={product:?}")?;
-        }
-        if self.count > 1 {
-            write!(
-                f,
-                "  (x{}, last {})",
-                self.count,
-                humantime::format_rfc3339_millis(self.last_at)
-            )?;
-        }
+        insert.execute(params![
+            at,
+            e.mac.map(|m| m.to_string()),
+            e.ip.map(|ip| ip.to_string()),
+            e.stage.name(),
+            e.outcome,
+            e.rule,
+            e.arch.map(|a| a.name()),
+            e.product,
+            e.detail,
+            self.server,
+        ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    fn machine(&mut self, mac: &str, at: i64, e: &Event) -> anyhow::Result<()> {
+        let mut stmt = self.tx.prepare_cached(UPSERT_MACHINE)?;
+        let smbios = e.smbios.as_deref();
+        let field = |f: fn(&super::Smbios) -> &Option<String>| smbios.and_then(|s| f(s).clone());
+        stmt.execute(params![
+            mac,
+            at,
+            e.stage.name(),
+            e.outcome,
+            e.ip.map(|ip| ip.to_string()),
+            e.rule,
+            e.arch.map(|a| a.name()),
+            e.product,
+            e.stage.decides_rule(),
+            field(|s| &s.serial),
+            field(|s| &s.manufacturer),
+            field(|s| &s.uuid),
+        ])?;
         Ok(())
     }
-}
 
-/// One machine's summary, for the machines page.
-#[derive(Debug, Clone)]
-pub struct Machine {
-    pub mac: String,
-    pub first_at: SystemTime,
-    pub last_at: SystemTime,
-    pub stage: String,
-    pub outcome: String,
-    pub ip: Option<String>,
-    pub rule: Option<String>,
-    pub arch: Option<String>,
-    pub product: Option<String>,
-    pub serial: Option<String>,
-    pub manufacturer: Option<String>,
-    pub uuid: Option<String>,
-}
+    fn fold(&mut self, id: i64, n: u32, at: i64) -> anyhow::Result<()> {
+        let mut fold = self.tx.prepare_cached(
+            "UPDATE events SET count = count + ?2, last_at = max(last_at, ?3) WHERE id = ?1",
+        )?;
+        fold.execute(params![id, n, at])?;
+        Ok(())
+    }
 
-/// Which events [`Reader::query`] returns.
-#[derive(Debug, Clone, Default)]
-pub struct Query {
-    /// Only this machine's.
-    pub mac: Option<Mac>,
-    /// The newest this many.
-    pub limit: usize,
-    /// Only those last seen at or after this time.
-    pub since: Option<SystemTime>,
-    /// Only rows recorded after this one.
-    pub after_id: Option<i64>,
-}
-
-impl Machine {
-    pub(crate) const COLUMNS: &'static str =
-        "mac, m.first_at, m.last_at, m.stage, m.outcome, m.ip, m.rule, m.arch, m.product, m.serial, m.manufacturer, m.uuid";
-
-    /// From the columns of [`Machine::COLUMNS`], in that order, at the start
-    /// of a row.
-    pub(crate) fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Machine> {
-        Ok(Machine {
-            mac: r.get(0)?,
-            first_at: from_millis(r.get(1)?),
-            last_at: from_millis(r.get(2)?),
-            stage: r.get(3)?,
-            outcome: r.get(4)?,
-            ip: r.get(5)?,
-            rule: r.get(6)?,
-            arch: r.get(7)?,
-            product: r.get(8)?,
-            serial: r.get(9)?,
-            manufacturer: r.get(10)?,
-            uuid: r.get(11)?,
-        })
+    fn touch(&mut self, mac: &str, at: i64) -> anyhow::Result<()> {
+        let mut touch = self
+            .tx
+            .prepare_cached("UPDATE machines SET last_at = max(last_at, ?2) WHERE mac = ?1")?;
+        touch.execute(params![mac, at])?;
+        Ok(())
     }
 }
 
@@ -427,7 +280,7 @@ impl Reader {
     pub fn query(&self, q: &Query) -> Result<Vec<StoredEvent>, ReadError> {
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, at, last_at, count, mac, ip, stage, outcome, rule, arch, product, detail
+            "SELECT id, at, last_at, count, mac, ip, stage, outcome, rule, arch, product, detail, server
              FROM (SELECT * FROM events
                    WHERE (?1 IS NULL OR mac = ?1) AND (?3 IS NULL OR last_at >= ?3)
                      AND (?4 IS NULL OR id > ?4)
@@ -450,6 +303,7 @@ impl Reader {
                 arch: r.get(9)?,
                 product: r.get(10)?,
                 detail: r.get(11)?,
+                server: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -488,7 +342,7 @@ mod tests {
         for e in &mut batch {
             m.attribute(e);
         }
-        w.write(&mut batch, m).unwrap();
+        w.write(&mut batch, m, "test").unwrap();
     }
 
     #[test]

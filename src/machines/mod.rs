@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::core::{Active, BootOverride, Mac, Overrides};
 use crate::events::{self, Event, Machine as Seen, Stage};
 
+pub(crate) use sqlite::{boot_override, override_kind, tokens_of};
 pub use sqlite::{read_override, SqliteMachines};
 
 /// Per-boot callback tokens kept per one-shot override; older ones stop
@@ -93,6 +94,12 @@ pub trait MachineStore: Send + Sync {
     /// Clears the one-shot override if `token` is one of its tokens
     /// (compared in constant time).
     async fn consume(&self, mac: Mac, token: &str) -> anyhow::Result<Callback>;
+    /// A number every write of any server raises, for a store several
+    /// servers share: a change means the overrides must be read again.
+    /// `None`: one server, whose snapshot is always current.
+    async fn version(&self) -> anyhow::Result<Option<i64>> {
+        Ok(None)
+    }
 }
 
 /// The machine state of a running pxed: the store and the override snapshot.
@@ -157,17 +164,59 @@ pub fn db_path(config: &Config) -> PathBuf {
         .unwrap_or_else(|| config.dhcp.lease_db.clone())
 }
 
-/// Opens the store and loads every override. Once per process.
-pub async fn start(config: &Config) -> anyhow::Result<()> {
-    let path = db_path(config);
-    let store = SqliteMachines::open(&path)?;
-    let machines = Machines::new(Box::new(store)).await?;
+/// Loads every override from `store` (at `db`, for the log). Once per
+/// process. A store several servers share (`shared`) is followed for the
+/// other servers' changes, and may be unreachable at start: the snapshot
+/// starts empty and is filled once it answers.
+pub async fn start(store: Box<dyn MachineStore>, db: String, shared: bool) -> anyhow::Result<()> {
+    let machines = match Machines::new(store).await {
+        Ok(m) => m,
+        Err((store, e)) if shared => {
+            tracing::error!("{e:#}; overrides are read once the database answers");
+            Machines::with(store, Overrides::default())
+        }
+        Err((_, e)) => return Err(e),
+    };
     let count = machines.snapshot.load().len();
     if MACHINES.set(machines).is_err() {
         anyhow::bail!("machine state is already running");
     }
-    tracing::info!(db = %path.display(), overrides = count, "machine state");
+    tracing::info!(db, overrides = count, "machine state");
+    if shared {
+        tokio::spawn(follow());
+    }
     Ok(())
+}
+
+/// How often a server looks for the other servers' changes of state.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reloads the override snapshot whenever the store's version moves (an
+/// override set, cleared or consumed through another server).
+async fn follow() {
+    let Some(m) = MACHINES.get() else { return };
+    // `None` until read: the first version read reloads (the snapshot may
+    // have started empty, with the database unreachable).
+    let mut seen = None;
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    loop {
+        tick.tick().await;
+        let Ok(Some(now)) = m.store.version().await else {
+            continue;
+        };
+        let now = Some(now);
+        if now == seen {
+            continue;
+        }
+        let _one = m.writes.lock().await;
+        match m.store.overrides().await {
+            Ok(all) => {
+                m.snapshot.store(Arc::new(all.into_iter().collect()));
+                seen = now;
+            }
+            Err(e) => tracing::debug!(error = format!("{e:#}"), "cannot reload the overrides"),
+        }
+    }
 }
 
 /// A fresh callback token: 128 bits from the OS, as 32 hex digits.
@@ -178,13 +227,22 @@ pub fn new_token() -> anyhow::Result<String> {
 }
 
 impl Machines {
-    pub async fn new(store: Box<dyn MachineStore>) -> anyhow::Result<Machines> {
-        let overrides: Overrides = store.overrides().await?.into_iter().collect();
-        Ok(Machines {
+    /// The store with its overrides loaded (or the store back, and why not).
+    pub async fn new(
+        store: Box<dyn MachineStore>,
+    ) -> Result<Machines, (Box<dyn MachineStore>, anyhow::Error)> {
+        match store.overrides().await {
+            Ok(all) => Ok(Machines::with(store, all.into_iter().collect())),
+            Err(e) => Err((store, e)),
+        }
+    }
+
+    fn with(store: Box<dyn MachineStore>, overrides: Overrides) -> Machines {
+        Machines {
             store,
             snapshot: ArcSwap::from_pointee(overrides),
             writes: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     pub async fn list(&self, limit: usize) -> anyhow::Result<Vec<MachineRecord>> {

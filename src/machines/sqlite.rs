@@ -105,7 +105,7 @@ pub fn read_override(path: &Path, mac: Mac) -> anyhow::Result<Option<BootOverrid
     }
 }
 
-fn kind(boot: &BootOverride) -> (&'static str, Option<&str>) {
+pub(crate) fn override_kind(boot: &BootOverride) -> (&'static str, Option<&str>) {
     match boot {
         BootOverride::Rule { rule, once: true } => ("once", Some(rule)),
         BootOverride::Rule { rule, once: false } => ("until_cleared", Some(rule)),
@@ -113,7 +113,7 @@ fn kind(boot: &BootOverride) -> (&'static str, Option<&str>) {
     }
 }
 
-fn boot_override(kind: Option<String>, rule: Option<String>) -> Option<BootOverride> {
+pub(crate) fn boot_override(kind: Option<String>, rule: Option<String>) -> Option<BootOverride> {
     match (kind.as_deref()?, rule) {
         ("once", Some(rule)) => Some(BootOverride::Rule { rule, once: true }),
         ("until_cleared", Some(rule)) => Some(BootOverride::Rule { rule, once: false }),
@@ -179,7 +179,7 @@ fn tidy(conn: &Connection, mac: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn tokens_of(s: &str) -> Vec<&str> {
+pub(crate) fn tokens_of(s: &str) -> Vec<&str> {
     s.split_whitespace().collect()
 }
 
@@ -246,7 +246,7 @@ impl MachineStore for SqliteMachines {
             let key = mac.to_string();
             match &boot {
                 Some((b, by)) => {
-                    let (kind, rule) = kind(b);
+                    let (kind, rule) = override_kind(b);
                     conn.execute(
                         "INSERT INTO machine_state (mac, override_kind, override_rule, override_by, override_at, boots, tokens)
                          VALUES (?1, ?2, ?3, ?4, ?5, 0, '')

@@ -240,3 +240,76 @@ pub fn bound_by_mac(rows: &[(Ipv4Addr, String, i64)]) -> HashMap<&str, Ipv4Addr>
         .map(|r| (r.1.as_str(), r.0))
         .collect()
 }
+
+/// Where a test's pxed keeps its leases: the SQLite file of its config
+/// directory, or a PostgreSQL of the test's own (`[database]`). The DHCP
+/// tests that touch leases run once on each.
+pub enum LeaseDb {
+    Sqlite,
+    Postgres(super::pg::Postgres),
+}
+
+impl LeaseDb {
+    /// PostgreSQL, or `None` (skipped) where it cannot run.
+    pub fn postgres(what: &str) -> Option<LeaseDb> {
+        super::pg::available(what).then(|| LeaseDb::Postgres(super::pg::Postgres::start()))
+    }
+
+    /// Tells the namespaces of the two runs of one test apart.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            LeaseDb::Sqlite => "s",
+            LeaseDb::Postgres(_) => "p",
+        }
+    }
+
+    /// What the config needs for this store (nothing for SQLite).
+    pub fn section(&self) -> String {
+        match self {
+            LeaseDb::Sqlite => String::new(),
+            LeaseDb::Postgres(pg) => pg.section("pxed"),
+        }
+    }
+
+    /// The leases table: (ip, mac, state) per row that has a client.
+    pub fn rows(&self, dir: &ConfigDir) -> Vec<(Ipv4Addr, String, i64)> {
+        match self {
+            LeaseDb::Sqlite => lease_rows(&dir.path().join("pxed-leases.sqlite")),
+            LeaseDb::Postgres(pg) => pg
+                .psql(
+                    "pxed",
+                    "SELECT ip, mac, state FROM leases WHERE client <> ''::bytea",
+                )
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split('|');
+                    let ip = u32::try_from(f.next()?.parse::<i64>().ok()?).ok()?;
+                    Some((
+                        Ipv4Addr::from(ip),
+                        f.next()?.to_string(),
+                        f.next()?.parse().ok()?,
+                    ))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Two `#[test]`s of one test body: `<name>::sqlite` and `<name>::postgres`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$body(super::common::dhcp::LeaseDb::Sqlite);
+            }
+            #[test]
+            fn postgres() {
+                if let Some(db) = super::common::dhcp::LeaseDb::postgres(stringify!($name)) {
+                    super::$body(db);
+                }
+            }
+        }
+    };
+}

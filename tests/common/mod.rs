@@ -7,6 +7,7 @@ pub mod api;
 pub mod dhcp;
 pub mod http;
 pub mod lab;
+pub mod pg;
 pub mod screen;
 pub mod tftp;
 pub mod webdriver;
@@ -196,8 +197,9 @@ impl Pxed {
     pub fn spawn(mut cmd: Command) -> Pxed {
         cmd.env(
             "PXED_LOG",
-            std::env::var("PXED_LOG")
-                .unwrap_or_else(|_| "debug,handlebars=info,hyper=info,notify=info".into()),
+            std::env::var("PXED_LOG").unwrap_or_else(|_| {
+                "debug,handlebars=info,hyper=info,notify=info,tokio_postgres=info".into()
+            }),
         );
         let p = Pxed {
             daemon: Daemon::spawn(cmd, "pxed"),

@@ -16,7 +16,7 @@ mod store;
 mod table;
 
 pub use sqlite::{unwritable_reason, SqliteStore};
-pub use store::{open, LeaseStore, MemoryStore, Opened};
+pub use store::{open_sqlite, Applied, Learned, LeaseStore, MemoryStore, OpenStore, Opened};
 pub use table::{Leases, PoolUse};
 
 use std::net::Ipv4Addr;
@@ -56,5 +56,11 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseOp {
     Put(Lease),
-    Delete(Ipv4Addr),
+    /// `client` moved away from `ip`. A shared store deletes the row only
+    /// if `client` still holds it there: another server may have given the
+    /// address to someone else since.
+    Delete {
+        ip: Ipv4Addr,
+        client: Vec<u8>,
+    },
 }

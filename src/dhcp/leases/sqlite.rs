@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 
-use super::{Lease, LeaseOp, LeaseStore, State};
+use super::{Applied, Lease, LeaseOp, LeaseStore, State};
 use crate::core::Mac;
 
 /// SQLite in WAL mode. `fsync = false` (synchronous=NORMAL): a commit has
@@ -165,11 +165,15 @@ impl LeaseStore for SqliteStore {
         Ok(out)
     }
 
-    fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()> {
-        self.apply_inner(ops).map_err(|e| {
-            let e = e.context(format!("cannot write {}", self.path.display()));
-            with_reason(&self.path, e)
-        })
+    /// One file, one server: the table is the only allocator, nothing is
+    /// ever refused.
+    fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<Applied> {
+        self.apply_inner(ops)
+            .map(|()| Applied::default())
+            .map_err(|e| {
+                let e = e.context(format!("cannot write {}", self.path.display()));
+                with_reason(&self.path, e)
+            })
     }
 }
 
@@ -193,7 +197,7 @@ impl SqliteStore {
                             state_code(l.state)
                         ])?;
                     }
-                    LeaseOp::Delete(ip) => {
+                    LeaseOp::Delete { ip, .. } => {
                         del.execute(params![u32::from(*ip)])?;
                     }
                 }
@@ -239,7 +243,13 @@ mod tests {
         let b = Ipv4Addr::new(10, 0, 0, 11);
         store.apply(&t.take(a, b"c", M, State::Bound, 50)).unwrap();
         let ops = t.take(b, b"c", M, State::Bound, 60);
-        assert_eq!(ops[0], LeaseOp::Delete(a));
+        assert_eq!(
+            ops[0],
+            LeaseOp::Delete {
+                ip: a,
+                client: b"c".to_vec()
+            }
+        );
         store.apply(&ops).unwrap();
         let rows = store.load().unwrap();
         assert_eq!(rows.len(), 1);

@@ -25,13 +25,36 @@ use crate::config::DhcpConfig;
 /// lease thread, up to 2,048 jobs): one round trip per batch, not per ACK. A
 /// backend that cannot reach its database returns `Err`: the batch's ACKs are
 /// withheld (clients retry) and the committer reports the outage.
+///
+/// A store shared by several servers (PostgreSQL) may also refuse single
+/// ops: another server holds the address. The database wins: the ACK that
+/// depended on the op becomes a NAK, and the table learns the row.
 pub trait LeaseStore: Send {
     /// What and where the store is, for logs (`sqlite /var/lib/pxed/leases.sqlite`).
     fn describe(&self) -> String;
     /// Every stored lease (bound, declined, released; never offers).
     fn load(&mut self) -> anyhow::Result<Vec<Lease>>;
-    /// Applies every op in one transaction; returns only once it is committed.
-    fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()>;
+    /// Applies the ops; returns only once they are committed, with the ones
+    /// refused.
+    fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<Applied>;
+    /// Starts sending what other servers write to `learned` (rows the
+    /// table takes over its own belief). Nothing for a store of one server.
+    fn follow(&self, learned: Learned) {
+        let _ = learned;
+    }
+}
+
+/// Where rows the table must learn go: the receive loop takes them.
+pub type Learned = tokio::sync::mpsc::Sender<Vec<Lease>>;
+
+/// What a store did with one batch of ops.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Indexes into the batch of the `Put`s the database refused because
+    /// another client holds the address there.
+    pub refused: Vec<usize>,
+    /// What the database holds at those addresses.
+    pub holders: Vec<Lease>,
 }
 
 /// A store `[dhcp]` names, opened, with what it holds.
@@ -40,9 +63,13 @@ pub struct Opened {
     pub leases: Vec<Lease>,
 }
 
-/// Opens the lease store `[dhcp]` names and reads every lease in it, with
-/// the backend's upkeep started (SQLite: its checkpoint thread).
-pub fn open(dhcp: &DhcpConfig) -> anyhow::Result<Opened> {
+/// How DHCP opens its store (`crate::storage` picks the backend): called
+/// at start, and again while it fails. May block (off the runtime).
+pub type OpenStore = std::sync::Arc<dyn Fn(&DhcpConfig) -> anyhow::Result<Opened> + Send + Sync>;
+
+/// Opens the SQLite file `[dhcp]` names and reads every lease in it, with
+/// its checkpoint thread started.
+pub fn open_sqlite(dhcp: &DhcpConfig) -> anyhow::Result<Opened> {
     let path = &dhcp.lease_db;
     let mut store = SqliteStore::open(path, dhcp.lease_fsync)
         .with_context(|| format!("cannot open the lease database {}", path.display()))?;
@@ -71,17 +98,17 @@ impl LeaseStore for MemoryStore {
         Ok(self.rows.values().cloned().collect())
     }
 
-    fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()> {
+    fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<Applied> {
         for op in ops {
             match op {
                 LeaseOp::Put(l) => {
                     self.rows.insert(l.ip, l.clone());
                 }
-                LeaseOp::Delete(ip) => {
+                LeaseOp::Delete { ip, .. } => {
                     self.rows.remove(ip);
                 }
             }
         }
-        Ok(())
+        Ok(Applied::default())
     }
 }

@@ -274,7 +274,10 @@ impl Leases {
             if prev != ip {
                 if let Some(p) = self.retire(prev) {
                     if p != State::Offered {
-                        ops.push(LeaseOp::Delete(prev));
+                        ops.push(LeaseOp::Delete {
+                            ip: prev,
+                            client: client.to_vec(),
+                        });
                     }
                 }
             }
@@ -346,6 +349,28 @@ impl Leases {
         let op = LeaseOp::Put(l.clone());
         self.insert(l);
         Some(op)
+    }
+
+    /// Takes over what the shared database holds at `l.ip` (written by
+    /// another server, or the holder behind a refused binding): the database
+    /// wins over whatever this table believed. The client's entry moves to
+    /// `l.ip` only if the row is live; an older address of the client keeps
+    /// its entry (still held by it) until the database says otherwise.
+    pub fn learn(&mut self, l: Lease, now: u64) {
+        if self.by_ip.get(&l.ip) == Some(&l) {
+            return;
+        }
+        if let Some(old) = self.by_ip.get(&l.ip) {
+            if old.client != l.client && self.by_client.get(&old.client) == Some(&l.ip) {
+                let old_client = old.client.clone();
+                self.by_client.remove(&old_client);
+            }
+        }
+        let live = l.expires > now && matches!(l.state, State::Bound);
+        if !l.client.is_empty() && (live || !self.by_client.contains_key(&l.client)) {
+            self.by_client.insert(l.client.clone(), l.ip);
+        }
+        self.insert(l);
     }
 
     /// Frees `ip` but keeps its entry, expired since forever: an address never

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{ago, page, AdminState};
 use crate::core::identity::query_escape;
 use crate::core::Mac;
-use crate::events::{self, Machine, Reader, StoredEvent};
+use crate::events::{self, EventLog, Machine, StoredEvent};
 
 /// Most machines one page lists.
 const MACHINES_SHOWN: usize = 5000;
@@ -25,17 +25,9 @@ pub struct Filter {
     rule: Option<String>,
 }
 
-/// Runs a read on a blocking thread: SQLite calls block.
-async fn read<T: Send + 'static>(
-    f: impl FnOnce(&Reader) -> Result<T, events::store::ReadError> + Send + 'static,
-) -> Result<T, String> {
-    let Some(db) = events::db() else {
-        return Err("boot events are not recorded ([events] db = \"\", or the database could not be opened: see the log)".into());
-    };
-    tokio::task::spawn_blocking(move || Reader::open(db).and_then(|r| f(&r)))
-        .await
-        .map_err(|err| err.to_string())?
-        .map_err(|err| err.to_string())
+/// The event record, or why there is none.
+fn log() -> Result<&'static dyn EventLog, String> {
+    events::log().ok_or_else(|| "boot events are not recorded ([events] db = \"\", or the database could not be opened: see the log)".into())
 }
 
 fn short(t: SystemTime) -> String {
@@ -47,7 +39,14 @@ fn opt(v: &Option<String>) -> &str {
 }
 
 pub async fn list(State(state): State<AdminState>, Query(filter): Query<Filter>) -> Html<String> {
-    let machines = match read(|r| r.machines(MACHINES_SHOWN)).await {
+    let machines = match async {
+        log()?
+            .machines(MACHINES_SHOWN)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+    .await
+    {
         Ok(m) => m,
         Err(err) => return page("machines", html! { p.bad { (err) } }),
     };
@@ -123,14 +122,22 @@ pub async fn timeline(
     let Ok(mac) = mac.parse::<Mac>() else {
         return page("machine", html! { p.bad { (mac) " is not a MAC address" } });
     };
-    let found = read(move |r| {
-        let events = r.events(Some(mac), EVENTS_SHOWN)?;
-        let machine = r
-            .machines(usize::MAX)?
+    let found = async {
+        let log = log()?;
+        let query = events::Query {
+            mac: Some(mac),
+            limit: EVENTS_SHOWN,
+            ..Default::default()
+        };
+        let events = log.query(query).await.map_err(|e| format!("{e:#}"))?;
+        let machine = log
+            .machines(usize::MAX)
+            .await
+            .map_err(|e| format!("{e:#}"))?
             .into_iter()
             .find(|m| m.mac == mac.to_string());
-        Ok((events, machine))
-    })
+        Ok::<_, String>((events, machine))
+    }
     .await;
     let (events, machine) = match found {
         Ok(f) => f,
@@ -151,7 +158,7 @@ pub async fn timeline(
         @if !events.is_empty() {
             h2 { "Boot steps, oldest first" }
             div.wide { table {
-                tr { th { "time" } th { "step" } th { "outcome" } th { "what happened" } th { "rule" } th { "IP" } }
+                tr { th { "time" } th { "step" } th { "outcome" } th { "what happened" } th { "rule" } th { "IP" } th { "server" } }
                 @for ev in &events { (timeline_row(ev)) }
             } }
         }
@@ -187,6 +194,7 @@ fn timeline_row(ev: &StoredEvent) -> Markup {
             }
             td { (opt(&ev.rule)) }
             td { (opt(&ev.ip)) }
+            td { (opt(&ev.server)) }
         }
     }
 }

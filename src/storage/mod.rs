@@ -1,0 +1,142 @@
+//! Where pxed keeps its state: leases, boot events and machine state, behind
+//! one choice of [`Backend`]. SQLite files on the one host (the default,
+//! nothing to set up), or one PostgreSQL database that several servers share
+//! (`[database] url`, docs/ha.md). Each kind of state has its traits in its
+//! own module (`dhcp::leases::LeaseStore`, `events::EventStore` and
+//! `events::EventLog`, `machines::MachineStore`), with the SQLite
+//! implementation beside them and the PostgreSQL one in [`pg`]; this module
+//! picks, so that the adapters never name a backend.
+
+pub mod pg;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::core::{BootOverride, Mac};
+use crate::dhcp::leases::{self, LeaseStore, OpenStore, Opened};
+use crate::events::{EventLog, EventStore, SqliteLog};
+use crate::machines::{MachineStore, SqliteMachines};
+
+/// The event record's writer (for the writer thread) and reader.
+pub type EventRecord = (Box<dyn EventStore>, Box<dyn EventLog>);
+
+/// The state backend of this process.
+#[derive(Clone)]
+pub enum Backend {
+    /// Files named by `[dhcp] lease_db` and `[events] db`.
+    Sqlite,
+    Postgres(Arc<pg::Db>),
+}
+
+impl Backend {
+    /// The backend `config` names. PostgreSQL: a pool on the current
+    /// runtime, not connected yet ([`Backend::ready`] connects).
+    pub fn open(config: &Config) -> anyhow::Result<Backend> {
+        match &config.database {
+            None => Ok(Backend::Sqlite),
+            Some(d) => Ok(Backend::Postgres(Arc::new(pg::Db::new(
+                d,
+                &config.server.name,
+            )?))),
+        }
+    }
+
+    /// Connects and brings the schema up to date (PostgreSQL); `Ok` at once
+    /// for SQLite, whose files are opened by each store.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        match self {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgres(db) => db.ready().await,
+        }
+    }
+
+    /// Whether several servers share this state.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Backend::Postgres(_))
+    }
+
+    pub fn describe(&self, config: &Config) -> String {
+        match self {
+            Backend::Sqlite => crate::machines::db_path(config).display().to_string(),
+            Backend::Postgres(db) => db.describe(),
+        }
+    }
+
+    /// How DHCP opens its lease store (blocks: call off the runtime).
+    pub fn lease_opener(&self) -> OpenStore {
+        match self {
+            Backend::Sqlite => Arc::new(leases::open_sqlite),
+            Backend::Postgres(db) => {
+                let db = db.clone();
+                Arc::new(move |_| {
+                    let mut store = pg::PgLeases::new(db.clone());
+                    let leases = store.load().context("cannot read the leases")?;
+                    Ok(Opened {
+                        store: Box::new(store),
+                        leases,
+                    })
+                })
+            }
+        }
+    }
+
+    /// The event record's writer and reader; `None` when `[events] db = ""`
+    /// (SQLite only: with a shared database events are always recorded).
+    pub fn events(&self, config: &Config) -> anyhow::Result<Option<EventRecord>> {
+        match self {
+            Backend::Postgres(db) => Ok(Some((
+                Box::new(pg::PgEventWriter::new(db.clone())),
+                Box::new(pg::PgEventReader(db.clone())),
+            ))),
+            Backend::Sqlite => {
+                let Some(path) = &config.events.db else {
+                    return Ok(None);
+                };
+                let store = crate::events::sqlite_store(path, &config.server.name)?;
+                Ok(Some((store, Box::new(SqliteLog(path.clone())))))
+            }
+        }
+    }
+
+    /// The event record's reader alone (`pxed events`).
+    pub fn event_log(&self, config: &Config) -> Option<Box<dyn EventLog>> {
+        match self {
+            Backend::Postgres(db) => Some(Box::new(pg::PgEventReader(db.clone()))),
+            Backend::Sqlite => config
+                .events
+                .db
+                .clone()
+                .map(|p| Box::new(SqliteLog(p)) as Box<dyn EventLog>),
+        }
+    }
+
+    /// The machine state store.
+    pub fn machines(&self, config: &Config) -> anyhow::Result<Box<dyn MachineStore>> {
+        Ok(match self {
+            Backend::Postgres(db) => Box::new(pg::PgMachines::new(db.clone())),
+            Backend::Sqlite => Box::new(SqliteMachines::open(&crate::machines::db_path(config))?),
+        })
+    }
+
+    /// A machine's override as stored now, for commands that run beside
+    /// the daemon (`pxed explain`, `pxed render`).
+    pub async fn read_override(
+        &self,
+        config: &Config,
+        mac: Mac,
+    ) -> anyhow::Result<Option<BootOverride>> {
+        match self {
+            Backend::Sqlite => {
+                crate::machines::read_override(&crate::machines::db_path(config), mac)
+            }
+            Backend::Postgres(db) => Ok(pg::PgMachines::new(db.clone())
+                .overrides()
+                .await?
+                .into_iter()
+                .find(|(m, _)| *m == mac)
+                .map(|(_, a)| a.boot)),
+        }
+    }
+}
