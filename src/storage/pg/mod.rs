@@ -10,6 +10,7 @@
 
 mod events;
 mod leases;
+mod leases6;
 mod machines;
 mod migrations;
 
