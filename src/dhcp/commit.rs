@@ -199,6 +199,9 @@ impl Out {
             }
             let (reply, event) = if lost {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                // pxed_dropped_total{protocol="dhcp",reason="lease_conflict"}:
+                // the ACK that did not leave.
+                crate::metrics::get().dropped_n("dhcp", "lease_conflict", 1);
                 let why = "the address was taken by another server first";
                 let nak = j
                     .reply
