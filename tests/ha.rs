@@ -193,17 +193,10 @@ fn two_servers_one_killed_mid_storm_every_machine_boots_no_address_twice() {
     let servers = pg.psql("pxed", "SELECT DISTINCT server FROM events ORDER BY 1");
     assert_eq!(servers.lines().collect::<Vec<_>>(), ["a", "b"]);
     // `pxed events` on either server's config shows both servers' steps.
-    let out = std::process::Command::new(common::pxed_bin())
-        .args(["events", "--json", "--limit", "100000", "--config"])
-        .arg(dir_b.config())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: HashSet<String> = String::from_utf8_lossy(&out.stdout)
+    let config = dir_b.config();
+    let args = ["events", "--json", "--limit", "100000", "--config"].map(std::ffi::OsStr::new);
+    let out = common::pxed_ok(&[&args[..], &[config.as_os_str()]].concat());
+    let shown: HashSet<String> = out
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["server"].as_str().map(str::to_string))
