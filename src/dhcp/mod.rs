@@ -253,8 +253,9 @@ const LEARNED_QUEUE: usize = 64;
 /// Opens the lease store and reads every lease in it.
 fn open_leases(dhcp: &DhcpConfig, open: &OpenStore) -> anyhow::Result<Store> {
     let opened = open(dhcp)?;
-    let table = Leases::from_stored(opened.leases);
-    let table6 = Leases6::from_stored(opened.leases6);
+    let spread = opened.store.spread();
+    let table = Leases::from_stored(opened.leases).starting_at(spread);
+    let table6 = Leases6::from_stored(opened.leases6).starting_at(spread);
     tracing::info!(db = %opened.store.describe(), leases = table.len(), leases6 = table6.len(), fsync = dhcp.lease_fsync, "leases loaded");
     Ok((opened.store, table, table6))
 }

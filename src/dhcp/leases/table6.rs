@@ -27,10 +27,28 @@ pub struct Leases6 {
     /// Offers by (expires, ip), oldest first.
     offers: BTreeSet<(u64, Ipv6Addr)>,
     /// Next never-used address per pool (first, last).
-    cursors: HashMap<(Ipv6Addr, Ipv6Addr), u128>,
+    cursors: HashMap<(Ipv6Addr, Ipv6Addr), Cursor>,
+    /// Where cursors start in their pool ([`Leases6::starting_at`]).
+    seed: u64,
+}
+
+/// A pool's never-used cursor: the next address to try, and how many are
+/// left to try (it wraps from the last address to the first once).
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    next: u128,
+    left: u128,
 }
 
 impl Leases6 {
+    /// Starts each pool's never-used cursor at a point chosen by `seed`, as
+    /// the IPv4 table does for servers that share a database.
+    pub fn starting_at(mut self, seed: u64) -> Leases6 {
+        self.seed = seed;
+        self.cursors.clear();
+        self
+    }
+
     pub fn from_stored(leases: Vec<Lease6>) -> Leases6 {
         let mut t = Leases6::default();
         for l in leases {
@@ -111,17 +129,28 @@ impl Leases6 {
         (first, last): (Ipv6Addr, Ipv6Addr),
         reserved: &HashSet<Ipv6Addr>,
     ) -> Option<Ipv6Addr> {
-        let hi = u128::from(last);
-        let cursor = self.cursors.entry((first, last)).or_insert(first.into());
-        while *cursor <= hi {
-            let ip = Ipv6Addr::from(*cursor);
+        let (lo, hi) = (u128::from(first), u128::from(last));
+        if lo > hi {
+            return None;
+        }
+        let size = (hi - lo).saturating_add(1);
+        let seed = u128::from(self.seed);
+        let cursor = self.cursors.entry((first, last)).or_insert(Cursor {
+            next: lo + seed % size,
+            left: size,
+        });
+        while cursor.left > 0 {
+            let ip = Ipv6Addr::from(cursor.next);
             if !self.by_ip.contains_key(&ip) && !reserved.contains(&ip) {
+                // The cursor stays: the address has no entry until taken.
                 return Some(ip);
             }
-            match cursor.checked_add(1) {
-                Some(next) => *cursor = next,
-                None => break,
-            }
+            cursor.next = if cursor.next == hi {
+                lo
+            } else {
+                cursor.next + 1
+            };
+            cursor.left -= 1;
         }
         None
     }
@@ -331,6 +360,21 @@ mod tests {
             client: vec![0],
         };
         assert!(ops.contains(&moved), "{ops:?}");
+    }
+
+    #[test]
+    fn a_seeded_cursor_starts_inside_the_pool_and_wraps() {
+        let s = subnet(0x10, 0x13);
+        let mut t = Leases6::default().starting_at(6);
+        let none = HashSet::new();
+        let mut got = Vec::new();
+        for c in 0u8..4 {
+            let a = t.allocate(&s, &[c], None, &[], &none, 0).unwrap();
+            t.take(a, &[c], M, State::Bound, 100);
+            got.push(a);
+        }
+        assert_eq!(got, [ip(0x12), ip(0x13), ip(0x10), ip(0x11)]);
+        assert_eq!(t.allocate(&s, &[9], None, &[], &none, 0), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! database (no row, expired, held by the same client, or a quarantine by
 //! the same machine); what is refused goes back as holders the table learns.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv6Addr;
 
 use deadpool_postgres::Transaction;
@@ -39,10 +39,12 @@ pub fn lease6(r: &Row) -> Option<Lease6> {
     })
 }
 
-/// A batch's IPv6 writes, one per address (the last op wins), and frees.
+/// A batch's IPv6 writes, one per address (the last op wins), and frees,
+/// in address order like the IPv4 ones (`leases.rs`: no deadlock between
+/// servers).
 #[derive(Default)]
 pub struct Plan6 {
-    pub puts: HashMap<Ipv6Addr, usize>,
+    pub puts: BTreeMap<Ipv6Addr, usize>,
     frees: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -60,6 +62,7 @@ impl Plan6 {
                 _ => {}
             }
         }
+        plan.frees.sort();
         plan
     }
 
