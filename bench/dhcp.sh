@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# DHCP throughput: pxed vs Kea (memfile) vs dnsmasq, same run, same network.
+# DHCP throughput: pxed vs Kea (memfile) vs dnsmasq, and on PostgreSQL one
+# pxed vs two pxed vs Kea's PostgreSQL lease backend; same run, same network.
 #
 # Two network namespaces joined by a veth pair: the server runs in one, pinned
 # to CPU 0; perfdhcp runs in the other, pinned to CPU 1, and plays a relay
@@ -13,12 +14,20 @@
 # only inside the namespaces created here, every process is ended by its own
 # PID, and each step is bounded by `timeout`.
 #
+# PostgreSQL rows (docs/ha.md): one cluster made by initdb in the work
+# directory, run as `postgres`, on a unix socket only, a fresh database per
+# step. `pxed-pg`: one pxed on it; `pxed-pg2`: two pxed (both pinned to CPU 0,
+# the one pxed's budget), each behind its own relay address, half the rate
+# each; `kea-pg`: Kea with `"type": "postgresql"` (schema by kea-admin
+# db-init pgsql). The database is not pinned; its CPU is the `db cpu%` column.
+#
 # Usage (root): bench/dhcp.sh [pxed-binary]      (default target/release/pxed)
 # Environment: STEP=5 (seconds per rate), RATES="500 1000 ... 32000",
-#              SERVERS="pxed kea dnsmasq", PXED_FSYNC=false|true,
+#              SERVERS="pxed kea dnsmasq pxed-pg pxed-pg2 kea-pg", PXED_FSYNC=false|true,
 #              KEEP=1 (keep the work directory), KEA_MT=true|false (Kea multi-threading,
 #              default true: its better figure here), NICE=-10.
-# Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base, iproute2, util-linux (taskset).
+# Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base, iproute2, util-linux (taskset),
+#        postgresql (the PostgreSQL rows).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +35,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 pxed=${1:-$here/target/release/pxed}
 step=${STEP:-5}
 rates=${RATES:-"250 500 1000 2000 3000 4000 6000 8000 10000 12000 16000 20000 24000 32000"}
-servers=${SERVERS:-"pxed kea dnsmasq"}
+servers=${SERVERS:-"pxed kea dnsmasq pxed-pg pxed-pg2 kea-pg"}
 fsync=${PXED_FSYNC:-false}
 # The machine is shared (other people compile on it): servers and perfdhcp run
 # at a higher priority than background builds, all servers alike. NICE=0 turns
@@ -43,8 +52,12 @@ srv=pxb-srv-$$
 cli=pxb-cli-$$
 work=$(mktemp -d /tmp/pxed-bench-dhcp.XXXXXX)
 server_pid=
+server2_pid=
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+    [ -n "$server2_pid" ] && kill "$server2_pid" 2>/dev/null || true
+    [ -f "$work/pg/data/postmaster.pid" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
     ip netns del "$srv" 2>/dev/null || true
     ip netns del "$cli" 2>/dev/null || true
     [ "${KEEP:-}" = 1 ] || rm -rf "$work"
@@ -52,6 +65,9 @@ cleanup() {
 trap cleanup EXIT
 
 veth_pair "$srv" "$cli" 10.80.0.1/12 10.80.0.2/12
+# The second pxed and the second relay of `pxed-pg2`.
+ip -n "$srv" addr add 10.80.0.3/12 dev vs
+ip -n "$cli" addr add 10.80.0.4/12 dev vc
 
 pool_first=10.80.1.0
 pool_last=10.95.255.254
@@ -94,13 +110,71 @@ cat >"$work/kea.json" <<EOF
 } }
 EOF
 
+# The PostgreSQL rows' configs: pxed's with [database] (and for the pair,
+# each on its own address), Kea's with its PostgreSQL lease backend.
+pg_sock=$work/pg
+pg_url="postgres://pxed@$(echo "$pg_sock" | sed 's,/,%2F,g')/bench"
+for n in 1 2; do
+    mkdir -p "$work/pxed-pg$n"
+    cp -r "$here/boot-templates" "$work/pxed-pg$n/"
+    sed -e "s,^http_listen = .*,http_listen = \"10.80.0.$((2 * n - 1)):8080\"\nadmin_listen = \"\"\nname = \"pg$n\"," \
+        -e "s,^mode = \"full\",mode = \"full\"\nlisten = \"10.80.0.$((2 * n - 1)):67\"," \
+        "$work/pxed/machines.toml" >"$work/pxed-pg$n/machines.toml"
+    printf '[database]\nurl = "%s"\n' "$pg_url" >>"$work/pxed-pg$n/machines.toml"
+done
+sed -e 's|"type": "memfile", "persist": true,||' \
+    -e "s|\"name\": \"$work/kea-leases.csv\", \"lfc-interval\": 0|\"type\": \"postgresql\", \"name\": \"kea\", \"user\": \"pxed\", \"host\": \"$pg_sock\"|" \
+    "$work/kea.json" >"$work/kea-pg.json"
+
+# pg_start: a cluster of our own (initdb as `postgres`, socket only).
+pg_start() {
+    [ -f "$pg_sock/data/postmaster.pid" ] && return 0
+    [ -n "$pg_bin" ] || { echo "bench/dhcp.sh: PostgreSQL is not installed" >&2; return 1; }
+    # `postgres` must get through the work directory to its own.
+    chmod 711 "$work"
+    mkdir -p "$pg_sock" && chown postgres "$pg_sock"
+    [ -d "$pg_sock/data" ] || runuser -u postgres -- "$pg_bin/initdb" -D "$pg_sock/data" -U pxed \
+        --auth=trust -E UTF8 --no-sync >"$work/pg-initdb.log" 2>&1
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_sock/data" -l "$pg_sock/server.log" -w start \
+        -o "-k $pg_sock -c listen_addresses= -c max_connections=100" >/dev/null
+}
+# pg_fresh DB: the database DB empty.
+pg_fresh() {
+    "$pg_bin/psql" -h "$pg_sock" -U pxed -d postgres -X -q -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+}
+# The database's CPU ticks: every process of our cluster.
+pg_ticks() {
+    local pm t=0
+    pm=$(head -1 "$pg_sock/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    for p in $pm $(pgrep -P "$pm"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo $t
+}
+
 # --- servers -----------------------------------------------------------------
-start_server() { # name → sets server_pid
+start_server() { # name → sets server_pid (and server2_pid for pxed-pg2)
     rm -f "$work"/*.leases "$work"/kea-leases.csv* "$work"/pxed/pxed-leases.sqlite*
     case $1 in
     pxed)
         PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed/machines.toml" \
             2>>"$work/pxed.log" &
+        ;;
+    pxed-pg|pxed-pg2)
+        pg_start && pg_fresh bench
+        if [ "$1" = pxed-pg2 ]; then
+            PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed-pg2/machines.toml" \
+                2>>"$work/pxed-pg2.log" &
+            server2_pid=$!
+        fi
+        PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed-pg1/machines.toml" \
+            2>>"$work/pxed-pg.log" &
+        ;;
+    kea-pg)
+        pg_start && pg_fresh kea
+        kea-admin db-init pgsql -u pxed -n kea -h "$pg_sock" >>"$work/kea-pg.log" 2>&1
+        KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work \
+            ip netns exec "$srv" $prio taskset -c 0 kea-dhcp4 -c "$work/kea-pg.json" 2>>"$work/kea-pg.log" >/dev/null &
         ;;
     kea)
         KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work \
@@ -116,21 +190,54 @@ start_server() { # name → sets server_pid
     esac
     server_pid=$!
     # `ip netns exec` and `taskset` exec the server: $! is the server's PID.
-    wait_udp "$srv" 67 && return 0
+    # pxed on PostgreSQL binds at once but answers once its leases are read.
+    if wait_udp "$srv" 67; then
+        case $1 in pxed-pg*) sleep 2 ;; esac
+        return 0
+    fi
     echo "bench/dhcp.sh: $1 did not start; see $work/$1.log" >&2
     return 1
 }
 
 stop_server() {
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
+    for p in $server_pid $server2_pid; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     server_pid=
+    server2_pid=
+}
+
+# perfdhcp at RATE towards the server(s) of $1 for $step s, output in OUT
+# (two halves, OUT.1 and OUT.2, for the pair).
+load() { # server rate out
+    if [ "$1" != pxed-pg2 ]; then
+        timeout $((step + 15)) ip netns exec "$cli" $prio taskset -c 1 \
+            perfdhcp -4 -B -l vc -r "$2" -p "$step" -R 1000000 -W 1000000 10.80.0.1 >"$3.1" 2>&1 || true
+        return
+    fi
+    # The pair: each relay address talks to its own pxed, with MACs of its own.
+    local i=0 pids="" pair
+    for pair in 10.80.0.2:10.80.0.1 10.80.0.4:10.80.0.3; do
+        i=$((i + 1))
+        timeout $((step + 15)) ip netns exec "$cli" $prio taskset -c 1 \
+            perfdhcp -4 -B -l "${pair%%:*}" -r "$(($2 / 2))" -p "$step" -R 1000000 -W 1000000 \
+            -b "mac=00:0$i:00:00:00:00" "${pair##*:}" >"$3.$i" 2>&1 &
+        pids="$pids $!"
+    done
+    for p in $pids; do wait "$p" || true; done
 }
 
 # UDP receive-buffer overflows in a namespace (where a drop happened).
 rcvbuf_errors() { ip netns exec "$1" awk '/^Udp:/ { if (h) print $6; h = 1 }' /proc/net/snmp; }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Both pxed of the pair, or the one server.
+server_ticks() {
+    local t=0 p
+    for p in $server_pid $server2_pid; do t=$((t + $(cpu_ticks "$p"))); done
+    echo $t
+}
 rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
 # perfdhcp's summary → "sent1 recv1 sent2 recv2 avg_ms max_ms"
@@ -146,10 +253,23 @@ parse() {
     ' "$1"
 }
 
+# parse over the load's outputs (one, or the pair's two): sums, the worse
+# latency.
+parse_all() {
+    local f s1=0 r1=0 s2=0 r2=0 avg=0 max=0 a b c d e g
+    for f in "$1".*; do
+        read -r a b c d e g <<<"$(parse "$f")"
+        s1=$((s1 + a)); r1=$((r1 + b)); s2=$((s2 + c)); r2=$((r2 + d))
+        avg=$(awk -v x="$avg" -v y="$e" 'BEGIN { print (y + 0 > x + 0) ? y : x }')
+        max=$(awk -v x="$max" -v y="$g" 'BEGIN { print (y + 0 > x + 0) ? y : x }')
+    done
+    echo "$s1 $r1 $s2 $r2 $avg $max"
+}
+
 results="$work/results.txt"
 : >"$results"
 hz=$(getconf CLK_TCK)
-printf '%-8s %7s %9s %9s %7s %7s %9s %9s %6s %8s %9s %9s\n' server rate "DO sent" "RA recv" "drop%" "ok" "avg ms" "max ms" "cpu%" "rss MB" "srv ovfl" "cli ovfl"
+printf '%-8s %7s %9s %9s %7s %7s %9s %9s %6s %8s %9s %9s %7s\n' server rate "DO sent" "RA recv" "drop%" "ok" "avg ms" "max ms" "cpu%" "rss MB" "srv ovfl" "cli ovfl" "db cpu%"
 # Servers take turns at each rate, so that all of them see the same machine
 # (other people's builds come and go); a server leaves the climb at its first
 # rate that fails twice.
@@ -157,7 +277,7 @@ declare -A best_line
 active=""
 for s in $servers; do
     case $s in
-    kea) command -v kea-dhcp4 >/dev/null || { echo "skipping kea: kea-dhcp4-server not installed"; continue; } ;;
+    kea|kea-pg) command -v kea-dhcp4 >/dev/null || { echo "skipping $s: kea-dhcp4-server not installed"; continue; } ;;
     dnsmasq) command -v dnsmasq >/dev/null || { echo "skipping dnsmasq: not installed"; continue; } ;;
     esac
     active="$active $s"
@@ -173,23 +293,24 @@ for rate in $rates; do
       # someone's compile can cost 1%.
       for attempt in 1 2; do
         start_server "$s" || break
-        t0=$(cpu_ticks "$server_pid"); w0=$(date +%s%N)
+        t0=$(server_ticks); d0=$(pg_ticks); w0=$(date +%s%N)
         e0s=$(rcvbuf_errors "$srv"); e0c=$(rcvbuf_errors "$cli")
         out="$work/perf-$s-$rate-$attempt.txt"
-        timeout $((step + 15)) ip netns exec "$cli" $prio taskset -c 1 \
-            perfdhcp -4 -B -l vc -r "$rate" -p "$step" -R 1000000 -W 1000000 10.80.0.1 >"$out" 2>&1 || true
-        t1=$(cpu_ticks "$server_pid"); w1=$(date +%s%N)
+        load "$s" "$rate" "$out"
+        t1=$(server_ticks); d1=$(pg_ticks); w1=$(date +%s%N)
         rss=$(rss_kb "$server_pid")
         e1s=$(rcvbuf_errors "$srv"); e1c=$(rcvbuf_errors "$cli")
         stop_server
-        read -r s1 r1 s2 r2 avg max <<<"$(parse "$out")"
+        read -r s1 r1 s2 r2 avg max <<<"$(parse_all "$out")"
         drop=$(awk -v s1="$s1" -v r1="$r1" -v s2="$s2" -v r2="$r2" 'BEGIN {
             d1 = s1 > 0 ? 100 * (s1 - r1) / s1 : 100; d2 = s2 > 0 ? 100 * (s2 - r2) / s2 : 100
             printf "%.2f", (d1 > d2 ? d1 : d2) }')
         # Server CPU over the step's wall time (sending + perfdhcp's wait).
         cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v w="$((w1 - w0))" 'BEGIN { printf "%.0f", 100 * t / hz / (w / 1e9) }')
+        dbcpu=-
+        case $s in *-pg*) dbcpu=$(awk -v t="$((d1 - d0))" -v hz="$hz" -v w="$((w1 - w0))" 'BEGIN { printf "%.0f", 100 * t / hz / (w / 1e9) }') ;; esac
         ok=$(awk -v d="$drop" 'BEGIN { print (d < 1.0) ? "yes" : "no" }')
-        printf '%-8s %7d %9d %9d %7s %7s %9s %9s %6s %8.1f %9d %9d\n' "$s" "$rate" "$s1" "$r2" "$drop" "$ok" "$avg" "$max" "$cpu" "$(awk -v r="$rss" 'BEGIN{print r/1024}')" $((e1s - e0s)) $((e1c - e0c))
+        printf '%-8s %7d %9d %9d %7s %7s %9s %9s %6s %8.1f %9d %9d %7s\n' "$s" "$rate" "$s1" "$r2" "$drop" "$ok" "$avg" "$max" "$cpu" "$(awk -v r="$rss" 'BEGIN{print r/1024}')" $((e1s - e0s)) $((e1c - e0c)) "$dbcpu"
         if [ "$ok" = yes ]; then
             passed=yes
             best_line[$s]="$s $rate $avg $max $cpu $(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}')"
@@ -204,13 +325,18 @@ for s in $ranked; do echo "${best_line[$s]}" >>"$results"; done
 
 echo
 echo "Highest offered rate with < 1% drops (${step}s per step, server on CPU 0, perfdhcp on CPU 1):"
-printf '%-8s %10s %9s %9s %6s %8s %11s %9s\n' server "rate/s" "avg ms" "max ms" "cpu%" "rss MB" "cpu us/DORA" "vs Kea"
+printf '%-8s %10s %9s %9s %6s %8s %11s %9s\n' server "rate/s" "avg ms" "max ms" "cpu%" "rss MB" "cpu us/DORA" "vs Kea*"
 kea_rate=$(awk '$1 == "kea" { print $2 }' "$results")
+kea_pg_rate=$(awk '$1 == "kea-pg" { print $2 }' "$results")
 while read -r name rate avg max cpu rss; do
-    ratio=$(awk -v r="$rate" -v k="${kea_rate:-0}" 'BEGIN { if (k > 0) printf "%.2fx", r / k; else print "-" }')
+    # The PostgreSQL rows compare with Kea on PostgreSQL.
+    k=${kea_rate:-0}
+    case $name in *-pg*) k=${kea_pg_rate:-0} ;; esac
+    ratio=$(awk -v r="$rate" -v k="$k" 'BEGIN { if (k > 0) printf "%.2fx", r / k; else print "-" }')
     per=$(awk -v c="$cpu" -v r="$rate" 'BEGIN { if (r > 0 && c != "-") printf "%.0f", c * 10000 / r; else print "-" }')
     printf '%-8s %10s %9s %9s %6s %8s %11s %9s\n' "$name" "$rate" "$avg" "$max" "$cpu" "$rss" "$per" "$ratio"
 done <"$results"
+echo "* the PostgreSQL rows (-pg) against kea-pg, the others against kea (memfile)."
 echo "cpu us/DORA: the server's CPU time per 4-message exchange at that rate. When"
 echo "'cli ovfl' is what failed the next rate, perfdhcp (one core) was the limit, not the server."
 echo "(logs and perfdhcp outputs: $work; KEEP=1 keeps them)"
