@@ -16,6 +16,7 @@
 mod batch;
 mod log;
 pub mod repeats;
+pub mod split;
 pub mod store;
 mod stored;
 
