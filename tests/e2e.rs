@@ -692,7 +692,7 @@ fn uefi_firmware_pxe_boots_with_the_shipped_loaders() {
         log.lines().any(|l| l.contains("tftp transfer")
             && l.contains("snponly.efi")
             && l.contains(&format!("bytes={size} "))
-            && l.contains("complete")),
+            && l.contains("outcome=\"ok\"")),
         "snponly.efi was not sent over TFTP:\n{log}"
     );
 }

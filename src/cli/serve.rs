@@ -32,7 +32,11 @@ pub fn run(config: &Path, format: LogFormat) -> anyhow::Result<Outcome> {
             std::io::stderr(),
         ));
     let filter = tracing_subscriber::EnvFilter::try_from_env("PXED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The database driver and its pool log every broken connection (a
+        // dozen lines when PostgreSQL restarts); pxed says it once itself.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,deadpool=error")
+        });
     let builder = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(filter);

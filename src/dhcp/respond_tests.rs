@@ -26,6 +26,8 @@ const HOLDER: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x58];
 const RESERVED: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 /// Matches rule "snp", whose loader is snponly.efi.
 const SNP: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];
+/// Matches rule "secure-boot" (`boot = "grub"`).
+const GRUB: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x5a];
 const PXE: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
 const HTTP: &[u8] = b"HTTPClient:Arch:00016:UNDI:003001";
 const SCRIPT: &str = "http://10.97.0.1:8080/boot.ipxe";
@@ -299,6 +301,8 @@ fn full_mode_table() {
         ("UEFI HTTP Boot x64", From::Broadcast, Pkt { vendor: Some(HTTP), arch: Some(16), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("http://10.97.0.1:8080/assets/snponly.efi"))),
         ("UEFI HTTP Boot ARM64", From::Broadcast, Pkt { vendor: Some(HTTP), arch: Some(19), ..d(Discover, NEW) }, reply(Offer, first_free(), Some("http://10.97.0.1:8080/assets/ipxe-arm64.efi"))),
         ("a rule's loader", From::Broadcast, d(Discover, SNP), reply(Offer, first_free(), Some("snponly.efi"))),
+        ("a GRUB rule, EFI x64: the shim", From::Broadcast, Pkt { arch: Some(7), ..d(Discover, GRUB) }, reply(Offer, first_free(), Some("shimx64.efi"))),
+        ("a GRUB rule, EFI ARM64: its shim", From::Broadcast, Pkt { arch: Some(11), ..d(Discover, GRUB) }, reply(Offer, first_free(), Some("shimaa64.efi"))),
         ("the reservation", From::Broadcast, d(Discover, RESERVED), reply(Offer, ip(10, 97, 0, 21), Some("undionly.kpxe"))),
         ("a bound client gets its address", From::Broadcast, d(Discover, HOLDER), reply(Offer, ip(10, 97, 1, 10), Some("undionly.kpxe"))),
         ("a requested free address", From::Broadcast, Pkt { requested: Some(ip(10, 97, 1, 99)), ..d(Discover, NEW) }, reply(Offer, ip(10, 97, 1, 99), Some("undionly.kpxe"))),
@@ -402,6 +406,17 @@ fn full_mode_reply_options() {
         Some(true),
         "PXE ROMs read `file`"
     );
+    // The shim reads only `file` and siaddr, not option 67.
+    let grub = Pkt {
+        arch: Some(7),
+        ..pkt(Discover, GRUB)
+    };
+    let m = run(true, From::Broadcast, grub).1.expect("an offer");
+    assert_eq!(
+        m.fname().map(|f| f.starts_with(b"shimx64.efi\0")),
+        Some(true)
+    );
+    assert_eq!(m.siaddr(), SERVER);
     // iPXE in full mode: no wait for ProxyDHCP offers (175.176).
     assert!(m.opts().get(OptionCode::from(175)).is_some());
     // UEFI HTTP Boot: HTTPClient echoed; URLs only in option 67.
@@ -475,6 +490,7 @@ fn proxy_mode_table() {
     let rows: Vec<(&str, From, Pkt, Want)> = vec![
         ("PXE DISCOVER on 67", From::Broadcast, d(Discover), reply(Offer, none, Some("undionly.kpxe"))),
         ("EFI DISCOVER on 67", From::Broadcast, Pkt { arch: Some(7), ..d(Discover) }, reply(Offer, none, Some("snponly.efi"))),
+        ("a GRUB rule's EFI DISCOVER on 67", From::Broadcast, Pkt { arch: Some(7), ..pkt(Discover, GRUB) }, reply(Offer, none, Some("shimx64.efi"))),
         ("iPXE on 67", From::Broadcast, Pkt { user_class: Some(b"iPXE"), ..d(Discover) }, reply(Offer, none, Some(SCRIPT))),
         ("HTTP Boot on 67", From::Broadcast, Pkt { vendor: Some(HTTP), arch: Some(16), ..d(Discover) }, reply(Offer, none, Some("http://10.97.0.1:8080/assets/snponly.efi"))),
         ("REQUEST on 4011", From::Proxy(ip(10, 97, 1, 50)), Pkt { ciaddr: ip(10, 97, 1, 50), ..d(Request) }, to(reply(Ack, none, Some("undionly.kpxe")), back)),

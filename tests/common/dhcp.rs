@@ -149,7 +149,15 @@ impl Capture {
 
     /// Stops tshark (after a moment for the last packets) and returns every
     /// ACK on the wire, in order, as (chaddr, yiaddr).
-    pub fn acks(mut self) -> Vec<(String, String)> {
+    pub fn acks(self) -> Vec<(String, String)> {
+        self.timed_acks()
+            .into_iter()
+            .map(|(_, m, ip)| (m, ip))
+            .collect()
+    }
+
+    /// [`Capture::acks`] with each one's capture time (Unix seconds).
+    pub fn timed_acks(mut self) -> Vec<(f64, String, String)> {
         std::thread::sleep(Duration::from_millis(500));
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
@@ -159,13 +167,17 @@ impl Capture {
             .args(["-r"])
             .arg(&self.pcap)
             .args(["-Y", "dhcp.option.dhcp == 5", "-T", "fields"])
+            .args(["-e", "frame.time_epoch"])
             .args(["-e", "dhcp.hw.mac_addr", "-e", "dhcp.ip.your"])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(m, ip)| (m.to_string(), ip.to_string()))
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                let at = f.next()?.parse().ok()?;
+                Some((at, f.next()?.to_string(), f.next()?.to_string()))
+            })
             .collect()
     }
 }

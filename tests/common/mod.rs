@@ -198,7 +198,7 @@ impl Pxed {
         cmd.env(
             "PXED_LOG",
             std::env::var("PXED_LOG").unwrap_or_else(|_| {
-                "debug,handlebars=info,hyper=info,notify=info,tokio_postgres=info".into()
+                "debug,handlebars=info,hyper=info,notify=info,tokio_postgres=warn,deadpool=error".into()
             }),
         );
         let p = Pxed {
