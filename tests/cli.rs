@@ -66,12 +66,14 @@ fn render_requires_a_mac() {
     assert!(err.contains("--mac"), "{err}");
 }
 
-fn get(addr: SocketAddr, path: &str) {
+/// The response to a GET, which must be a 200.
+fn get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    body
 }
 
 /// `pxed events --json` lines, once at least `n` are recorded.
@@ -182,10 +184,7 @@ fn an_upgrade_keeps_the_events_and_overrides_recorded_in_the_lease_file() {
     let before = events_json(&dir, &["--mac", "52:54:00:00:00:09"], 1);
     assert_eq!(before.len(), 1, "{before:?}");
     let daemon = Pxed::start(&dir.config(), None);
-    daemon.wait_log(
-        "moved out of the lease database",
-        Duration::from_secs(5),
-    );
+    daemon.wait_log("moved out of the lease database", Duration::from_secs(5));
     assert!(dir.path().join("pxed-events.sqlite").exists());
     let old = rusqlite::Connection::open(&leases).unwrap();
     let left: i64 = old
@@ -197,20 +196,20 @@ fn an_upgrade_keeps_the_events_and_overrides_recorded_in_the_lease_file() {
         .unwrap();
     assert_eq!(left, 0, "tables left in the lease file");
     // The override moved with it: the machine boots its local disk.
-    let addr = daemon.http();
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET /ipxe?product=Express5800%2FR120h&mac=52:54:00:00:00:09 HTTP/1.0\r\n\r\n"
-    )
-    .unwrap();
-    let mut script = String::new();
-    s.read_to_string(&mut script).unwrap();
+    let script = get(
+        daemon.http(),
+        "/ipxe?product=Express5800%2FR120h&mac=52:54:00:00:00:09",
+    );
     assert!(script.contains("sanboot"), "{script}");
     // And the old event is still in its history, now beside the new one.
     let after = events_json(&dir, &["--mac", "52:54:00:00:00:09"], 2);
     assert_eq!(after.len(), 2, "{after:?}");
-    assert!(after.iter().any(|e| e["at"].as_str().unwrap().starts_with("2025-11-24")), "{after:?}");
+    assert!(
+        after
+            .iter()
+            .any(|e| e["at"].as_str().unwrap().starts_with("2025-11-24")),
+        "{after:?}"
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use super::{wire, Loader};
 
 /// The default event database, beside the lease database: a file of its
 /// own, so that recording a boot never holds the lease committer's write
-/// lock (`events/split.rs`).
+/// lock (`storage/split.rs`).
 pub const DEFAULT_EVENTS_DB: &str = "pxed-events.sqlite";
 const DEFAULT_KEEP_DAYS: u32 = 30;
 const DEFAULT_MAX_EVENTS: u64 = 1_000_000;

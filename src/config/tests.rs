@@ -165,5 +165,8 @@ fn events_default_to_their_own_file_beside_the_leases() {
     assert!(set.events.db.as_ref().unwrap().ends_with("e.sqlite"));
     assert_eq!(set.events.legacy, None);
     let off = load(&format!("{BASE}[events]\ndb = \"\"\n")).unwrap();
-    assert_eq!((off.events.db.clone(), off.events.legacy.clone()), (None, None));
+    assert_eq!(
+        (off.events.db.clone(), off.events.legacy.clone()),
+        (None, None)
+    );
 }

@@ -16,7 +16,6 @@
 mod batch;
 mod log;
 pub mod repeats;
-pub mod split;
 pub mod store;
 mod stored;
 

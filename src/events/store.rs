@@ -1,7 +1,7 @@
 //! The event tables in SQLite: the writer's side (one connection, batched
 //! inserts, retention) and the readers' (`pxed events`, the admin pages).
 //! The database file is by default `pxed-events.sqlite`, apart from the
-//! leases (`split.rs`); an operator may still name the lease file, and then
+//! leases (`storage/split.rs`); an operator may still name the lease file, and then
 //! WAL mode lets readers and both writers share it, and `busy_timeout` makes
 //! a writer wait for the other's transaction instead of failing.
 

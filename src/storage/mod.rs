@@ -8,6 +8,7 @@
 //! picks, so that the adapters never name a backend.
 
 pub mod pg;
+pub mod split;
 
 use std::sync::Arc;
 
@@ -83,7 +84,7 @@ impl Backend {
     }
 
     /// Moves what an older version kept in the lease file into the event
-    /// database (SQLite, default `[events] db` only; see `events::split`).
+    /// database (SQLite, default `[events] db` only; see [`split`]).
     /// Before the event writer and the machine store open it. A failure is
     /// reported and start-up goes on: events then start a new file, and the
     /// rows stay in the lease file for the next start.
@@ -93,7 +94,7 @@ impl Backend {
         else {
             return;
         };
-        match crate::events::split::move_from_leases(legacy, db) {
+        match split::move_from_leases(legacy, db) {
             Ok(None) => {}
             Ok(Some(moved)) => tracing::info!(
                 from = %legacy.display(),

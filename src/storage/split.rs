@@ -12,7 +12,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 /// The tables that move, with the columns copied (every column the current
-/// schema has: [`super::store::create_tables`] brings an older file's tables
+/// schema has: [`crate::events::store::create_tables`] brings an older file's tables
 /// up to it first).
 const MOVED: &[(&str, &str)] = &[
     (
@@ -48,7 +48,7 @@ pub fn move_from_leases(leases: &Path, events: &Path) -> anyhow::Result<Option<M
         return Ok(None);
     }
     let old = Connection::open(leases)?;
-    old.busy_timeout(super::store::BUSY_TIMEOUT)?;
+    old.busy_timeout(crate::events::store::BUSY_TIMEOUT)?;
     let present: Vec<&str> = MOVED
         .iter()
         .map(|(t, _)| *t)
@@ -59,14 +59,14 @@ pub fn move_from_leases(leases: &Path, events: &Path) -> anyhow::Result<Option<M
     }
     // The old file's tables as the current schema has them (columns added
     // since it was written), so that one column list fits every version.
-    super::store::create_tables(&old)?;
+    crate::events::store::create_tables(&old)?;
     crate::machines::create_state_table(&old)?;
     drop(old);
 
     let mut new = Connection::open(events)?;
     new.pragma_update(None, "journal_mode", "WAL")?;
-    new.busy_timeout(super::store::BUSY_TIMEOUT)?;
-    super::store::create_tables(&new)?;
+    new.busy_timeout(crate::events::store::BUSY_TIMEOUT)?;
+    crate::events::store::create_tables(&new)?;
     crate::machines::create_state_table(&new)?;
     new.execute("ATTACH DATABASE ?1 AS old", [leases.to_string_lossy()])?;
     let tx = new.transaction()?;
@@ -167,7 +167,10 @@ mod tests {
         assert_eq!(rows(&leases, "leases"), 1);
         let old = Connection::open(&leases).unwrap();
         for (table, _) in MOVED {
-            assert!(!has_table(&old, table).unwrap(), "{table} still in the lease file");
+            assert!(
+                !has_table(&old, table).unwrap(),
+                "{table} still in the lease file"
+            );
         }
         // The next start finds nothing to move.
         assert_eq!(move_from_leases(&leases, &events).unwrap(), None);
@@ -181,13 +184,10 @@ mod tests {
         old_layout(&leases);
         // As if a first start copied, then died before dropping.
         let half = Connection::open(&events).unwrap();
-        super::super::store::create_tables(&half).unwrap();
-        super::super::store::create_tables(&Connection::open(&leases).unwrap()).unwrap();
-        half.execute(
-            "ATTACH DATABASE ?1 AS old",
-            [leases.to_string_lossy()],
-        )
-        .unwrap();
+        crate::events::store::create_tables(&half).unwrap();
+        crate::events::store::create_tables(&Connection::open(&leases).unwrap()).unwrap();
+        half.execute("ATTACH DATABASE ?1 AS old", [leases.to_string_lossy()])
+            .unwrap();
         half.execute_batch("INSERT INTO events SELECT * FROM old.events")
             .unwrap();
         drop(half);
