@@ -184,32 +184,22 @@ fn warn_if_admin_exposed(addr: SocketAddr) {
     }
 }
 
-/// How long start-up waits for a shared database before it goes on without
-/// it (HTTP and TFTP serve; DHCP waits for its leases and retries).
-const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Connects to the shared database and migrates its schema, waiting up to
-/// [`DATABASE_WAIT`]; says so and goes on if it cannot.
-async fn wait_for_database(backend: &crate::storage::Backend) {
-    let deadline = tokio::time::Instant::now() + DATABASE_WAIT;
-    loop {
-        match backend.ready().await {
-            Ok(()) => return,
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                tracing::error!(
-                    "{e:#}; starting without the database: HTTP and TFTP serve, DHCP waits for it, machine state and events retry"
-                );
-                return;
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
-        }
+/// Connects to the shared database and migrates its schema (at most the
+/// driver's deadline); if it cannot, says so once and goes on: HTTP and
+/// TFTP do not wait for it, DHCP retries its leases, events and machine
+/// state connect when it answers.
+async fn connect_database(backend: &crate::storage::Backend) {
+    if let Err(e) = backend.ready().await {
+        tracing::error!(
+            "{e:#}; starting without the database: HTTP and TFTP serve, DHCP waits for it, machine state and events retry"
+        );
     }
 }
 
 /// Opens the state backend's event record and machine state. Neither stops
 /// pxed from booting machines: a failure is one line, and serving goes on.
 async fn start_state(config: &config::Config, backend: &crate::storage::Backend) {
-    wait_for_database(backend).await;
+    connect_database(backend).await;
     backend.move_legacy_state(config);
     let events = backend.events(config).and_then(|opened| match opened {
         Some((store, log)) => crate::events::start(&config.events, store, log),

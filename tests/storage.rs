@@ -396,3 +396,66 @@ fn machines_on_postgres() {
         machines_conform(env);
     }
 }
+
+/// `pxed migrate`: a host's SQLite state (leases, events, inventory,
+/// overrides) lands in an empty PostgreSQL, where a server reads it; a
+/// second run refuses and changes nothing.
+#[test]
+fn migrate_copies_a_hosts_sqlite_state_into_postgres() {
+    if !pg::available("pxed migrate") {
+        return;
+    }
+    let env = sqlite();
+    let t = now();
+    let mut table = Leases::default();
+    let ip = Ipv4Addr::new(10, 18, 0, 20);
+    let mut leases = env.a.leases();
+    leases
+        .apply(&table.take(ip, b"A", MAC_A, State::Bound, t + 600))
+        .unwrap();
+    let mut batch = vec![Event::new(Stage::Dhcp, "ok", "request → ack")
+        .mac(Some(MAC_A))
+        .ip(std::net::IpAddr::V4(ip))];
+    env.a.recorder().write(&mut batch).unwrap();
+    env.a
+        .rt
+        .block_on(
+            env.a
+                .machines()
+                .set_override(MAC_A, Some((once("install"), "alice".into()))),
+        )
+        .unwrap();
+
+    let pg = Postgres::start();
+    let rt = env.a.rt.clone();
+    let target = Server::new("m", &pg.section("pxed"), Some(&env.a._dir), &rt);
+    let migrate = || {
+        std::process::Command::new(common::pxed_bin())
+            .args(["migrate", "--config"])
+            .arg(target._dir.config())
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("1 leases, 1 boot events, 1 machines, 1 machine states"),
+        "{said}"
+    );
+    let loaded = target.leases().load().unwrap();
+    assert_eq!(bound(&loaded), vec![(ip, b"A".to_vec())]);
+    let overrides = rt.block_on(target.machines().overrides()).unwrap();
+    assert_eq!(overrides[0].1.boot, once("install"));
+    let again = migrate();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("empty database only"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}

@@ -7,6 +7,7 @@ mod events;
 mod generate;
 mod inspect;
 mod machines;
+mod migrate;
 mod serve;
 
 use std::path::PathBuf;
@@ -85,6 +86,13 @@ enum Command {
         #[command(flatten)]
         api: machines::ApiArgs,
     },
+    /// Copy this host's SQLite leases, boot events and machine state into
+    /// the PostgreSQL database `[database]` names (empty), before several
+    /// servers start on it (docs/ha.md).
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Write the man pages and shell completions into a directory (used to
     /// build the Debian package).
     #[command(hide = true)]
@@ -138,6 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Events(args) => events::run(&args),
         Command::Machines(api) => machines::list(&api),
         Command::Machine { mac, action, api } => machines::machine(&mac, action.as_ref(), &api),
+        Command::Migrate { config } => migrate::run(&config),
         Command::Generate { out } => generate::run(&out),
     }
 }

@@ -199,6 +199,9 @@ impl Out {
             }
             let (reply, event) = if lost {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                // pxed_dropped_total{protocol="dhcp",reason="lease_conflict"}:
+                // the ACK that did not leave.
+                crate::metrics::get().dropped_n("dhcp", "lease_conflict", 1);
                 let why = "the address was taken by another server first";
                 let nak = j
                     .reply
@@ -224,6 +227,74 @@ impl Out {
         }
         if !applied.holders.is_empty() {
             let _ = self.learned.try_send(applied.holders);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
+    use dhcproto::{Decodable, Encodable};
+
+    use super::super::exchange::nak_for;
+    use super::super::server::Outgoing;
+
+    /// The NAK that replaces a refused ACK: same transaction and client, no
+    /// address, the server identifier and relay information kept, the
+    /// reason given, broadcast (or to the relay, flagged broadcast).
+    #[test]
+    fn a_refused_ack_becomes_a_nak_to_the_same_client() {
+        let server = Ipv4Addr::new(10, 0, 0, 1);
+        for giaddr in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(10, 9, 0, 1)] {
+            let chaddr = [0x52, 0x54, 0, 0, 0, 7];
+            let mut ack = Message::new_with_id(
+                0x1234_5678,
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::new(10, 0, 0, 50),
+                server,
+                giaddr,
+                &chaddr,
+            );
+            ack.set_opcode(Opcode::BootReply);
+            let o = ack.opts_mut();
+            o.insert(DhcpOption::MessageType(MessageType::Ack));
+            o.insert(DhcpOption::ServerIdentifier(server));
+            o.insert(DhcpOption::AddressLeaseTime(600));
+            o.insert(DhcpOption::BootfileName(b"undionly.kpxe".to_vec()));
+            let dest = if giaddr.is_unspecified() {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+            } else {
+                SocketAddrV4::new(giaddr, 67)
+            };
+            let out = Outgoing {
+                bytes: ack.to_vec().unwrap(),
+                dest,
+                ifindex: 3,
+                src: server,
+            };
+            let nak = nak_for(&out, "taken").unwrap();
+            let m = Message::from_bytes(&nak.bytes).unwrap();
+            assert_eq!(m.opts().msg_type(), Some(MessageType::Nak));
+            assert_eq!(
+                (m.xid(), m.chaddr(), m.giaddr()),
+                (0x1234_5678, &chaddr[..], giaddr)
+            );
+            assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
+            assert_eq!(m.siaddr(), Ipv4Addr::UNSPECIFIED);
+            assert_eq!(
+                m.opts().get(OptionCode::ServerIdentifier),
+                Some(&DhcpOption::ServerIdentifier(server))
+            );
+            assert_eq!(
+                m.opts().get(OptionCode::Message),
+                Some(&DhcpOption::Message("taken".into()))
+            );
+            assert!(m.opts().get(OptionCode::AddressLeaseTime).is_none());
+            assert!(m.opts().get(OptionCode::BootfileName).is_none());
+            assert_eq!((nak.dest, nak.ifindex, nak.src), (dest, 3, server));
+            assert_eq!(m.flags().broadcast(), !giaddr.is_unspecified());
         }
     }
 }

@@ -230,7 +230,7 @@ const LEARNED_QUEUE: usize = 64;
 /// Opens the lease store and reads every lease in it.
 fn open_leases(dhcp: &DhcpConfig, open: &OpenStore) -> anyhow::Result<Store> {
     let opened = open(dhcp)?;
-    let table = Leases::from_stored(opened.leases);
+    let table = Leases::from_stored(opened.leases).starting_at(opened.store.spread());
     tracing::info!(db = %opened.store.describe(), leases = table.len(), fsync = dhcp.lease_fsync, "leases loaded");
     Ok((opened.store, table))
 }

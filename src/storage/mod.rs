@@ -112,8 +112,11 @@ impl Backend {
     }
 
     /// The event record's writer and reader; `None` when `[events] db = ""`
-    /// (SQLite only: with a shared database events are always recorded).
+    /// turns recording off (with a shared database too).
     pub fn events(&self, config: &Config) -> anyhow::Result<Option<EventRecord>> {
+        if config.events.db.is_none() {
+            return Ok(None);
+        }
         match self {
             Backend::Postgres(db) => Ok(Some((
                 Box::new(pg::PgEventWriter::new(db.clone())),
@@ -131,6 +134,7 @@ impl Backend {
 
     /// The event record's reader alone (`pxed events`).
     pub fn event_log(&self, config: &Config) -> Option<Box<dyn EventLog>> {
+        config.events.db.as_ref()?;
         match self {
             Backend::Postgres(db) => Some(Box::new(pg::PgEventReader(db.clone()))),
             Backend::Sqlite => config

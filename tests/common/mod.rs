@@ -455,3 +455,15 @@ pub fn sh(cmd: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `pxed <args>` to completion; its standard output, or a panic with
+/// its standard error if it failed.
+pub fn pxed_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(pxed_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "pxed {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -42,6 +42,12 @@ pub trait LeaseStore: Send {
     fn follow(&self, learned: Learned) {
         let _ = learned;
     }
+    /// Where this server's table starts handing out fresh addresses in each
+    /// pool ([`super::Leases::starting_at`]): 0 for a store of one server;
+    /// a shared store gives each server its own.
+    fn spread(&self) -> u64 {
+        0
+    }
 }
 
 /// Where rows the table must learn go: the receive loop takes them.

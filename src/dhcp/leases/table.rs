@@ -16,6 +16,15 @@ pub struct PoolUse {
     pub declined: u64,
 }
 
+/// Where a pool's never-used cursor is: the next address to look at, and
+/// how many of the pool's addresses it has not looked at yet. It walks the
+/// pool once, from where it started, round past the end.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    next: u32,
+    left: u64,
+}
+
 /// The in-memory lease table: the allocator.
 ///
 /// Every operation a client can trigger is O(log n) or amortised O(1), so a
@@ -44,13 +53,27 @@ pub struct Leases {
     /// Offers by (expires, ip), oldest first; expired ones are pruned lazily.
     offers: BTreeSet<(u64, Ipv4Addr)>,
     /// Next never-used address per pool (first, last).
-    cursors: HashMap<(Ipv4Addr, Ipv4Addr), u32>,
+    cursors: HashMap<(Ipv4Addr, Ipv4Addr), Cursor>,
+    /// Where in each pool the never-used cursor starts (see
+    /// [`Leases::starting_at`]); 0: at the pool's first address.
+    seed: u64,
     /// Reserved addresses a cursor stepped over: if a reload frees one, it can
     /// still be handed out (the cursor does not come back for it).
     skipped_reserved: BTreeSet<Ipv4Addr>,
 }
 
 impl Leases {
+    /// Makes each pool's never-used cursor start at a point of the pool
+    /// chosen by `seed` instead of its first address. Servers that share a
+    /// database each take a different seed (their name), so each hands out
+    /// fresh addresses from its own part of the pool and two servers rarely
+    /// offer the same free address (docs/decisions.md).
+    pub fn starting_at(mut self, seed: u64) -> Leases {
+        self.seed = seed;
+        self.cursors.clear();
+        self
+    }
+
     pub fn from_stored(leases: Vec<Lease>) -> Leases {
         let mut t = Leases::default();
         for l in leases {
@@ -233,9 +256,17 @@ impl Leases {
         reserved: &HashSet<Ipv4Addr>,
     ) -> Option<Ipv4Addr> {
         let (lo, hi) = (u32::from(first), u32::from(last));
-        let cursor = self.cursors.entry((first, last)).or_insert(lo);
-        while *cursor <= hi {
-            let ip = Ipv4Addr::from(*cursor);
+        if lo > hi {
+            return None;
+        }
+        let size = u64::from(hi - lo) + 1;
+        let seed = self.seed;
+        let cursor = self.cursors.entry((first, last)).or_insert_with(|| Cursor {
+            next: lo + u32::try_from(seed % size).unwrap_or(0),
+            left: size,
+        });
+        while cursor.left > 0 {
+            let ip = Ipv4Addr::from(cursor.next);
             if !self.by_ip.contains_key(&ip) {
                 if !reserved.contains(&ip) {
                     // The cursor stays: the address has no entry until taken.
@@ -243,11 +274,12 @@ impl Leases {
                 }
                 self.skipped_reserved.insert(ip);
             }
-            *cursor += 1;
-            if *cursor == 0 {
-                // 255.255.255.255 as the last address: wrapped.
-                break;
-            }
+            cursor.next = if cursor.next == hi {
+                lo
+            } else {
+                cursor.next + 1
+            };
+            cursor.left -= 1;
         }
         None
     }

@@ -214,3 +214,22 @@ fn a_moved_client_frees_its_old_address_for_others() {
     assert_eq!(t.allocate(&s, b"e", None, None, &none, 10), Some(a));
     assert_eq!(t.of_client(b"c").map(|l| l.ip), Some(b));
 }
+
+#[test]
+fn a_seeded_cursor_starts_inside_the_pool_and_still_walks_all_of_it() {
+    let subnet = subnet(10, 19);
+    let reserved = HashSet::new();
+    let mut t = Leases::default().starting_at(13);
+    let mut got = Vec::new();
+    for n in 0..10u8 {
+        let client = [n];
+        let a = t
+            .allocate(&subnet, &client, None, None, &reserved, 100)
+            .unwrap();
+        t.take(a, &client, mac(u32::from(n)), State::Bound, 1000);
+        got.push(a.octets()[3]);
+    }
+    // 13 % 10 = 3: from the pool's fourth address, round past its end.
+    assert_eq!(got, [13, 14, 15, 16, 17, 18, 19, 10, 11, 12]);
+    assert_eq!(t.allocate(&subnet, b"z", None, None, &reserved, 100), None);
+}

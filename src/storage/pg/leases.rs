@@ -15,7 +15,7 @@
 //! released, no client, expired), and only if that client still holds it:
 //! the other servers' [`follow`] then sees it free.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,11 +101,13 @@ fn lease(r: &Row) -> Option<(Lease, i64)> {
 }
 
 /// The batch's writes, one per address (the last op for it wins, as it
-/// would in sequence), and frees.
+/// would in sequence), and frees. Both in address order: two servers whose
+/// batches touch the same rows lock them in the same order, so they wait
+/// for each other instead of deadlocking.
 #[derive(Default)]
 struct Plan {
     /// Address → index of the op that writes it.
-    puts: HashMap<Ipv4Addr, usize>,
+    puts: BTreeMap<Ipv4Addr, usize>,
     frees: Vec<(i64, Vec<u8>)>,
 }
 
@@ -122,6 +124,7 @@ impl Plan {
                 }
             }
         }
+        plan.frees.sort();
         plan
     }
 }
@@ -170,6 +173,18 @@ impl LeaseStore for PgLeases {
             applied.holders = db.block_on(holders(&db, lost))?;
         }
         Ok(applied)
+    }
+
+    /// A number of this server's name: each server starts its fresh
+    /// addresses elsewhere in the pool.
+    fn spread(&self) -> u64 {
+        // FNV-1a: stable across builds and platforms (std's hasher is not
+        // promised to be), so a server keeps its part of the pool.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.db.server.as_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
     }
 
     fn follow(&self, learned: Learned) {

@@ -9,11 +9,13 @@
 //! commit in seconds instead of holding the lease thread forever.
 
 mod events;
+mod import;
 mod leases;
 mod machines;
 mod migrations;
 
 pub use events::{PgEventReader, PgEventWriter};
+pub use import::{import_sqlite, Imported};
 pub use leases::PgLeases;
 pub use machines::PgMachines;
 

@@ -6,6 +6,7 @@
 //! (`{"error": "…"}`); bad input gets a 4xx and changes nothing; every
 //! write is a boot event naming the token's client.
 
+mod events;
 mod machines;
 mod tools;
 
@@ -34,6 +35,7 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::PUT, "/api/v1/machines/{mac}/override"),
     (Method::DELETE, "/api/v1/machines/{mac}/override"),
     (Method::PUT, "/api/v1/machines/{mac}/labels"),
+    (Method::GET, "/api/v1/machines/{mac}/events"),
     (Method::GET, "/api/v1/explain"),
     (Method::GET, "/api/v1/render"),
     (Method::POST, "/api/v1/reload"),
@@ -48,6 +50,7 @@ fn handler(method: &Method, path: &str) -> MethodRouter<AdminState> {
         "/machines/{mac}/override" if method == Method::PUT => on(filter, machines::set_override),
         "/machines/{mac}/override" => on(filter, machines::clear_override),
         "/machines/{mac}/labels" => on(filter, machines::set_labels),
+        "/machines/{mac}/events" => on(filter, events::of_machine),
         "/explain" => on(filter, tools::explain),
         "/render" => on(filter, tools::render),
         "/reload" => on(filter, tools::reload),
