@@ -77,7 +77,7 @@ fn every_error_names_its_line() {
         (format!("{BASE}ip = \"10.0.0.5\"\n{FULL}"), 6, "exactly one MAC"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"10.9.0.5\"\n{FULL}"), 10, "not inside any [[dhcp.subnet]]"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"10.0.0.255\"\n{FULL}"), 10, "network or broadcast"),
-        (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"ten\"\n{FULL}"), 10, "is not an IPv4 address"),
+        (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"ten\"\n{FULL}"), 10, "is not an IPv4 or IPv6 address"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nhostname = \"-bad\"\n{FULL}"), 10, "hostname \"-bad\""),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"10.0.0.5\"\n[[rule]]\nname = \"s\"\nmatch = {{ mac = \"52:54:00:00:00:02\" }}\nip = \"10.0.0.5\"\npriority = 1\n{FULL}"), 14, "reserved by another rule too"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nhostname = \"a\"\n[[rule]]\nname = \"s\"\nmatch = {{ mac = \"52:54:00:00:00:01\", arch = \"bios\" }}\nhostname = \"b\"\n{FULL}"), 14, "already has a reservation"),

@@ -74,9 +74,11 @@ impl Backend {
                 Arc::new(move |_| {
                     let mut store = pg::PgLeases::new(db.clone());
                     let leases = store.load().context("cannot read the leases")?;
+                    let leases6 = store.load6().context("cannot read the IPv6 leases")?;
                     Ok(Opened {
                         store: Box::new(store),
                         leases,
+                        leases6,
                     })
                 })
             }
