@@ -193,3 +193,21 @@ fn a_rule_reserves_one_address_of_each_family() {
     assert_eq!(config.dhcp.subnets6.len(), 1);
     assert_eq!(config.dhcp.subnets.len(), 1);
 }
+
+#[test]
+fn events_default_to_their_own_file_beside_the_leases() {
+    let config = load(&format!("{BASE}[dhcp]\nlease_db = \"state/l.sqlite\"\n")).unwrap();
+    let leases = &config.dhcp.lease_db;
+    let events = config.events.db.as_ref().unwrap();
+    assert_eq!(events, &leases.with_file_name("pxed-events.sqlite"));
+    assert_eq!(config.events.legacy.as_ref(), Some(leases));
+    // Set apart, or off: nothing to move from the lease file.
+    let set = load(&format!("{BASE}[events]\ndb = \"e.sqlite\"\n")).unwrap();
+    assert!(set.events.db.as_ref().unwrap().ends_with("e.sqlite"));
+    assert_eq!(set.events.legacy, None);
+    let off = load(&format!("{BASE}[events]\ndb = \"\"\n")).unwrap();
+    assert_eq!(
+        (off.events.db.clone(), off.events.legacy.clone()),
+        (None, None)
+    );
+}

@@ -63,8 +63,9 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
-        // The boot-event writer shares this file (src/events/store.rs): wait
-        // for its short transactions rather than fail a commit.
+        // The boot-event writer shares this file when `[events] db` names it
+        // (src/events/store.rs): wait for its transactions rather than fail
+        // a commit.
         conn.busy_timeout(crate::events::store::BUSY_TIMEOUT)?;
         // Checkpoints (which fsync) run on their own thread, see
         // `spawn_checkpointer`, so that they never hold up a commit.
