@@ -233,6 +233,7 @@ impl Out {
     /// a job whose lease the store refused (`applied.refused` is ascending).
     fn committed(&self, batch: &mut Vec<Job>, ends: &[usize], applied: Applied) {
         let mut refused = applied.refused.iter().peekable();
+        let mut acks = Vec::with_capacity(batch.len());
         for (j, end) in batch.drain(..).zip(ends) {
             let mut lost = false;
             while refused.next_if(|i| **i < *end).is_some() {
@@ -265,8 +266,14 @@ impl Out {
             if let Some(e) = event {
                 events::record(e);
             }
-            self.send(reply, reply6);
+            acks.extend(reply);
+            self.send6(reply6);
         }
+        // The batch's DHCPv4 replies with one `sendmmsg` (`batch.rs`).
+        let failed = self.to.sender.send_all(&acks);
+        self.stats
+            .send_errors
+            .fetch_add(failed as u64, Ordering::Relaxed);
         if !applied.holders.is_empty() {
             let _ = self.to.learned.try_send(applied.holders);
         }
@@ -275,13 +282,7 @@ impl Out {
         }
     }
 
-    fn send(&self, reply: Option<Outgoing>, reply6: Option<Outgoing6>) {
-        if let Some(r) = reply {
-            if let Err(e) = self.to.sender.send(&r) {
-                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(dest = %r.dest, error = %e, "cannot send reply");
-            }
-        }
+    fn send6(&self, reply6: Option<Outgoing6>) {
         if let (Some(r), Some((sender, _))) = (reply6, &self.to.v6) {
             if let Err(e) = sender.send6(&r) {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);

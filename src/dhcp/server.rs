@@ -164,6 +164,12 @@ impl Sender {
         send(self.socket.as_raw_fd(), out)
     }
 
+    /// Sends them all, with as few system calls as it can
+    /// ([`super::batch::send_all`]); returns how many could not be sent.
+    pub fn send_all(&self, out: &[Outgoing]) -> usize {
+        super::batch::send_all(self.socket.as_raw_fd(), out)
+    }
+
     /// For a DHCPv6 socket.
     pub fn send6(&self, out: &Outgoing6) -> io::Result<()> {
         send6(self.socket.as_raw_fd(), out)
