@@ -3,7 +3,10 @@
 //! unprivileged user holding only the unit's ambient capabilities, the
 //! unit's `$STATE_DIRECTORY`, the config read-only under /etc/pxed), and a
 //! machine booting against it: the lease and the boot events land in the
-//! state directory, nothing beside the config.
+//! state directory, nothing beside the config. The package's postinst runs
+//! for real (it creates the unit's system user `_pxed` on this machine), so
+//! that the API token file, group `_pxed` mode 640 as docs/api.md says, is
+//! read by the service; its postrm purge runs against the throwaway root.
 //!
 //! The package is `$PXED_DEB`, else the newest `target/debian/pxed_*.deb`
 //! (`contrib/deb.sh` builds it; `.ci/run` does before the tests).
@@ -75,10 +78,33 @@ fn installed_package_runs_unprivileged_and_writes_only_its_state_directory() {
     let etc = root.path().join("etc/pxed");
     let config = etc.join("machines.toml");
     operator_edit(&config);
+    // The package's postinst, run for real: it creates the unit's user.
+    let control = root.path().join("DEBIAN");
+    common::sh(&format!(
+        "dpkg-deb -e {} {} && sh {}/postinst configure",
+        deb.display(),
+        control.display(),
+        control.display()
+    ));
+    let user = unit_setting(root.path(), "User");
+    assert_eq!(unit_setting(root.path(), "Group"), user);
+    // The API token file as docs/api.md says: root's, readable by the
+    // service's group only.
+    let tokens = etc.join("api-tokens");
+    common::sh(&format!(
+        "install -m 640 -g {user} /dev/null {0} && echo ops:{TOKEN} > {0}",
+        tokens.display()
+    ));
+    let edited = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        "[server]\napi_tokens = \"api-tokens\"\n",
+        1,
+    );
+    std::fs::write(&config, edited).unwrap();
     // StateDirectory=pxed: a directory the service's user owns.
     let state = root.path().join("var/lib/pxed");
     std::fs::create_dir_all(&state).unwrap();
-    common::sh(&format!("chown nobody {}", state.display()));
+    common::sh(&format!("chown {user}:{user} {}", state.display()));
 
     let lab = new_lab("pkg");
     let unit_like = |args: &[&str]| {
@@ -88,8 +114,8 @@ fn installed_package_runs_unprivileged_and_writes_only_its_state_directory() {
             "exec",
             &lab.srv.name,
             "setpriv",
-            "--reuid=nobody",
-            "--regid=nogroup",
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
             "--clear-groups",
         ])
         .args(["--inh-caps=+net_bind_service,+net_raw,+net_broadcast"])
@@ -150,7 +176,12 @@ fn installed_package_runs_unprivileged_and_writes_only_its_state_directory() {
         .unwrap();
     assert_eq!(leased, 1, "no lease for {ip} in {}", db.display());
     let owner = common::sh(&format!("stat -c %U {}", db.display()));
-    assert_eq!(owner.trim(), "nobody");
+    assert_eq!(owner.trim(), user);
+    // The API answers: the service read the token file.
+    let machines = lab.srv.sh(&format!(
+        "curl -sf -H 'Authorization: Bearer {TOKEN}' http://127.0.0.1:9180/api/v1/machines"
+    ));
+    assert!(machines.contains("52:54:00:77:00:70"), "{machines}");
     let beside_config: Vec<String> = std::fs::read_dir(&etc)
         .unwrap()
         .flatten()
@@ -166,4 +197,24 @@ fn installed_package_runs_unprivileged_and_writes_only_its_state_directory() {
         "the shipped example is not announced:\n{}",
         pxed.log()
     );
+    drop(pxed);
+    // Purge removes the state the unit wrote (here under the throwaway root).
+    common::sh(&format!(
+        "DPKG_ROOT={} sh {}/postrm purge",
+        root.path().display(),
+        control.display()
+    ));
+    assert!(!state.exists(), "{} survived the purge", state.display());
+}
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// `KEY=` of the packaged unit's [Service] section, as systemd reads it.
+fn unit_setting(root: &Path, key: &str) -> String {
+    let unit = std::fs::read_to_string(root.join("usr/lib/systemd/system/pxed.service")).unwrap();
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+        .trim()
+        .to_string()
 }

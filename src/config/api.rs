@@ -145,9 +145,16 @@ impl Loader<'_> {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
+                // The packaged unit runs as _pxed: a root-only file is the
+                // usual cause, and `pxed check` as root does not see it.
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (the packaged service runs as group _pxed: `chgrp _pxed` it, mode 640)"
+                } else {
+                    ""
+                };
                 self.error(
                     v,
-                    format!("api_tokens: cannot read {}: {e}", path.display()),
+                    format!("api_tokens: cannot read {}: {e}{hint}", path.display()),
                 );
                 return None;
             }
@@ -162,13 +169,15 @@ impl Loader<'_> {
     }
 }
 
-/// A warning when others than the owner may read the token file.
+/// A warning when every user may read the token file, or its group may
+/// change it. Group read is how the packaged service (group _pxed) reads a
+/// root-owned file, so mode 640 is the advice, not 600.
 pub fn permission_warning(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
+    (mode & 0o027 != 0).then(|| {
         format!(
-            "{}: readable by others than its owner (mode {:o}); `chmod 600` it",
+            "{}: readable or writable by more than its owner and the service's group (mode {:o}); `chmod 640` it",
             path.display(),
             mode & 0o777
         )

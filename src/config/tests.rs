@@ -77,7 +77,7 @@ fn every_error_names_its_line() {
         (format!("{BASE}ip = \"10.0.0.5\"\n{FULL}"), 6, "exactly one MAC"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"10.9.0.5\"\n{FULL}"), 10, "not inside any [[dhcp.subnet]]"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"10.0.0.255\"\n{FULL}"), 10, "network or broadcast"),
-        (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"ten\"\n{FULL}"), 10, "is not an IPv4 address"),
+        (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"ten\"\n{FULL}"), 10, "is not an IPv4 or IPv6 address"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nhostname = \"-bad\"\n{FULL}"), 10, "hostname \"-bad\""),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"10.0.0.5\"\n[[rule]]\nname = \"s\"\nmatch = {{ mac = \"52:54:00:00:00:02\" }}\nip = \"10.0.0.5\"\npriority = 1\n{FULL}"), 14, "reserved by another rule too"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nhostname = \"a\"\n[[rule]]\nname = \"s\"\nmatch = {{ mac = \"52:54:00:00:00:01\", arch = \"bios\" }}\nhostname = \"b\"\n{FULL}"), 14, "already has a reservation"),
@@ -151,4 +151,22 @@ fn rules_carry_their_dhcp_keys() {
         .loader_settings
         .iter()
         .any(|s| s.key == "rule \"db\" loader"));
+}
+
+#[test]
+fn events_default_to_their_own_file_beside_the_leases() {
+    let config = load(&format!("{BASE}[dhcp]\nlease_db = \"state/l.sqlite\"\n")).unwrap();
+    let leases = &config.dhcp.lease_db;
+    let events = config.events.db.as_ref().unwrap();
+    assert_eq!(events, &leases.with_file_name("pxed-events.sqlite"));
+    assert_eq!(config.events.legacy.as_ref(), Some(leases));
+    // Set apart, or off: nothing to move from the lease file.
+    let set = load(&format!("{BASE}[events]\ndb = \"e.sqlite\"\n")).unwrap();
+    assert!(set.events.db.as_ref().unwrap().ends_with("e.sqlite"));
+    assert_eq!(set.events.legacy, None);
+    let off = load(&format!("{BASE}[events]\ndb = \"\"\n")).unwrap();
+    assert_eq!(
+        (off.events.db.clone(), off.events.legacy.clone()),
+        (None, None)
+    );
 }
