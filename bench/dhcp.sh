@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # DHCP throughput: pxed vs Kea (memfile) vs dnsmasq, and on PostgreSQL one
-# pxed vs two pxed vs Kea's PostgreSQL lease backend; same run, same network.
+# pxed vs two pxed vs Kea's PostgreSQL lease backend; same run, same network;
+# each server as shipped (pxed: boot events on, info logging, no fsync per
+# commit, as `lease_fsync = false` ships).
 #
 # Two network namespaces joined by a veth pair: the server runs in one, pinned
-# to CPU 0; perfdhcp runs in the other, pinned to CPU 1, and plays a relay
-# (giaddr 10.80.0.2) for up to a million simulated clients. Each offered rate
-# (500 → 32,000 DORA/s) gets a fresh server with an empty lease file, for STEP
-# seconds. A rate passes when fewer than 1% of DISCOVER-OFFER and of
-# REQUEST-ACK exchanges are dropped (a failed rate is tried once more); the
-# servers take turns at each rate, and a server's climb stops at its first rate
-# that fails twice. Reported per server: the highest passing rate, avg/max latency of the
-# full exchange at that rate, the server's CPU use and peak RSS. Everything runs
-# only inside the namespaces created here, every process is ended by its own
-# PID, and each step is bounded by `timeout`.
+# to CPU 0; perfdhcp runs in the other, pinned to CPU 1, for up to a million
+# simulated clients, in two modes:
+#   relay      perfdhcp sends to 10.80.0.1 as a relay (giaddr 10.80.0.2);
+#   broadcast  perfdhcp -B sends to 255.255.255.255, as a PXE ROM does (it
+#              still sets giaddr, so replies go back to it by unicast; Kea
+#              then needs "dhcp-socket-type": "raw" to see broadcasts). Only
+#              pxed, kea and dnsmasq: the PostgreSQL pair listens on two
+#              addresses, each behind its own relay.
+# Each offered rate (250 → 32,000 DORA/s) gets a fresh server with an empty
+# lease file, for STEP seconds. A rate passes when fewer than 1% of
+# DISCOVER-OFFER and of REQUEST-ACK exchanges are dropped (a failed rate is
+# tried once more); the servers take turns at each rate, and a server's climb
+# stops at its first rate that fails twice. Every step prints the server's CPU
+# per completed exchange, and perfdhcp's own CPU (`gen%`, 100 = its core is
+# full) and socket overflows (`cli ovfl`): when those fail a rate, perfdhcp
+# was the limit, not the server. Reported per server and mode: the highest
+# passing rate, avg/max latency at that rate, CPU per exchange and peak RSS;
+# then pxed's CPU per exchange over Kea's at the highest rate both passed.
+# Everything runs only inside the namespaces created here, every process is
+# ended by its own PID, and each step is bounded by `timeout`.
 #
 # PostgreSQL rows (docs/ha.md): one cluster made by initdb in the work
 # directory, run as `postgres`, on a unix socket only, a fresh database per
@@ -23,7 +35,9 @@
 #
 # Usage (root): bench/dhcp.sh [pxed-binary]      (default target/release/pxed)
 # Environment: STEP=5 (seconds per rate), RATES="500 1000 ... 32000",
-#              SERVERS="pxed kea dnsmasq pxed-pg pxed-pg2 kea-pg", PXED_FSYNC=false|true,
+#              MODES="relay broadcast", SERVERS="pxed kea dnsmasq pxed-pg pxed-pg2 kea-pg",
+#              PXED_FSYNC=false|true (lease_fsync; false is the shipped default),
+#              PXED_LOG (default: unset, i.e. info, as shipped),
 #              KEEP=1 (keep the work directory), KEA_MT=true|false (Kea multi-threading,
 #              default true: its better figure here), NICE=-10.
 # Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base, iproute2, util-linux (taskset),
@@ -36,6 +50,7 @@ pxed=${1:-$here/target/release/pxed}
 step=${STEP:-5}
 rates=${RATES:-"250 500 1000 2000 3000 4000 6000 8000 10000 12000 16000 20000 24000 32000"}
 servers=${SERVERS:-"pxed kea dnsmasq pxed-pg pxed-pg2 kea-pg"}
+modes=${MODES:-"relay broadcast"}
 fsync=${PXED_FSYNC:-false}
 # The machine is shared (other people compile on it): servers and perfdhcp run
 # at a higher priority than background builds, all servers alike. NICE=0 turns
@@ -109,6 +124,9 @@ cat >"$work/kea.json" <<EOF
                    "output_options": [ { "output": "stderr" } ] } ]
 } }
 EOF
+# Broadcasts from clients on the link: a UDP socket bound to the interface
+# address does not see them; Kea's raw sockets do.
+sed 's|"dhcp-socket-type": "udp"|"dhcp-socket-type": "raw"|' "$work/kea.json" >"$work/kea-raw.json"
 
 # The PostgreSQL rows' configs: pxed's with [database] (and for the pair,
 # each on its own address), Kea's with its PostgreSQL lease backend.
@@ -153,21 +171,22 @@ pg_ticks() {
 }
 
 # --- servers -----------------------------------------------------------------
-start_server() { # name → sets server_pid (and server2_pid for pxed-pg2)
-    rm -f "$work"/*.leases "$work"/kea-leases.csv* "$work"/pxed/pxed-leases.sqlite*
+start_server() { # name mode → sets server_pid (and server2_pid for pxed-pg2)
+    rm -f "$work"/*.leases "$work"/kea-leases.csv* "$work"/pxed/pxed-*.sqlite*
+    # pxed logs at its shipped level (info) unless PXED_LOG says otherwise.
     case $1 in
     pxed)
-        PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed/machines.toml" \
+        ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed/machines.toml" \
             2>>"$work/pxed.log" &
         ;;
     pxed-pg|pxed-pg2)
         pg_start && pg_fresh bench
         if [ "$1" = pxed-pg2 ]; then
-            PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed-pg2/machines.toml" \
+            ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed-pg2/machines.toml" \
                 2>>"$work/pxed-pg2.log" &
             server2_pid=$!
         fi
-        PXED_LOG=warn ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed-pg1/machines.toml" \
+        ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed-pg1/machines.toml" \
             2>>"$work/pxed-pg.log" &
         ;;
     kea-pg)
@@ -177,8 +196,10 @@ start_server() { # name → sets server_pid (and server2_pid for pxed-pg2)
             ip netns exec "$srv" $prio taskset -c 0 kea-dhcp4 -c "$work/kea-pg.json" 2>>"$work/kea-pg.log" >/dev/null &
         ;;
     kea)
+        local conf=kea.json
+        [ "$2" = broadcast ] && conf=kea-raw.json
         KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work \
-            ip netns exec "$srv" $prio taskset -c 0 kea-dhcp4 -c "$work/kea.json" 2>>"$work/kea.log" >/dev/null &
+            ip netns exec "$srv" $prio taskset -c 0 kea-dhcp4 -c "$work/$conf" 2>>"$work/kea.log" >/dev/null &
         ;;
     dnsmasq)
         ip netns exec "$srv" $prio taskset -c 0 dnsmasq --no-daemon --conf-file=/dev/null --port=0 \
@@ -208,12 +229,14 @@ stop_server() {
     server2_pid=
 }
 
-# perfdhcp at RATE towards the server(s) of $1 for $step s, output in OUT
-# (two halves, OUT.1 and OUT.2, for the pair).
-load() { # server rate out
+# perfdhcp at RATE towards the server(s) of $1 for $step s in MODE, output in
+# OUT (two halves, OUT.1 and OUT.2, for the pair).
+load() { # server rate out mode
     if [ "$1" != pxed-pg2 ]; then
+        local target=10.80.0.1 bflag=
+        [ "$4" = broadcast ] && { target=; bflag=-B; }
         timeout $((step + 15)) ip netns exec "$cli" $prio taskset -c 1 \
-            perfdhcp -4 -B -l vc -r "$2" -p "$step" -R 1000000 -W 1000000 10.80.0.1 >"$3.1" 2>&1 || true
+            perfdhcp -4 $bflag -l vc -r "$2" -p "$step" -R 1000000 -W 1000000 $target >"$3.1" 2>&1 || true
         return
     fi
     # The pair: each relay address talks to its own pxed, with MACs of its own.
@@ -239,6 +262,9 @@ server_ticks() {
     echo $t
 }
 rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# CPU seconds used so far by this shell's waited-for children (perfdhcp):
+# `times` must run in this shell, not in a $(...) subshell.
+children_cpu() { times >"$work/times"; awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] } print s }' "$work/times"; }
 
 # perfdhcp's summary → "sent1 recv1 sent2 recv2 avg_ms max_ms"
 parse() {
@@ -266,77 +292,106 @@ parse_all() {
     echo "$s1 $r1 $s2 $r2 $avg $max"
 }
 
-results="$work/results.txt"
-: >"$results"
 hz=$(getconf CLK_TCK)
-printf '%-8s %7s %9s %9s %7s %7s %9s %9s %6s %8s %9s %9s %7s\n' server rate "DO sent" "RA recv" "drop%" "ok" "avg ms" "max ms" "cpu%" "rss MB" "srv ovfl" "cli ovfl" "db cpu%"
-# Servers take turns at each rate, so that all of them see the same machine
-# (other people's builds come and go); a server leaves the climb at its first
-# rate that fails twice.
-declare -A best_line
-active=""
+available=""
 for s in $servers; do
     case $s in
     kea|kea-pg) command -v kea-dhcp4 >/dev/null || { echo "skipping $s: kea-dhcp4-server not installed"; continue; } ;;
     dnsmasq) command -v dnsmasq >/dev/null || { echo "skipping dnsmasq: not installed"; continue; } ;;
     esac
-    active="$active $s"
-    best_line[$s]="$s 0 - - - -"
+    available="$available $s"
 done
-ranked="$active"
-for rate in $rates; do
-    [ -n "${active// /}" ] || break
-    still=""
-    for s in $active; do
-      passed=no
-      # A failed rate gets a second try: on a shared machine one burst of
-      # someone's compile can cost 1%.
-      for attempt in 1 2; do
-        start_server "$s" || break
-        t0=$(server_ticks); d0=$(pg_ticks); w0=$(date +%s%N)
-        e0s=$(rcvbuf_errors "$srv"); e0c=$(rcvbuf_errors "$cli")
-        out="$work/perf-$s-$rate-$attempt.txt"
-        load "$s" "$rate" "$out"
-        t1=$(server_ticks); d1=$(pg_ticks); w1=$(date +%s%N)
-        rss=$(rss_kb "$server_pid")
-        e1s=$(rcvbuf_errors "$srv"); e1c=$(rcvbuf_errors "$cli")
-        stop_server
-        read -r s1 r1 s2 r2 avg max <<<"$(parse_all "$out")"
-        drop=$(awk -v s1="$s1" -v r1="$r1" -v s2="$s2" -v r2="$r2" 'BEGIN {
-            d1 = s1 > 0 ? 100 * (s1 - r1) / s1 : 100; d2 = s2 > 0 ? 100 * (s2 - r2) / s2 : 100
-            printf "%.2f", (d1 > d2 ? d1 : d2) }')
-        # Server CPU over the step's wall time (sending + perfdhcp's wait).
-        cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v w="$((w1 - w0))" 'BEGIN { printf "%.0f", 100 * t / hz / (w / 1e9) }')
-        dbcpu=-
-        case $s in *-pg*) dbcpu=$(awk -v t="$((d1 - d0))" -v hz="$hz" -v w="$((w1 - w0))" 'BEGIN { printf "%.0f", 100 * t / hz / (w / 1e9) }') ;; esac
-        ok=$(awk -v d="$drop" 'BEGIN { print (d < 1.0) ? "yes" : "no" }')
-        printf '%-8s %7d %9d %9d %7s %7s %9s %9s %6s %8.1f %9d %9d %7s\n' "$s" "$rate" "$s1" "$r2" "$drop" "$ok" "$avg" "$max" "$cpu" "$(awk -v r="$rss" 'BEGIN{print r/1024}')" $((e1s - e0s)) $((e1c - e0c)) "$dbcpu"
-        if [ "$ok" = yes ]; then
-            passed=yes
-            best_line[$s]="$s $rate $avg $max $cpu $(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}')"
-            break
-        fi
-      done
-      if [ "$passed" = yes ]; then still="$still $s"; fi
+# Every step: "mode server rate ok us/DORA avg max cpu% rss" (the summary reads it).
+steps="$work/steps.txt"
+: >"$steps"
+
+# One step: server $1 at rate $2 in mode $3, attempt $4 → prints its row,
+# appends it to $steps, and returns 0 if it passed.
+step_once() {
+    local s=$1 rate=$2 mode=$3 attempt=$4
+    start_server "$s" "$mode" || return 1
+    local t0 d0 w0 e0s e0c t1 d1 w1 e1s e1c rss out
+    t0=$(server_ticks); d0=$(pg_ticks); w0=$(date +%s%N)
+    e0s=$(rcvbuf_errors "$srv"); e0c=$(rcvbuf_errors "$cli")
+    children_cpu >"$work/c0"
+    out="$work/perf-$mode-$s-$rate-$attempt.txt"
+    load "$s" "$rate" "$out" "$mode"
+    children_cpu >"$work/c1"
+    t1=$(server_ticks); d1=$(pg_ticks); w1=$(date +%s%N)
+    rss=$(rss_kb "$server_pid")
+    e1s=$(rcvbuf_errors "$srv"); e1c=$(rcvbuf_errors "$cli")
+    stop_server
+    local s1 r1 s2 r2 avg max drop cpu per gen dbcpu ok mb
+    read -r s1 r1 s2 r2 avg max <<<"$(parse_all "$out")"
+    drop=$(awk -v s1="$s1" -v r1="$r1" -v s2="$s2" -v r2="$r2" 'BEGIN {
+        d1 = s1 > 0 ? 100 * (s1 - r1) / s1 : 100; d2 = s2 > 0 ? 100 * (s2 - r2) / s2 : 100
+        printf "%.2f", (d1 > d2 ? d1 : d2) }')
+    # Server CPU over the step's wall time (sending + perfdhcp's wait), and
+    # per completed exchange; perfdhcp's own CPU over the same wall time.
+    cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v w="$((w1 - w0))" 'BEGIN { printf "%.0f", 100 * t / hz / (w / 1e9) }')
+    per=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v n="$r2" 'BEGIN { if (n > 0) printf "%.0f", t / hz * 1e6 / n; else print "-" }')
+    gen=$(awk -v a="$(cat "$work/c0")" -v b="$(cat "$work/c1")" -v w="$((w1 - w0))" 'BEGIN { printf "%.0f", 100 * (b - a) / (w / 1e9) }')
+    dbcpu=-
+    case $s in *-pg*) dbcpu=$(awk -v t="$((d1 - d0))" -v hz="$hz" -v w="$((w1 - w0))" 'BEGIN { printf "%.0f", 100 * t / hz / (w / 1e9) }') ;; esac
+    ok=$(awk -v d="$drop" 'BEGIN { print (d < 1.0) ? "yes" : "no" }')
+    mb=$(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }')
+    printf '%-9s %-8s %7d %9d %9d %7s %4s %8s %9s %5s %8s %7s %8d %8d %5s %7s\n' "$mode" "$s" "$rate" "$s1" "$r2" "$drop" "$ok" "$avg" "$max" "$cpu" "$per" \
+        "$mb" $((e1s - e0s)) $((e1c - e0c)) "$gen" "$dbcpu"
+    echo "$mode $s $rate $ok $per $avg $max $cpu $mb" >>"$steps"
+    [ "$ok" = yes ]
+}
+
+printf '%-9s %-8s %7s %9s %9s %7s %4s %8s %9s %5s %8s %7s %8s %8s %5s %7s\n' mode server rate "DO sent" "RA recv" "drop%" ok "avg ms" "max ms" "cpu%" "us/DORA" "rss MB" "srv ovfl" "cli ovfl" "gen%" "db cpu%"
+for mode in $modes; do
+    # Servers take turns at each rate, so that all of them see the same
+    # machine (other people's builds come and go); a server leaves the climb
+    # at its first rate that fails twice (one burst of someone's compile can
+    # cost 1%, so a failed rate gets a second try).
+    active=""
+    for s in $available; do
+        case $mode:$s in broadcast:*-pg*) ;; *) active="$active $s" ;; esac
     done
-    active=$still
+    for rate in $rates; do
+        [ -n "${active// /}" ] || break
+        still=""
+        for s in $active; do
+            if step_once "$s" "$rate" "$mode" 1 || step_once "$s" "$rate" "$mode" 2; then
+                still="$still $s"
+            fi
+        done
+        active=$still
+    done
 done
-for s in $ranked; do echo "${best_line[$s]}" >>"$results"; done
 
 echo
 echo "Highest offered rate with < 1% drops (${step}s per step, server on CPU 0, perfdhcp on CPU 1):"
-printf '%-8s %10s %9s %9s %6s %8s %11s %9s\n' server "rate/s" "avg ms" "max ms" "cpu%" "rss MB" "cpu us/DORA" "vs Kea*"
-kea_rate=$(awk '$1 == "kea" { print $2 }' "$results")
-kea_pg_rate=$(awk '$1 == "kea-pg" { print $2 }' "$results")
-while read -r name rate avg max cpu rss; do
-    # The PostgreSQL rows compare with Kea on PostgreSQL.
-    k=${kea_rate:-0}
-    case $name in *-pg*) k=${kea_pg_rate:-0} ;; esac
-    ratio=$(awk -v r="$rate" -v k="$k" 'BEGIN { if (k > 0) printf "%.2fx", r / k; else print "-" }')
-    per=$(awk -v c="$cpu" -v r="$rate" 'BEGIN { if (r > 0 && c != "-") printf "%.0f", c * 10000 / r; else print "-" }')
-    printf '%-8s %10s %9s %9s %6s %8s %11s %9s\n' "$name" "$rate" "$avg" "$max" "$cpu" "$rss" "$per" "$ratio"
-done <"$results"
+printf '%-9s %-8s %8s %8s %9s %5s %8s %7s %8s\n' mode server "rate/s" "avg ms" "max ms" "cpu%" "us/DORA" "rss MB" "vs Kea*"
+for mode in $modes; do
+    for s in $available; do
+        # The PostgreSQL rows compare with Kea on PostgreSQL.
+        ref=kea
+        case $s in *-pg*) ref=kea-pg ;; esac
+        awk -v m="$mode" -v s="$s" -v ref="$ref" '
+            $1 == m && $2 == ref && $4 == "yes" && $3 > k { k = $3 }
+            $1 == m && $2 == s && $4 == "yes" && $3 > best { best = $3; line = $0 }
+            $1 == m && $2 == s { seen = 1 }
+            END {
+                if (!seen) exit
+                if (best == 0) { printf "%-9s %-8s %8s\n", m, s, "none"; exit }
+                split(line, f, " ")
+                printf "%-9s %-8s %8d %8s %9s %5s %8s %7s %8s\n", m, s, f[3], f[6], f[7], f[8], f[5], f[9], (k > 0 ? sprintf("%.2fx", f[3] / k) : "-")
+            }' "$steps"
+    done
+    # Server CPU per exchange, pxed over Kea, at the highest rate both passed.
+    awk -v m="$mode" '
+        $1 == m && $4 == "yes" && ($2 == "pxed" || $2 == "kea") { cpu[$2, $3] = $5; if ($2 == "pxed") p[$3] = 1; else k[$3] = 1 }
+        END {
+            for (r in p) if ((r in k) && r + 0 > best) best = r + 0
+            if (best > 0) printf "%-9s pxed/Kea server CPU per exchange at %d/s (the highest rate both passed): %s / %s us = %.2f\n", m, best, cpu["pxed", best], cpu["kea", best], cpu["pxed", best] / cpu["kea", best]
+        }' "$steps"
+done
 echo "* the PostgreSQL rows (-pg) against kea-pg, the others against kea (memfile)."
-echo "cpu us/DORA: the server's CPU time per 4-message exchange at that rate. When"
-echo "'cli ovfl' is what failed the next rate, perfdhcp (one core) was the limit, not the server."
+echo "us/DORA: the server's CPU time per completed 4-message exchange. gen%: perfdhcp's"
+echo "CPU over the step (100 = its core is full). When 'cli ovfl' or a full generator is"
+echo "what failed the next rate, perfdhcp (one core) was the limit, not the server."
 echo "(logs and perfdhcp outputs: $work; KEEP=1 keeps them)"

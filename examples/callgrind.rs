@@ -72,6 +72,7 @@ fn dhcp(config: &Config, n: u32) {
     let iface = Iface {
         name: "br0".into(),
         addrs: vec![(Ipv4Addr::new(10, 97, 0, 1), 16)],
+        addrs6: vec![],
     };
     let mut leases = Leases::default();
     let mut guard = Guard::new(65_536);

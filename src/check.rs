@@ -68,6 +68,7 @@ const CHECKS: &[fn(&Config) -> Vec<Finding>] = &[
     loaders,
     grub_chain,
     ipv6_router,
+    ipv6_listeners,
 ];
 
 /// Runs every check.
@@ -349,6 +350,33 @@ fn ipv6_router(config: &Config) -> Vec<Finding> {
         .map(|f| match f {
             crate::ra::probe::Finding::Warning(w) => Finding::new(Severity::Warning, None, w),
             crate::ra::probe::Finding::Note(n) => Finding::new(Severity::Note, None, n),
+        })
+        .collect()
+}
+
+/// With DHCPv6 on, the URLs it hands out name pxed's IPv6 address: the HTTP
+/// and TFTP listeners must take IPv6 (`[::]` serves both families).
+fn ipv6_listeners(config: &Config) -> Vec<Finding> {
+    if !config.dhcp.dhcpv6 {
+        return Vec::new();
+    }
+    let server = &config.server;
+    let listeners = [
+        ("http_listen", Some(server.http_listen)),
+        ("tftp_listen", server.tftp_listen),
+    ];
+    listeners
+        .into_iter()
+        .filter_map(|(key, addr)| {
+            let addr = addr.filter(std::net::SocketAddr::is_ipv4)?;
+            Some(Finding::new(
+                Severity::Warning,
+                Some(whole_file(config)),
+                format!(
+                    "DHCPv6 is on but [server] {key} = \"{addr}\" takes IPv4 only: machines on an IPv6-only network cannot fetch what DHCPv6 hands them; use \"[::]:{}\" (both families)",
+                    addr.port()
+                ),
+            ))
         })
         .collect()
 }

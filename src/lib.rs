@@ -7,6 +7,7 @@ pub mod check;
 pub mod config;
 pub mod core;
 pub mod dhcp;
+
 pub mod events;
 pub mod http;
 pub mod listen;

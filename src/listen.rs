@@ -17,3 +17,19 @@ pub fn bind_error(what: &str, addr: SocketAddr, err: std::io::Error) -> anyhow::
     };
     anyhow::anyhow!("cannot listen on {addr} for {what}: {err}; {remedy}")
 }
+
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, what a
+/// dual-stack `[::]` listener sees from IPv4 clients) written as IPv4: for
+/// logs, boot events and the URLs machines are told.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// On a socket bound to `[::]`, serve IPv4 clients too (IPv4-mapped),
+/// whatever `net.ipv6.bindv6only` says: one listener for both families.
+pub fn dual_stack(socket: socket2::SockRef<'_>, addr: SocketAddr) -> std::io::Result<()> {
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => socket.set_only_v6(false),
+        _ => Ok(()),
+    }
+}

@@ -200,6 +200,7 @@ async fn connect_database(backend: &crate::storage::Backend) {
 /// pxed from booting machines: a failure is one line, and serving goes on.
 async fn start_state(config: &config::Config, backend: &crate::storage::Backend) {
     connect_database(backend).await;
+    backend.move_legacy_state(config);
     let events = backend.events(config).and_then(|opened| match opened {
         Some((store, log)) => crate::events::start(&config.events, store, log),
         None => Ok(()),

@@ -66,12 +66,14 @@ fn render_requires_a_mac() {
     assert!(err.contains("--mac"), "{err}");
 }
 
-fn get(addr: SocketAddr, path: &str) {
+/// The response to a GET, which must be a 200.
+fn get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    body
 }
 
 /// `pxed events --json` lines, once at least `n` are recorded.
@@ -142,6 +144,72 @@ fn events_as_json_since_and_followed() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&next).unwrap();
     assert_eq!(v["mac"], "52:54:00:00:00:02", "{next}");
+}
+
+/// A lease file as pxed left it before boot events moved to a file of
+/// their own (issue 21): the event and machine-state tables of the release
+/// before beside the leases, one machine seen, with a local-disk override.
+fn old_lease_file(path: &std::path::Path) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(
+        "CREATE TABLE leases (ip INTEGER PRIMARY KEY, client BLOB NOT NULL, mac TEXT NOT NULL,
+                              expires INTEGER NOT NULL, state INTEGER NOT NULL);
+         CREATE TABLE events (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, last_at INTEGER NOT NULL,
+                              count INTEGER NOT NULL DEFAULT 1, mac TEXT, ip TEXT, stage TEXT NOT NULL,
+                              outcome TEXT NOT NULL, rule TEXT, arch TEXT, product TEXT, detail TEXT NOT NULL,
+                              server TEXT);
+         CREATE TABLE machines (mac TEXT PRIMARY KEY, first_at INTEGER NOT NULL, last_at INTEGER NOT NULL,
+                                stage TEXT NOT NULL, outcome TEXT NOT NULL, ip TEXT, rule TEXT, arch TEXT,
+                                product TEXT, serial TEXT, manufacturer TEXT, uuid TEXT);
+         CREATE TABLE machine_state (mac TEXT PRIMARY KEY, labels TEXT NOT NULL DEFAULT '{}',
+                                     override_kind TEXT, override_rule TEXT, override_by TEXT,
+                                     override_at INTEGER, boots INTEGER NOT NULL DEFAULT 0,
+                                     tokens TEXT NOT NULL DEFAULT '');
+         INSERT INTO events (at, last_at, mac, stage, outcome, rule, detail)
+             VALUES (1764000000000, 1764000000000, '52:54:00:00:00:09', 'script', 'ok', 'nec', 'iPXE script');
+         INSERT INTO machines (mac, first_at, last_at, stage, outcome, rule)
+             VALUES ('52:54:00:00:00:09', 1764000000000, 1764000000000, 'script', 'ok', 'nec');
+         INSERT INTO machine_state (mac, override_kind, override_by, override_at)
+             VALUES ('52:54:00:00:00:09', 'local', 'ops', 1764000000000);",
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_upgrade_keeps_the_events_and_overrides_recorded_in_the_lease_file() {
+    let dir = ConfigDir::new("http_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"", RULES);
+    let leases = dir.path().join("pxed-leases.sqlite");
+    old_lease_file(&leases);
+    // Before the daemon restarts, the commands read the old file.
+    let before = events_json(&dir, &["--mac", "52:54:00:00:00:09"], 1);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let daemon = Pxed::start(&dir.config(), None);
+    daemon.wait_log("moved out of the lease database", Duration::from_secs(5));
+    assert!(dir.path().join("pxed-events.sqlite").exists());
+    let old = rusqlite::Connection::open(&leases).unwrap();
+    let left: i64 = old
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('events', 'machines', 'machine_state')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "tables left in the lease file");
+    // The override moved with it: the machine boots its local disk.
+    let script = get(
+        daemon.http(),
+        "/ipxe?product=Express5800%2FR120h&mac=52:54:00:00:00:09",
+    );
+    assert!(script.contains("sanboot"), "{script}");
+    // And the old event is still in its history, now beside the new one.
+    let after = events_json(&dir, &["--mac", "52:54:00:00:00:09"], 2);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after
+            .iter()
+            .any(|e| e["at"].as_str().unwrap().starts_with("2025-11-24")),
+        "{after:?}"
+    );
 }
 
 #[test]

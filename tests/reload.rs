@@ -157,7 +157,7 @@ fn database_writes_beside_the_config_do_not_reload_it() {
         std::thread::sleep(Duration::from_millis(400));
     }
     assert!(
-        dir.path().join("pxed-leases.sqlite").exists(),
+        dir.path().join("pxed-events.sqlite").exists(),
         "events were not recorded beside the config"
     );
     let log = pxed.log();

@@ -9,7 +9,9 @@ use super::{load, ConfigArg, Outcome};
 pub fn run(config: &ConfigArg) -> anyhow::Result<Outcome> {
     let c = load(&config.config)?;
     let lease_db = c.dhcp.lease_db.clone();
-    let events_db = c.events.db.clone().unwrap_or_else(|| lease_db.clone());
+    // The lease file itself on a host whose daemon has not yet moved its
+    // events into their own file (`EventsConfig::read_path`).
+    let events_db = c.events.read_path().unwrap_or_else(|| lease_db.clone());
     for db in [&lease_db, &events_db] {
         if !db.exists() {
             anyhow::bail!("{}: no such database to copy from", db.display());

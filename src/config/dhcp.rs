@@ -17,17 +17,17 @@
 //! lease_time = 3600
 //! ```
 
-use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::dhcp6::{is_ipv6_network, Subnet6};
 use super::{wire, Loader};
 use crate::core::decide::Loaders;
-use crate::core::{Mac, Reservation};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:67";
+const DEFAULT_LISTEN6: &str = "[::]:547";
 const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:4011";
 const DEFAULT_LEASE_DB: &str = "pxed-leases.sqlite";
 const DEFAULT_LEASE_TIME: u32 = 3600;
@@ -92,21 +92,15 @@ fn mask_bits(prefix: u8) -> u32 {
     }
 }
 
-/// What the rules' DHCP keys set so far, while the rules are validated in
-/// order: reserved addresses and MACs (each reserved once), and the rules'
-/// loader settings (for `pxed check`).
-#[derive(Debug, Default)]
-pub(super) struct RuleDhcp {
-    ips: HashSet<Ipv4Addr>,
-    macs: HashSet<Mac>,
-    pub loader_settings: Vec<super::LoaderSetting>,
-}
-
 /// The validated `[dhcp]` section.
 #[derive(Debug, Clone)]
 pub struct DhcpConfig {
     pub mode: DhcpMode,
     pub listen: SocketAddr,
+    /// Whether DHCPv6 runs (`src/dhcp/v6/`): `[dhcp] dhcpv6`, by default
+    /// in full mode with an IPv6 subnet.
+    pub dhcpv6: bool,
+    pub listen6: SocketAddr,
     /// Proxy mode also answers here (UEFI PXE asks on 4011 after a proxy offer).
     pub proxy_listen: SocketAddr,
     /// Interface names to answer on; empty: all.
@@ -117,6 +111,8 @@ pub struct DhcpConfig {
     pub lease_fsync: bool,
     pub loaders: Loaders,
     pub subnets: Vec<Subnet>,
+    /// The IPv6 subnets, served by DHCPv6 (`config/dhcp6.rs`).
+    pub subnets6: Vec<Subnet6>,
     /// Every loader name, `[dhcp]`'s and the rules', with where it is set
     /// (for `pxed check`).
     pub loader_settings: Vec<super::LoaderSetting>,
@@ -184,6 +180,11 @@ impl DhcpConfig {
     pub fn subnet_for(&self, ip: Ipv4Addr) -> Option<&Subnet> {
         self.subnets.iter().find(|s| s.contains(ip))
     }
+
+    /// The IPv6 subnet containing `ip`.
+    pub fn subnet6_for(&self, ip: Ipv6Addr) -> Option<&Subnet6> {
+        self.subnets6.iter().find(|s| s.contains(ip))
+    }
 }
 
 impl Loader<'_> {
@@ -202,12 +203,16 @@ impl Loader<'_> {
         let w = w.map_or(&empty, |w| w.get_ref());
         let mode = self.dhcp_mode(w);
         let listen = self.socket_addr(w.listen.as_ref(), DEFAULT_LISTEN);
+        let listen6 = self.socket_addr(w.listen6.as_ref(), DEFAULT_LISTEN6);
         let proxy_listen = self.socket_addr(w.proxy_listen.as_ref(), DEFAULT_PROXY_LISTEN);
         let (loaders, loader_settings) = self.loaders(w);
-        let subnets = self.subnets(w, mode);
+        let subnets6 = self.subnets6(w);
+        let subnets = self.subnets(w, mode, &subnets6);
         DhcpConfig {
             mode,
             listen,
+            dhcpv6: self.dhcpv6(w, mode, &subnets6),
+            listen6,
             proxy_listen,
             interfaces: w
                 .interfaces
@@ -223,48 +228,8 @@ impl Loader<'_> {
             loaders,
             limits: self.dhcp_limits(w, &subnets),
             subnets,
+            subnets6,
             loader_settings,
-        }
-    }
-
-    /// A rule's DHCP keys: its `loader`, and the reservation its `ip` and
-    /// `hostname` make for the one MAC it matches. `seen` collects what
-    /// earlier rules reserved: an address or a MAC is reserved once.
-    pub(super) fn rule_dhcp(
-        &mut self,
-        s: &wire::Section,
-        subnets: &[Subnet],
-        seen: &mut RuleDhcp,
-    ) -> (Option<String>, Option<Reservation>) {
-        let loader = self.rule_loader(s).map(|(file, setting)| {
-            seen.loader_settings.push(setting);
-            file
-        });
-        let reservation = self.reservation(s, subnets, seen).and_then(|(r, at)| {
-            if seen.macs.insert(r.mac) {
-                Some(r)
-            } else {
-                let mac = r.mac;
-                self.error_at(
-                    at,
-                    format!("{mac} already has a reservation in another rule"),
-                );
-                None
-            }
-        });
-        (loader, reservation)
-    }
-
-    /// `[defaults]` cannot reserve or pick a loader: those belong to one rule.
-    fn no_rule_dhcp_keys(&mut self, s: &wire::Section) {
-        for (v, key) in [
-            (&s.ip, "ip"),
-            (&s.hostname, "hostname"),
-            (&s.loader, "loader"),
-        ] {
-            if let Some(v) = v {
-                self.error(v, format!("[defaults] cannot have `{key}`: it belongs to a [[rule]] (use [dhcp] *_loader for a default loader)"));
-            }
         }
     }
 
@@ -286,14 +251,20 @@ impl Loader<'_> {
         }
     }
 
-    /// Every `[[dhcp.subnet]]`; no two may overlap, and full mode needs a pool.
-    fn subnets(&mut self, w: &wire::Dhcp, mode: DhcpMode) -> Vec<Subnet> {
-        let subnets: Vec<Subnet> = w.subnets.iter().filter_map(|s| self.subnet(s)).collect();
+    /// Every IPv4 `[[dhcp.subnet]]`; no two may overlap, and full mode needs
+    /// a pool (IPv4 or IPv6: `v6`).
+    fn subnets(&mut self, w: &wire::Dhcp, mode: DhcpMode, v6: &[Subnet6]) -> Vec<Subnet> {
+        let wire: Vec<_> = w
+            .subnets
+            .iter()
+            .filter(|s| !is_ipv6_network(s.get_ref()))
+            .collect();
+        let subnets: Vec<Subnet> = wire.iter().filter_map(|s| self.subnet(s)).collect();
         for (i, a) in subnets.iter().enumerate() {
             for b in &subnets[..i] {
                 if a.contains(b.network) || b.contains(a.network) {
                     self.error(
-                        &w.subnets[i].get_ref().network,
+                        &wire[i].get_ref().network,
                         format!(
                             "subnet {}/{} overlaps subnet {}/{}",
                             a.network, a.prefix, b.network, b.prefix
@@ -302,7 +273,8 @@ impl Loader<'_> {
                 }
             }
         }
-        if mode == DhcpMode::Full && !subnets.iter().any(|s| s.pool.is_some()) {
+        let pools = subnets.iter().any(|s| s.pool.is_some()) || v6.iter().any(|s| s.pool.is_some());
+        if mode == DhcpMode::Full && !pools {
             let at = w.mode.as_ref().map_or(0, |m| m.span().start);
             self.error_at(
                 at,
@@ -310,96 +282,6 @@ impl Loader<'_> {
             );
         }
         subnets
-    }
-
-    /// A rule's `ip` and `hostname`: the reservation, and where to point an
-    /// error about it.
-    fn reservation(
-        &mut self,
-        s: &wire::Section,
-        subnets: &[Subnet],
-        seen: &mut RuleDhcp,
-    ) -> Option<(Reservation, usize)> {
-        if s.ip.is_none() && s.hostname.is_none() {
-            return None;
-        }
-        let macs = s
-            .selectors
-            .as_ref()
-            .and_then(|m| m.get_ref().mac.as_ref())
-            .map(|m| m.get_ref().0.clone())
-            .unwrap_or_default();
-        let key =
-            s.ip.as_ref()
-                .or(s.hostname.as_ref())
-                .map_or(0, |k| k.span().start);
-        let mac = match macs.as_slice() {
-            [one] => one.parse::<Mac>().ok(),
-            _ => {
-                self.error_at(key, "only a rule that matches exactly one MAC (match = { mac = \"…\" }) can reserve an `ip` or `hostname`");
-                None
-            }
-        };
-        let ip =
-            s.ip.as_ref()
-                .and_then(|ip| self.reserved_ip(ip, subnets, &mut seen.ips));
-        let hostname = s.hostname.as_ref().and_then(|h| self.hostname(h));
-        let r = Reservation {
-            mac: mac?,
-            ip,
-            hostname,
-        };
-        Some((r, key))
-    }
-
-    /// A reserved address: inside a subnet, not its network or broadcast
-    /// address, reserved once.
-    fn reserved_ip(
-        &mut self,
-        ip: &Spanned<String>,
-        subnets: &[Subnet],
-        taken: &mut HashSet<Ipv4Addr>,
-    ) -> Option<Ipv4Addr> {
-        let Ok(addr) = ip.get_ref().parse::<Ipv4Addr>() else {
-            self.error(ip, format!("{:?} is not an IPv4 address", ip.get_ref()));
-            return None;
-        };
-        match subnets.iter().find(|n| n.contains(addr)) {
-            None => self.error(
-                ip,
-                format!("{addr} is not inside any [[dhcp.subnet]]; a reserved address must be in a subnet pxed serves"),
-            ),
-            Some(n) if addr == n.network || addr == n.broadcast() => self.error(
-                ip,
-                format!("{addr} is the network or broadcast address of {}/{}", n.network, n.prefix),
-            ),
-            Some(_) if !taken.insert(addr) => {
-                self.error(ip, format!("{addr} is reserved by another rule too"))
-            }
-            Some(_) => {}
-        }
-        Some(addr)
-    }
-
-    fn hostname(&mut self, h: &Spanned<String>) -> Option<String> {
-        let ok = !h.get_ref().is_empty()
-            && h.get_ref().len() <= 253
-            && h.get_ref().split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && !l.starts_with('-')
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
-        if !ok {
-            self.error(
-                h,
-                format!(
-                    "hostname {:?}: use letters, digits, '-' and '.' (labels of at most 63)",
-                    h.get_ref()
-                ),
-            );
-        }
-        ok.then(|| h.get_ref().clone())
     }
 
     /// `rate_*`, `max_offers`, `max_leases_per_mac`: defaults, bounds.
@@ -464,10 +346,7 @@ impl Loader<'_> {
             router: None,
             dns: Vec::new(),
             domain: None,
-            lease_time: w
-                .lease_time
-                .as_ref()
-                .map_or(DEFAULT_LEASE_TIME, |t| *t.get_ref()),
+            lease_time: 0,
         };
         if network != addr {
             self.error(
@@ -487,23 +366,34 @@ impl Loader<'_> {
                 );
             }
         }
+        (subnet.dns, subnet.domain, subnet.lease_time) = self.subnet_options(w, "IPv4");
+        Some(subnet)
+    }
+
+    /// A subnet's `dns` (addresses of its family, `A`), `domain` and
+    /// `lease_time`, the same for IPv4 and IPv6.
+    pub(super) fn subnet_options<A: std::str::FromStr>(
+        &mut self,
+        w: &wire::DhcpSubnet,
+        family: &str,
+    ) -> (Vec<A>, Option<String>, u32) {
+        let mut dns = Vec::new();
         if let Some(d) = &w.dns {
             for x in d.get_ref() {
-                match x.trim().parse::<Ipv4Addr>() {
-                    Ok(ip) => subnet.dns.push(ip),
-                    Err(_) => self.error(d, format!("dns {x:?} is not an IPv4 address")),
+                match x.trim().parse::<A>() {
+                    Ok(ip) => dns.push(ip),
+                    Err(_) => self.error(d, format!("dns {x:?} is not an {family} address (a subnet hands out name servers of its own family)")),
                 }
             }
         }
-        if let Some(d) = &w.domain {
-            subnet.domain = Some(self.domain(d));
+        if let Some(t) = w.lease_time.as_ref().filter(|t| *t.get_ref() < 60) {
+            self.error(t, "lease_time must be at least 60 seconds");
         }
-        if let Some(t) = &w.lease_time {
-            if *t.get_ref() < 60 {
-                self.error(t, "lease_time must be at least 60 seconds");
-            }
-        }
-        Some(subnet)
+        let lease_time = w
+            .lease_time
+            .as_ref()
+            .map_or(DEFAULT_LEASE_TIME, |t| *t.get_ref());
+        (dns, w.domain.as_ref().map(|d| self.domain(d)), lease_time)
     }
 
     /// `pool = "first-last"`, inside the subnet, without its network and
@@ -533,7 +423,7 @@ impl Loader<'_> {
         }
     }
 
-    fn domain(&mut self, d: &Spanned<String>) -> String {
+    pub(super) fn domain(&mut self, d: &Spanned<String>) -> String {
         let ok = d.get_ref().len() <= 253
             && d.get_ref()
                 .chars()

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [events]
-//! db = "pxed-leases.sqlite"   # default: the [dhcp] lease_db file; "" turns recording off
+//! db = "pxed-events.sqlite"   # default: beside the [dhcp] lease_db file; "" turns recording off
 //! keep_days = 30              # events older than this are deleted
 //! max_events = 1000000        # and never more than this many rows
 //! ```
@@ -14,6 +14,10 @@ use toml::Spanned;
 
 use super::{wire, Loader};
 
+/// The default event database, beside the lease database: a file of its
+/// own, so that recording a boot never holds the lease committer's write
+/// lock (`storage/split.rs`).
+pub const DEFAULT_EVENTS_DB: &str = "pxed-events.sqlite";
 const DEFAULT_KEEP_DAYS: u32 = 30;
 const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
 
@@ -24,11 +28,27 @@ pub struct EventsConfig {
     pub db: Option<PathBuf>,
     pub keep_days: u32,
     pub max_events: u64,
+    /// The lease database, when `db` is the default: where versions before
+    /// issue 21 recorded events and machine state, moved to `db` at start.
+    pub legacy: Option<PathBuf>,
+}
+
+impl EventsConfig {
+    /// The file to read events and machine state from beside the daemon
+    /// (`pxed events`, `pxed explain`): `db`, or the lease database while
+    /// the daemon has not moved them yet (an upgrade not restarted).
+    pub fn read_path(&self) -> Option<PathBuf> {
+        let db = self.db.as_ref()?;
+        match &self.legacy {
+            Some(legacy) if !db.exists() && legacy.exists() => Some(legacy.clone()),
+            _ => Some(db.clone()),
+        }
+    }
 }
 
 impl Loader<'_> {
-    /// `lease_db` is the `[dhcp]` database: events go into the same file
-    /// unless `db` says otherwise.
+    /// `lease_db` is the `[dhcp]` database: events go into their own file
+    /// beside it unless `db` says otherwise.
     pub(super) fn events(
         &mut self,
         w: Option<&Spanned<wire::Events>>,
@@ -37,10 +57,14 @@ impl Loader<'_> {
     ) -> EventsConfig {
         let empty = wire::Events::default();
         let w = w.map_or(&empty, Spanned::get_ref);
-        let db = match &w.db {
-            None => Some(lease_db.to_path_buf()),
-            Some(p) if p.get_ref().is_empty() => None,
-            Some(p) => Some(state_dir.join(p.get_ref())),
+        let (db, legacy) = match &w.db {
+            None => {
+                let db = lease_db.with_file_name(DEFAULT_EVENTS_DB);
+                let legacy = (db != lease_db).then(|| lease_db.to_path_buf());
+                (Some(db), legacy)
+            }
+            Some(p) if p.get_ref().is_empty() => (None, None),
+            Some(p) => (Some(state_dir.join(p.get_ref())), None),
         };
         let keep_days = w.keep_days.as_ref().map_or(DEFAULT_KEEP_DAYS, |k| {
             if *k.get_ref() == 0 {
@@ -64,6 +88,7 @@ impl Loader<'_> {
             db,
             keep_days,
             max_events,
+            legacy,
         }
     }
 }

@@ -13,11 +13,13 @@
 pub mod api;
 mod database;
 mod dhcp;
+mod dhcp6;
 mod events;
 mod loaders;
 mod parse;
 mod paths;
 mod ra;
+mod reserve;
 mod rules;
 mod server;
 mod templates;
@@ -25,6 +27,7 @@ mod wire;
 
 pub use database::DatabaseConfig;
 pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
+pub use dhcp6::Subnet6;
 pub use events::EventsConfig;
 pub use loaders::LoaderSetting;
 pub use paths::{state_dir, AssetRef, DatabaseRef, PACKAGED_STATE_DIR};
@@ -214,12 +217,12 @@ impl Loader<'_> {
             },
             TemplateFiles::Given(files) => self.templates(&server.templates_dir, files),
         };
-        let mut rule_dhcp = dhcp::RuleDhcp::default();
+        let mut rule_dhcp = reserve::RuleDhcp::default();
         let rules = self.rules(
             &wire.rules,
             &defaults,
             templates.as_ref(),
-            &dhcp.subnets,
+            &dhcp,
             &mut rule_dhcp,
         );
         dhcp.loader_settings.append(&mut rule_dhcp.loader_settings);

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use toml::Spanned;
 
-use super::dhcp::RuleDhcp;
-use super::{wire, ConfigError, Loader, Subnet};
+use super::reserve::RuleDhcp;
+use super::{wire, ConfigError, DhcpConfig, Loader};
 use crate::core::installer::ConfigKind;
 use crate::core::rules::{Glob, Selectors};
 use crate::core::{grub, render};
@@ -29,13 +29,13 @@ impl Loader<'_> {
         sections: &[Spanned<wire::Section>],
         defaults: &wire::Section,
         templates: Option<&Templates>,
-        subnets: &[Subnet],
+        served: &DhcpConfig,
         dhcp: &mut RuleDhcp,
     ) -> Option<RuleSet<Boot>> {
         let mut rules = Vec::new();
         let mut names = HashSet::new();
         for (order, section) in sections.iter().enumerate() {
-            if let Some(rule) = self.rule(section, order, defaults, templates, subnets, dhcp) {
+            if let Some(rule) = self.rule(section, order, defaults, templates, served, dhcp) {
                 if !names.insert(rule.name.clone()) {
                     self.error_at(
                         section.span().start,
@@ -89,7 +89,7 @@ impl Loader<'_> {
         order: usize,
         defaults: &wire::Section,
         templates: Option<&Templates>,
-        subnets: &[Subnet],
+        served: &DhcpConfig,
         dhcp: &mut RuleDhcp,
     ) -> Option<Rule<Boot>> {
         let s = section.get_ref();
@@ -102,7 +102,7 @@ impl Loader<'_> {
             Some(m) => self.selectors(m.get_ref()),
             None => Selectors::default(),
         };
-        let (loader, reservation) = self.rule_dhcp(s, subnets, dhcp);
+        let (loader, reservation) = self.rule_dhcp(s, served, dhcp);
         self.asset_ref(
             "kernel",
             s.kernel.as_ref().or(defaults.kernel.as_ref()),

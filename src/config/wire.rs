@@ -42,6 +42,9 @@ pub struct Database {
 pub struct Dhcp {
     pub mode: Option<Spanned<String>>,
     pub listen: Option<Spanned<String>>,
+    /// DHCPv6 (`config/dhcp6.rs`).
+    pub listen6: Option<Spanned<String>>,
+    pub dhcpv6: Option<Spanned<bool>>,
     pub proxy_listen: Option<Spanned<String>>,
     pub interfaces: Option<Spanned<Vec<String>>>,
     pub lease_db: Option<Spanned<String>>,
@@ -89,6 +92,8 @@ pub struct Ra {
     pub enabled: Option<Spanned<bool>>,
     pub interfaces: Option<Spanned<Vec<String>>>,
     pub interval: Option<Spanned<u32>>,
+    pub managed: Option<Spanned<bool>>,
+    pub other: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,8 +150,9 @@ pub struct Section {
     pub vars: Option<BTreeMap<String, toml::Value>>,
     /// Installer configs: name (`user-data`, `kickstart`, …) → template.
     pub configs: Option<Spanned<BTreeMap<String, String>>>,
-    /// DHCP reservation and loader override (see `config/dhcp.rs`).
-    pub ip: Option<Spanned<String>>,
+    /// DHCP reservation and loader override (see `config/dhcp.rs`): `ip` is
+    /// one address or a list, at most one IPv4 and one IPv6.
+    pub ip: Option<Spanned<StringList>>,
     pub hostname: Option<Spanned<String>>,
     pub loader: Option<Spanned<String>>,
 }

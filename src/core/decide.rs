@@ -515,6 +515,7 @@ mod tests {
         let reserved = Reservation {
             mac: SPECIAL,
             ip: Some("10.0.0.9".parse().unwrap()),
+            ip6: None,
             hostname: Some("special".into()),
         };
         let rules: Vec<Rule<Boot>> = p

@@ -13,7 +13,7 @@ pub mod rules;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 pub use identity::{Arch, ClientString, Identity, Mac, Uuid};
@@ -121,6 +121,8 @@ pub struct Boot {
 pub struct Reservation {
     pub mac: Mac,
     pub ip: Option<Ipv4Addr>,
+    /// Handed out by DHCPv6 (`src/dhcp/v6/`).
+    pub ip6: Option<Ipv6Addr>,
     pub hostname: Option<String>,
 }
 
@@ -137,6 +139,7 @@ pub struct Policy {
     reserved_by: HashMap<Mac, usize>,
     /// Every reserved address: never handed to another machine.
     reserved_ips: HashSet<Ipv4Addr>,
+    reserved_ips6: HashSet<Ipv6Addr>,
     /// What a "local disk" override boots (see [`lifecycle`]).
     local: Rule<Boot>,
 }
@@ -145,10 +148,12 @@ impl Policy {
     pub fn new(rules: RuleSet<Boot>, templates: Templates) -> Policy {
         let mut reserved_by = HashMap::new();
         let mut reserved_ips = HashSet::new();
+        let mut reserved_ips6 = HashSet::new();
         for (i, rule) in rules.iter().enumerate() {
             if let Some(r) = &rule.boot.reservation {
                 reserved_by.insert(r.mac, i);
                 reserved_ips.extend(r.ip);
+                reserved_ips6.extend(r.ip6);
             }
         }
         Policy {
@@ -157,6 +162,7 @@ impl Policy {
             scripts: render::ScriptCache::default(),
             reserved_by,
             reserved_ips,
+            reserved_ips6,
             local: lifecycle::local_rule(),
         }
     }
@@ -170,6 +176,11 @@ impl Policy {
     /// Every reserved address.
     pub fn reserved_ips(&self) -> &HashSet<Ipv4Addr> {
         &self.reserved_ips
+    }
+
+    /// Every reserved IPv6 address.
+    pub fn reserved_ips6(&self) -> &HashSet<Ipv6Addr> {
+        &self.reserved_ips6
     }
 
     /// The rule this machine gets, if any.

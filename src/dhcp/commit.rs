@@ -13,8 +13,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::leases::{Applied, Learned, LeaseOp, LeaseStore};
-use super::server::{Outgoing, Sender};
+use super::leases::{Applied, Learned, Learned6, LeaseOp, LeaseStore};
+use super::server::{Outgoing, Outgoing6, Sender};
 use crate::events::{self, Event};
 
 /// Most jobs folded into one transaction.
@@ -26,6 +26,8 @@ const QUEUE: usize = 1024;
 pub struct Job {
     pub ops: Vec<LeaseOp>,
     pub reply: Option<Outgoing>,
+    /// A DHCPv6 reply (`src/dhcp/v6/`), sent on the DHCPv6 socket.
+    pub reply6: Option<Outgoing6>,
     /// Recorded once the commit's fate is known.
     pub event: Option<Event>,
 }
@@ -49,19 +51,14 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the commit thread; it ends when every `Committer` is dropped.
-    /// Rows the store says are held by others go to `learned`.
-    pub fn start(
-        store: Box<dyn LeaseStore>,
-        sender: Arc<Sender>,
-        learned: Learned,
-    ) -> std::io::Result<Committer> {
+    /// Replies go out through `to`'s sockets; rows the store says are held
+    /// by others go to its tables.
+    pub fn start(store: Box<dyn LeaseStore>, to: Outputs) -> std::io::Result<Committer> {
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(CommitStats::default());
-        let s = stats.clone();
         let out = Out {
-            sender,
-            stats: s,
-            learned,
+            to,
+            stats: stats.clone(),
         };
         std::thread::Builder::new()
             .name("pxed-leases".into())
@@ -132,11 +129,18 @@ impl Outage {
     }
 }
 
-/// Where the lease thread sends what it learnt.
+/// Where the lease thread sends replies and what it learnt.
+pub struct Outputs {
+    /// The DHCP socket.
+    pub sender: Arc<Sender>,
+    pub learned: Learned,
+    /// The DHCPv6 socket and table, when DHCPv6 runs.
+    pub v6: Option<(Arc<Sender>, Learned6)>,
+}
+
 struct Out {
-    sender: Arc<Sender>,
+    to: Outputs,
     stats: Arc<CommitStats>,
-    learned: Learned,
 }
 
 fn run(mut store: Box<dyn LeaseStore>, rx: Receiver<Vec<Job>>, out: Out) {
@@ -197,7 +201,7 @@ impl Out {
             while refused.next_if(|i| **i < *end).is_some() {
                 lost = true;
             }
-            let (reply, event) = if lost {
+            let (reply, reply6, event) = if lost {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
                 // pxed_dropped_total{protocol="dhcp",reason="lease_conflict"}:
                 // the ACK that did not leave.
@@ -207,26 +211,45 @@ impl Out {
                     .reply
                     .as_ref()
                     .and_then(|r| super::exchange::nak_for(r, why));
+                let instead = j.reply6.as_ref().and_then(|r| (r.refused)(r, why));
+                let said = if j.reply6.is_some() {
+                    "NoAddrsAvail"
+                } else {
+                    "NAK"
+                };
                 let event = j.event.map(|e| {
-                    let detail = format!("{}: {why}, NAK sent", e.detail);
+                    let detail = format!("{}: {why}, {said} sent", e.detail);
                     e.outcome("conflict", detail)
                 });
-                (nak, event)
+                (nak, instead, event)
             } else {
-                (j.reply, j.event)
+                (j.reply, j.reply6, j.event)
             };
             if let Some(e) = event {
                 events::record(e);
             }
-            if let Some(r) = reply {
-                if let Err(e) = self.sender.send(&r) {
-                    self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(dest = %r.dest, error = %e, "cannot send reply");
-                }
-            }
+            self.send(reply, reply6);
         }
         if !applied.holders.is_empty() {
-            let _ = self.learned.try_send(applied.holders);
+            let _ = self.to.learned.try_send(applied.holders);
+        }
+        if let (false, Some((_, learned6))) = (applied.holders6.is_empty(), &self.to.v6) {
+            let _ = learned6.try_send(applied.holders6);
+        }
+    }
+
+    fn send(&self, reply: Option<Outgoing>, reply6: Option<Outgoing6>) {
+        if let Some(r) = reply {
+            if let Err(e) = self.to.sender.send(&r) {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(dest = %r.dest, error = %e, "cannot send reply");
+            }
+        }
+        if let (Some(r), Some((sender, _))) = (reply6, &self.to.v6) {
+            if let Err(e) = sender.send6(&r) {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(dest = %r.dest, error = %e, "cannot send reply");
+            }
         }
     }
 }

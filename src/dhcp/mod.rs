@@ -30,6 +30,7 @@ pub mod packet;
 pub mod report;
 pub mod respond;
 pub mod server;
+pub mod v6;
 
 pub use outcome::Outcome;
 pub use respond::{respond, Answer, Clock, Received};
@@ -43,10 +44,10 @@ use anyhow::Context as _;
 use tokio::io::Interest;
 
 use crate::config::{DhcpConfig, DhcpMode, Shared};
-use commit::{Committer, Job};
+use commit::{Committer, Job, Outputs};
 use exchange::Port;
 use guard::Guard;
-use leases::{Lease, LeaseStore, Leases, OpenStore};
+use leases::{LeaseStore, Leases, Leases6, OpenStore};
 use report::Stats;
 use server::{Interfaces, Sender};
 
@@ -64,7 +65,7 @@ pub fn start(
     let interfaces = Interfaces::read();
     for name in &dhcp.interfaces {
         if !interfaces.all().any(|i| &i.name == name) {
-            anyhow::bail!("[dhcp] interfaces: no interface {name:?} with an IPv4 address");
+            anyhow::bail!("[dhcp] interfaces: no interface {name:?} with an address");
         }
     }
     let main = bind(dhcp.listen)?;
@@ -110,12 +111,20 @@ pub fn start(
         port: Port::Dhcp,
         sender,
     };
+    let v6 = v6::bind(dhcp, &interfaces)?;
     let shared = shared.clone();
-    Ok(Some(run(main, proxy, store, shared, open)))
+    Ok(Some(run(Sockets { main, proxy, v6 }, store, shared, open)))
 }
 
-/// The lease store and the table read from it.
-type Store = (Box<dyn LeaseStore>, Leases);
+/// The lease store and the tables read from it (IPv4, DHCPv6).
+type Store = (Box<dyn LeaseStore>, Leases, Leases6);
+
+/// Every socket DHCP serves.
+struct Sockets {
+    main: Socket,
+    proxy: Option<Socket>,
+    v6: Option<v6::Socket6>,
+}
 
 /// A bound DHCP socket and what answers on it.
 struct Socket {
@@ -127,20 +136,21 @@ struct Socket {
 /// Serves the sockets; in full mode first waits for the lease store when it
 /// could not be opened at start (`store` is `Some(Err(the config naming it))`).
 async fn run(
-    main: Socket,
-    proxy: Option<Socket>,
+    sockets: Sockets,
     store: Option<Result<Store, DhcpConfig>>,
     shared: Shared,
     open: OpenStore,
 ) {
+    let Sockets { main, proxy, v6 } = sockets;
     let stats = Arc::new(Stats::default());
-    let mut leases = Leases::default();
+    let (mut leases, mut leases6) = (Leases::default(), Leases6::default());
     let mut committer = None;
-    // Rows of the shared database the table learns (other servers' writes,
+    // Rows of the shared database the tables learn (other servers' writes,
     // holders of refused bindings).
     let (learned, learn) = tokio::sync::mpsc::channel(LEARNED_QUEUE);
+    let (learned6, learn6) = tokio::sync::mpsc::channel(LEARNED_QUEUE);
     if let Some(opened) = store {
-        let (store, table) = match opened {
+        let (store, table, table6) = match opened {
             Ok(opened) => opened,
             Err(dhcp) => {
                 let opened = wait_for_leases(&dhcp, &open).await;
@@ -148,9 +158,14 @@ async fn run(
                 opened
             }
         };
-        leases = table;
+        (leases, leases6) = (table, table6);
         store.follow(learned.clone());
-        match Committer::start(store, main.sender.clone(), learned) {
+        let to = Outputs {
+            sender: main.sender.clone(),
+            learned,
+            v6: v6.as_ref().map(|s| (s.sender.clone(), learned6)),
+        };
+        match Committer::start(store, to) {
             Ok(c) => committer = Some(c),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the lease thread; DHCP stops");
@@ -169,6 +184,11 @@ async fn run(
             None,
         ));
     }
+    if let Some(s) = v6 {
+        let learn6 = committer.is_some().then_some(learn6);
+        let c = committer.clone();
+        tasks.spawn(v6::serve(s, shared.clone(), leases6, c, learn6));
+    }
     tasks.spawn(serve(
         main,
         shared,
@@ -177,7 +197,7 @@ async fn run(
         stats.clone(),
         Some(learn),
     ));
-    tasks.spawn(report::every_minute(stats));
+    tasks.spawn(report::every_minute(stats, "dhcp"));
     while tasks.join_next().await.is_some() {}
 }
 
@@ -185,20 +205,23 @@ async fn run(
 fn check_on_link(dhcp: &DhcpConfig, interfaces: &Interfaces) -> anyhow::Result<()> {
     let allowed =
         |name: &str| dhcp.interfaces.is_empty() || dhcp.interfaces.iter().any(|i| i == name);
-    let on_link = dhcp.subnets.iter().any(|s| {
-        interfaces
-            .all()
-            .filter(|i| allowed(&i.name))
-            .any(|i| i.addrs.iter().any(|(a, _)| s.contains(*a)))
+    let mut served = interfaces.all().filter(|i| allowed(&i.name));
+    let on_link = served.any(|i| {
+        let v4 = i.addrs.iter().any(|(a, _)| dhcp.subnet_for(*a).is_some());
+        v4 || i.addrs6.iter().any(|a| dhcp.subnet6_for(*a).is_some())
     });
     if on_link {
         return Ok(());
     }
-    let nets: Vec<String> = dhcp
+    let v4 = dhcp
         .subnets
         .iter()
-        .map(|s| format!("{}/{}", s.network, s.prefix))
-        .collect();
+        .map(|s| format!("{}/{}", s.network, s.prefix));
+    let v6 = dhcp
+        .subnets6
+        .iter()
+        .map(|s| format!("{}/{}", s.network, s.prefix));
+    let nets: Vec<String> = v4.chain(v6).collect();
     anyhow::bail!(
         "[dhcp] mode = \"full\": no interface{} has an address in {}; pxed hands out addresses only on a network it is on",
         if dhcp.interfaces.is_empty() { String::new() } else { format!(" of {:?}", dhcp.interfaces) },
@@ -230,9 +253,11 @@ const LEARNED_QUEUE: usize = 64;
 /// Opens the lease store and reads every lease in it.
 fn open_leases(dhcp: &DhcpConfig, open: &OpenStore) -> anyhow::Result<Store> {
     let opened = open(dhcp)?;
-    let table = Leases::from_stored(opened.leases).starting_at(opened.store.spread());
-    tracing::info!(db = %opened.store.describe(), leases = table.len(), fsync = dhcp.lease_fsync, "leases loaded");
-    Ok((opened.store, table))
+    let spread = opened.store.spread();
+    let table = Leases::from_stored(opened.leases).starting_at(spread);
+    let table6 = Leases6::from_stored(opened.leases6).starting_at(spread);
+    tracing::info!(db = %opened.store.describe(), leases = table.len(), leases6 = table6.len(), fsync = dhcp.lease_fsync, "leases loaded");
+    Ok((opened.store, table, table6))
 }
 
 /// Retries [`open_leases`] until it works, saying so when the reason changes.
@@ -263,14 +288,14 @@ fn bind(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     server::bind(addr).map_err(|e| crate::listen::bind_error("DHCP ([dhcp] listen)", addr, e))
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// Datagrams read per wake-up before their ACKs go to the committer together.
-const READ_BATCH: usize = 64;
+pub(crate) const READ_BATCH: usize = 64;
 
 /// The receive loop of one socket: read what is waiting (up to
 /// [`READ_BATCH`]), answer each ([`respond`](respond::respond), then
@@ -282,7 +307,7 @@ async fn serve(
     mut leases: Leases,
     committer: Option<Committer>,
     stats: Arc<Stats>,
-    mut learn: Option<tokio::sync::mpsc::Receiver<Vec<Lease>>>,
+    mut learn: Option<tokio::sync::mpsc::Receiver<Vec<leases::Lease>>>,
 ) {
     let fd = s.socket.as_raw_fd();
     let mut interfaces = Interfaces::read();
@@ -355,7 +380,7 @@ async fn serve(
 
 /// Hands a read batch's jobs to the committer (without one, in proxy mode,
 /// there are none).
-fn submit(committer: &Option<Committer>, jobs: &mut Vec<Job>) {
+pub(crate) fn submit(committer: &Option<Committer>, jobs: &mut Vec<Job>) {
     if jobs.is_empty() {
         return;
     }
@@ -396,9 +421,9 @@ fn publish_pool_use(shared: &Shared, leases: &Leases) {
 }
 
 /// The next batch of rows to learn; never, without a shared store.
-async fn next_learned(
-    learn: &mut Option<tokio::sync::mpsc::Receiver<Vec<Lease>>>,
-) -> Option<Vec<Lease>> {
+pub(crate) async fn next_learned<T>(
+    learn: &mut Option<tokio::sync::mpsc::Receiver<Vec<T>>>,
+) -> Option<Vec<T>> {
     match learn {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -56,6 +56,7 @@ pub fn dispatch(answer: Answer, src: SocketAddrV4, stats: &Stats, sender: &Sende
         Outcome::Store(ops) => Some(Job {
             ops,
             reply: None,
+            reply6: None,
             event,
         }),
         Outcome::Reply(reply) if reply.commit.is_empty() => {
@@ -70,6 +71,7 @@ pub fn dispatch(answer: Answer, src: SocketAddrV4, stats: &Stats, sender: &Sende
         Outcome::Reply(reply) => Some(Job {
             ops: reply.commit,
             reply: Some(reply.out),
+            reply6: None,
             event,
         }),
         _ => {
@@ -174,8 +176,9 @@ pub fn event(
     }
 }
 
-/// Logs the packet counters every minute in which something was dropped.
-pub async fn every_minute(stats: Arc<Stats>) {
+/// Logs the packet counters (of `protocol`: `dhcp`, `dhcp6`) every minute
+/// in which something was dropped.
+pub async fn every_minute(stats: Arc<Stats>, protocol: &'static str) {
     let mut last = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -188,6 +191,7 @@ pub async fn every_minute(stats: Arc<Stats>) {
                 limited = stats.limited.load(Ordering::Relaxed),
                 ignored = stats.ignored.load(Ordering::Relaxed),
                 replies = stats.replies.load(Ordering::Relaxed),
+                protocol,
                 "dhcp packet counters"
             );
             last = dropped;

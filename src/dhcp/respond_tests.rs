@@ -190,6 +190,7 @@ fn run(full: bool, from: From, p: Pkt) -> (Outcome, Option<Message>, u64) {
             Iface {
                 name: "eth9".into(),
                 addrs: vec![(ip(10, 99, 0, 1), 24)],
+                addrs6: vec![],
             },
             Port::Dhcp,
         ),

@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::libc;
 use nix::sys::socket::{
     recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockaddrIn,
+    SockaddrIn, SockaddrIn6,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -101,9 +101,43 @@ pub fn send(fd: RawFd, out: &Outgoing) -> io::Result<()> {
     let dest = SockaddrIn::from(out.dest);
     let iov = [IoSlice::new(&out.bytes)];
     let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+    retrying(|| sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&dest)))
+}
+
+/// A DHCPv6 reply to send (`src/dhcp/v6/`): here, beside IPv4's, because
+/// the lease thread sends both after their commit.
+#[derive(Debug, Clone)]
+pub struct Outgoing6 {
+    pub bytes: Vec<u8>,
+    pub dest: SocketAddrV6,
+    /// Leave by this interface (0: let routing decide, e.g. to a relay).
+    pub ifindex: u32,
+    /// The reply to send instead when the shared database refuses its
+    /// binding (another server took the address first): the DHCPv6 wing's
+    /// own rewrite, so that the lease thread needs no DHCPv6 code.
+    pub refused: fn(&Outgoing6, &str) -> Option<Outgoing6>,
+}
+
+/// Sends out of `out.ifindex` (the kernel picks the source address on it).
+pub fn send6(fd: RawFd, out: &Outgoing6) -> io::Result<()> {
+    let info = libc::in6_pktinfo {
+        ipi6_addr: libc::in6_addr { s6_addr: [0; 16] },
+        ipi6_ifindex: out.ifindex,
+    };
+    let ip = *out.dest.ip();
+    let scoped = crate::ra::packet::is_link_local(ip) || ip.is_multicast();
+    let scope = if scoped { out.ifindex } else { 0 };
+    let dest = SockaddrIn6::from(SocketAddrV6::new(ip, out.dest.port(), 0, scope));
+    let iov = [IoSlice::new(&out.bytes)];
+    let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+    retrying(|| sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&dest)))
+}
+
+/// Runs one `sendmsg`, retrying briefly while the send buffer is full.
+fn retrying(mut send: impl FnMut() -> nix::Result<usize>) -> io::Result<()> {
     let mut tries = 0;
     loop {
-        match sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&dest)) {
+        match send() {
             Ok(_) => return Ok(()),
             Err(nix::errno::Errno::EAGAIN) if tries < 100 => {
                 tries += 1;
@@ -129,13 +163,20 @@ impl Sender {
     pub fn send(&self, out: &Outgoing) -> io::Result<()> {
         send(self.socket.as_raw_fd(), out)
     }
+
+    /// For a DHCPv6 socket.
+    pub fn send6(&self, out: &Outgoing6) -> io::Result<()> {
+        send6(self.socket.as_raw_fd(), out)
+    }
 }
 
-/// One interface: name and IPv4 addresses with prefix lengths.
+/// One interface: name and addresses with prefix lengths.
 #[derive(Debug, Clone, Default)]
 pub struct Iface {
     pub name: String,
     pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// IPv6 addresses other than link-local ones (DHCPv6, `src/dhcp/v6/`).
+    pub addrs6: Vec<Ipv6Addr>,
 }
 
 /// Interface index → addresses, re-read at most once a second when asked about
@@ -150,12 +191,14 @@ impl Interfaces {
         let mut by_index: HashMap<u32, Iface> = HashMap::new();
         if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
             for a in addrs {
-                let Some(ip) = a
-                    .address
-                    .as_ref()
-                    .and_then(|s| s.as_sockaddr_in())
-                    .map(|s| s.ip())
-                else {
+                let Some(address) = a.address.as_ref() else {
+                    continue;
+                };
+                if let Some(v6) = address.as_sockaddr_in6().map(|s| s.ip()) {
+                    add_v6(&mut by_index, &a.interface_name, v6);
+                    continue;
+                }
+                let Some(ip) = address.as_sockaddr_in().map(|s| s.ip()) else {
                     continue;
                 };
                 let prefix = a
@@ -194,5 +237,18 @@ impl Interfaces {
 
     pub fn all(&self) -> impl Iterator<Item = &Iface> {
         self.by_index.values()
+    }
+}
+
+/// Records a global or unique-local IPv6 address of `name` (link-local ones
+/// are useless in a boot URL and are not on any subnet).
+fn add_v6(by_index: &mut HashMap<u32, Iface>, name: &str, ip: Ipv6Addr) {
+    if crate::ra::packet::is_link_local(ip) || ip.is_loopback() || ip.is_unspecified() {
+        return;
+    }
+    if let Ok(index) = nix::net::if_::if_nametoindex(name) {
+        let e = by_index.entry(index).or_default();
+        e.name = name.to_string();
+        e.addrs6.push(ip);
     }
 }

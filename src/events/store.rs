@@ -1,8 +1,9 @@
 //! The event tables in SQLite: the writer's side (one connection, batched
 //! inserts, retention) and the readers' (`pxed events`, the admin pages).
-//! The database file is by default the lease database: WAL mode lets readers
-//! and both writers share it, and `busy_timeout` makes a writer wait for the
-//! other's short transaction instead of failing.
+//! The database file is by default `pxed-events.sqlite`, apart from the
+//! leases (`storage/split.rs`); an operator may still name the lease file, and then
+//! WAL mode lets readers and both writers share it, and `busy_timeout` makes
+//! a writer wait for the other's transaction instead of failing.
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! Target `dhcp`: [`crate::dhcp::respond`] on one datagram, in every mode.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::Decodable;
@@ -101,6 +101,7 @@ pub fn dhcp(datagram: &[u8]) {
     let other = Iface {
         name: "eth9".into(),
         addrs: vec![(Ipv4Addr::new(10, 98, 0, 1), 24)],
+        addrs6: vec![Ipv6Addr::new(0xfd98, 0, 0, 0, 0, 0, 0, 1)],
     };
     let a = answer(
         &full,
@@ -121,6 +122,7 @@ pub fn br0() -> Iface {
     Iface {
         name: "br0".into(),
         addrs: vec![(Ipv4Addr::new(10, 97, 0, 1), 16)],
+        addrs6: vec![Ipv6Addr::new(0xfd97, 0xe2e, 0, 0, 0, 0, 0, 1)],
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod config;
 mod dhcp;
+mod dhcp6;
 mod http;
 mod tftp;
 
@@ -18,6 +19,9 @@ pub use self::config::config;
 #[cfg(test)]
 pub(crate) use self::dhcp::stored_leases;
 pub use self::dhcp::{answer, br0, broadcast_arrival, dhcp, received, NOW};
+#[cfg(test)]
+pub(crate) use self::dhcp6::stored_leases6;
+pub use self::dhcp6::{answer6, arrival6, dhcp6, unwrap_relays, DUID6};
 pub use self::http::http;
 pub use self::tftp::tftp;
 
@@ -179,6 +183,11 @@ mod tests {
     #[test]
     fn dhcp_corpus_replays() {
         assert!(replay("dhcp", dhcp) > 0, "no DHCP seeds");
+    }
+
+    #[test]
+    fn dhcp6_corpus_replays() {
+        assert!(replay("dhcp6", dhcp6) > 0, "no DHCPv6 seeds");
     }
 
     #[test]

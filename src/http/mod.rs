@@ -74,6 +74,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    crate::listen::dual_stack(socket2::SockRef::from(&socket), addr)?;
     socket.bind(addr)?;
     socket.listen(ACCEPT_BACKLOG)
 }
@@ -109,6 +110,11 @@ pub async fn serve(listener: TcpListener, app: Router, name: &'static str) {
         let Ok(local) = stream.local_addr() else {
             continue;
         };
+        // On a dual-stack `[::]` listener IPv4 clients arrive IPv4-mapped.
+        let (local, peer) = (
+            crate::listen::canonical(local),
+            crate::listen::canonical(peer),
+        );
         let conn = Conn { local, peer };
         let app = app.clone();
         crate::metrics::get().http_connections(name, 1);

@@ -2,8 +2,8 @@
 //! seen (from the boot-event record), operator labels, and the boot override
 //! ([`BootOverride`]: a rule once, a rule until cleared, or the local disk).
 //!
-//! State lives behind [`MachineStore`] (SQLite today, in the same database
-//! file as the leases and events; a second implementation can follow) and is
+//! State lives behind [`MachineStore`] (SQLite, in the boot-event database
+//! file, `pxed-events.sqlite` by default; or PostgreSQL) and is
 //! changed only through [`Machines`], which records every write as a boot
 //! event with who made it, and keeps an in-memory snapshot of every override
 //! that the adapters read lock-free on each request ([`lookup`]): a boot never
@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::core::{Active, BootOverride, Mac, Overrides};
 use crate::events::{self, Event, Machine as Seen, Stage};
 
-pub(crate) use sqlite::{boot_override, override_kind, tokens_of};
+pub(crate) use sqlite::{boot_override, create_state_table, override_kind, tokens_of};
 pub use sqlite::{read_override, SqliteMachines};
 
 /// Per-boot callback tokens kept per one-shot override; older ones stop

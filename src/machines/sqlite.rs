@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS machine_state (
 );
 ";
 
+/// Creates the machine state table if the file lacks it.
+pub(crate) fn create_state_table(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)
+}
+
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// The SQLite machine store; cheap to share (it is a channel to its thread).
@@ -50,7 +55,7 @@ impl SqliteMachines {
         // The inventory table is the event writer's; created here too so
         // that machine state works with `[events] db = ""`.
         create_tables(&conn)?;
-        conn.execute_batch(SCHEMA)?;
+        create_state_table(&conn)?;
         let (tx, rx) = channel::<Job>();
         std::thread::Builder::new()
             .name("pxed-machines".into())

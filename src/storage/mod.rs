@@ -8,6 +8,7 @@
 //! picks, so that the adapters never name a backend.
 
 pub mod pg;
+pub mod split;
 
 use std::sync::Arc;
 
@@ -73,12 +74,42 @@ impl Backend {
                 Arc::new(move |_| {
                     let mut store = pg::PgLeases::new(db.clone());
                     let leases = store.load().context("cannot read the leases")?;
+                    let leases6 = store.load6().context("cannot read the IPv6 leases")?;
                     Ok(Opened {
                         store: Box::new(store),
                         leases,
+                        leases6,
                     })
                 })
             }
+        }
+    }
+
+    /// Moves what an older version kept in the lease file into the event
+    /// database (SQLite, default `[events] db` only; see [`split`]).
+    /// Before the event writer and the machine store open it. A failure is
+    /// reported and start-up goes on: events then start a new file, and the
+    /// rows stay in the lease file for the next start.
+    pub fn move_legacy_state(&self, config: &Config) {
+        let (Backend::Sqlite, Some(legacy), Some(db)) =
+            (self, &config.events.legacy, &config.events.db)
+        else {
+            return;
+        };
+        match split::move_from_leases(legacy, db) {
+            Ok(None) => {}
+            Ok(Some(moved)) => tracing::info!(
+                from = %legacy.display(),
+                to = %db.display(),
+                events = moved.events,
+                machines = moved.machines,
+                "boot events and machine state moved out of the lease database into their own file"
+            ),
+            Err(e) => tracing::error!(
+                from = %legacy.display(),
+                to = %db.display(),
+                "cannot move boot events and machine state out of the lease database: {e:#}"
+            ),
         }
     }
 
@@ -110,8 +141,7 @@ impl Backend {
             Backend::Postgres(db) => Some(Box::new(pg::PgEventReader(db.clone()))),
             Backend::Sqlite => config
                 .events
-                .db
-                .clone()
+                .read_path()
                 .map(|p| Box::new(SqliteLog(p)) as Box<dyn EventLog>),
         }
     }
@@ -133,7 +163,11 @@ impl Backend {
     ) -> anyhow::Result<Option<BootOverride>> {
         match self {
             Backend::Sqlite => {
-                crate::machines::read_override(&crate::machines::db_path(config), mac)
+                let path = config
+                    .events
+                    .read_path()
+                    .unwrap_or_else(|| crate::machines::db_path(config));
+                crate::machines::read_override(&path, mac)
             }
             Backend::Postgres(db) => Ok(pg::PgMachines::new(db.clone())
                 .overrides()

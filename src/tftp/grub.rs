@@ -80,7 +80,8 @@ fn http_base(config: &Config, asker: Asker) -> Option<Base> {
         ip if !ip.is_unspecified() => ip,
         _ => route_source(asker.peer)?,
     };
-    Some(config.server.base_at(ip))
+    // A dual-stack listener's IPv4 clients: an IPv4 URL, not `[::ffff:…]`.
+    Some(config.server.base_at(ip.to_canonical()))
 }
 
 /// The source address the kernel picks to reach `peer` (no packet sent).

@@ -95,6 +95,7 @@ fn listener(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     // caps this at net.core.rmem_max.
     let _ = s.set_recv_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
+    crate::listen::dual_stack(socket2::SockRef::from(&s), addr)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
 }

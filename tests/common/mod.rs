@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod http;
 pub mod lab;
 pub mod pg;

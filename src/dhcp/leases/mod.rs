@@ -14,12 +14,16 @@
 mod sqlite;
 mod store;
 mod table;
+mod table6;
 
 pub use sqlite::{unwritable_reason, SqliteStore};
-pub use store::{open_sqlite, Applied, Learned, LeaseStore, MemoryStore, OpenStore, Opened};
+pub use store::{
+    open_sqlite, Applied, Learned, Learned6, LeaseStore, MemoryStore, OpenStore, Opened,
+};
 pub use table::{Leases, PoolUse};
+pub use table6::Leases6;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::core::Mac;
 
@@ -52,6 +56,20 @@ pub struct Lease {
     pub state: State,
 }
 
+/// A DHCPv6 lease (`src/dhcp/v6/`), in the same store as IPv4's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease6 {
+    pub ip: Ipv6Addr,
+    /// The client's key (`dhcp::v6::exchange::client_key`): its MAC when one is
+    /// known, else DUID + IAID. Empty for a declined address.
+    pub client: Vec<u8>,
+    /// `None` for a client whose MAC nothing carried.
+    pub mac: Option<Mac>,
+    /// Unix seconds.
+    pub expires: u64,
+    pub state: State,
+}
+
 /// A change to make durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseOp {
@@ -61,6 +79,13 @@ pub enum LeaseOp {
     /// address to someone else since.
     Delete {
         ip: Ipv4Addr,
+        client: Vec<u8>,
+    },
+    /// DHCPv6: a store keeps these apart from IPv4's (SQLite and
+    /// PostgreSQL: table `leases6`), with the same rules.
+    Put6(Lease6),
+    Delete6 {
+        ip: Ipv6Addr,
         client: Vec<u8>,
     },
 }

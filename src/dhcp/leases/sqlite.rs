@@ -1,12 +1,12 @@
 //! The SQLite lease store: one file in WAL mode, written by the lease thread
 //! in one transaction per batch, checkpointed by a thread of its own.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 
-use super::{Applied, Lease, LeaseOp, LeaseStore, State};
+use super::{Applied, Lease, Lease6, LeaseOp, LeaseStore, State};
 use crate::core::Mac;
 
 /// SQLite in WAL mode. `fsync = false` (synchronous=NORMAL): a commit has
@@ -63,8 +63,9 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
-        // The boot-event writer shares this file (src/events/store.rs): wait
-        // for its short transactions rather than fail a commit.
+        // The boot-event writer shares this file when `[events] db` names it
+        // (src/events/store.rs): wait for its transactions rather than fail
+        // a commit.
         conn.busy_timeout(crate::events::store::BUSY_TIMEOUT)?;
         // Checkpoints (which fsync) run on their own thread, see
         // `spawn_checkpointer`, so that they never hold up a commit.
@@ -80,6 +81,13 @@ impl SqliteStore {
                 ip INTEGER PRIMARY KEY,
                 client BLOB NOT NULL,
                 mac TEXT NOT NULL,
+                expires INTEGER NOT NULL,
+                state INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS leases6 (
+                ip BLOB PRIMARY KEY,
+                client BLOB NOT NULL,
+                mac TEXT,
                 expires INTEGER NOT NULL,
                 state INTEGER NOT NULL
             );",
@@ -131,42 +139,44 @@ impl LeaseStore for SqliteStore {
     }
 
     fn load(&mut self) -> anyhow::Result<Vec<Lease>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT ip, client, mac, expires, state FROM leases")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (ip, client, mac, expires, state) = row?;
+        self.rows("leases", |r| {
             let (Ok(ip), Ok(mac), Some(state)) = (
-                u32::try_from(ip),
-                mac.parse::<Mac>(),
-                state_from_code(state),
+                u32::try_from(r.get::<_, i64>(0)?),
+                r.get::<_, String>(2)?.parse::<Mac>(),
+                state_from_code(r.get(4)?),
             ) else {
-                tracing::warn!(ip, "skipping an unreadable row in the lease database");
-                continue;
+                return Ok(None);
             };
-            out.push(Lease {
+            Ok(Some(Lease {
                 ip: Ipv4Addr::from(ip),
-                client,
+                client: r.get(1)?,
                 mac,
-                expires: u64::try_from(expires).unwrap_or(0),
+                expires: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
                 state,
-            });
-        }
-        Ok(out)
+            }))
+        })
     }
 
-    /// One file, one server: the table is the only allocator, nothing is
-    /// ever refused.
+    fn load6(&mut self) -> anyhow::Result<Vec<Lease6>> {
+        self.rows("leases6", |r| {
+            let ip = <[u8; 16]>::try_from(r.get::<_, Vec<u8>>(0)?.as_slice()).map(Ipv6Addr::from);
+            let mac = r
+                .get::<_, Option<String>>(2)?
+                .map(|m| m.parse::<Mac>())
+                .transpose();
+            let (Ok(ip), Ok(mac), Some(state)) = (ip, mac, state_from_code(r.get(4)?)) else {
+                return Ok(None);
+            };
+            Ok(Some(Lease6 {
+                ip,
+                client: r.get(1)?,
+                mac,
+                expires: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                state,
+            }))
+        })
+    }
+
     fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<Applied> {
         self.apply_inner(ops)
             .map(|()| Applied::default())
@@ -178,6 +188,25 @@ impl LeaseStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Every row of `table` (`ip, client, mac, expires, state`) that `read`
+    /// makes a lease of; an unreadable one is skipped, with a warning.
+    fn rows<T>(
+        &self,
+        table: &str,
+        read: impl Fn(&rusqlite::Row) -> rusqlite::Result<Option<T>>,
+    ) -> anyhow::Result<Vec<T>> {
+        let sql = format!("SELECT ip, client, mac, expires, state FROM {table}");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut out = Vec::new();
+        for row in stmt.query_map([], |r| read(r))? {
+            match row? {
+                Some(l) => out.push(l),
+                None => tracing::warn!(table, "skipping an unreadable row in the lease database"),
+            }
+        }
+        Ok(out)
+    }
+
     fn apply_inner(&mut self, ops: &[LeaseOp]) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
         {
@@ -186,6 +215,11 @@ impl SqliteStore {
                  ON CONFLICT(ip) DO UPDATE SET client = ?2, mac = ?3, expires = ?4, state = ?5",
             )?;
             let mut del = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1")?;
+            let mut put6 = tx.prepare_cached(
+                "INSERT INTO leases6 (ip, client, mac, expires, state) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(ip) DO UPDATE SET client = ?2, mac = ?3, expires = ?4, state = ?5",
+            )?;
+            let mut del6 = tx.prepare_cached("DELETE FROM leases6 WHERE ip = ?1")?;
             for op in ops {
                 match op {
                     LeaseOp::Put(l) => {
@@ -199,6 +233,18 @@ impl SqliteStore {
                     }
                     LeaseOp::Delete { ip, .. } => {
                         del.execute(params![u32::from(*ip)])?;
+                    }
+                    LeaseOp::Put6(l) => {
+                        put6.execute(params![
+                            l.ip.octets().as_slice(),
+                            l.client,
+                            l.mac.map(|m| m.to_string()),
+                            i64::try_from(l.expires).unwrap_or(i64::MAX),
+                            state_code(l.state)
+                        ])?;
+                    }
+                    LeaseOp::Delete6 { ip, .. } => {
+                        del6.execute(params![ip.octets().as_slice()])?;
                     }
                 }
             }
@@ -257,5 +303,34 @@ mod tests {
         assert_eq!(rows[0].expires, 60);
         let t2 = Leases::from_stored(rows);
         assert_eq!(t2.of_client(b"c").map(|l| l.ip), Some(b));
+    }
+
+    /// DHCPv6 leases round-trip in their own table, in the same batches.
+    #[test]
+    fn ipv6_leases_share_the_batch_and_round_trip() {
+        use crate::dhcp::leases::{Lease6, Leases6};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite");
+        let mut store = SqliteStore::open(&path, false).unwrap();
+        let mut t = Leases6::default();
+        let a: Ipv6Addr = "fd00::10".parse().unwrap();
+        let b: Ipv6Addr = "fd00::11".parse().unwrap();
+        let mut ops = t.take(a, b"k", Some(M), State::Bound, 50);
+        ops.extend(Leases::default().take(Ipv4Addr::new(10, 0, 0, 9), b"c", M, State::Bound, 70));
+        store.apply(&ops).unwrap();
+        let ops = t.take(b, b"k", None, State::Bound, 60);
+        assert!(matches!(&ops[0], LeaseOp::Delete6 { ip, .. } if *ip == a));
+        store.apply(&ops).unwrap();
+        let mut again = SqliteStore::open(&path, false).unwrap();
+        let rows = again.load6().unwrap();
+        let want = Lease6 {
+            ip: b,
+            client: b"k".to_vec(),
+            mac: None,
+            expires: 60,
+            state: State::Bound,
+        };
+        assert_eq!(rows, vec![want]);
+        assert_eq!(again.load().unwrap().len(), 1);
     }
 }

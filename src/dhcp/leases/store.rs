@@ -3,11 +3,11 @@
 //! store the unit tests use.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::Context as _;
 
-use super::{Lease, LeaseOp, SqliteStore};
+use super::{Lease, Lease6, LeaseOp, SqliteStore};
 use crate::config::DhcpConfig;
 
 /// Durable lease storage. The lease table (`table.rs`) stays in memory and is
@@ -32,11 +32,15 @@ use crate::config::DhcpConfig;
 pub trait LeaseStore: Send {
     /// What and where the store is, for logs (`sqlite /var/lib/pxed/leases.sqlite`).
     fn describe(&self) -> String;
-    /// Every stored lease (bound, declined, released; never offers).
+    /// Every stored IPv4 lease (bound, declined, released; never offers).
     fn load(&mut self) -> anyhow::Result<Vec<Lease>>;
     /// Applies the ops; returns only once they are committed, with the ones
     /// refused.
     fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<Applied>;
+    /// Every stored DHCPv6 lease ([`Lease6`], `src/dhcp/v6/`), kept apart
+    /// from IPv4's. `apply` takes their ops (`Put6`, `Delete6`) in the
+    /// same batches, under the same rules.
+    fn load6(&mut self) -> anyhow::Result<Vec<Lease6>>;
     /// Starts sending what other servers write to `learned` (rows the
     /// table takes over its own belief). Nothing for a store of one server.
     fn follow(&self, learned: Learned) {
@@ -52,6 +56,8 @@ pub trait LeaseStore: Send {
 
 /// Where rows the table must learn go: the receive loop takes them.
 pub type Learned = tokio::sync::mpsc::Sender<Vec<Lease>>;
+/// The same for the DHCPv6 table.
+pub type Learned6 = tokio::sync::mpsc::Sender<Vec<Lease6>>;
 
 /// What a store did with one batch of ops.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -61,12 +67,15 @@ pub struct Applied {
     pub refused: Vec<usize>,
     /// What the database holds at those addresses.
     pub holders: Vec<Lease>,
+    /// The same for refused `Put6`s.
+    pub holders6: Vec<Lease6>,
 }
 
 /// A store `[dhcp]` names, opened, with what it holds.
 pub struct Opened {
     pub store: Box<dyn LeaseStore>,
     pub leases: Vec<Lease>,
+    pub leases6: Vec<Lease6>,
 }
 
 /// How DHCP opens its store (`crate::storage` picks the backend): called
@@ -79,13 +88,14 @@ pub fn open_sqlite(dhcp: &DhcpConfig) -> anyhow::Result<Opened> {
     let path = &dhcp.lease_db;
     let mut store = SqliteStore::open(path, dhcp.lease_fsync)
         .with_context(|| format!("cannot open the lease database {}", path.display()))?;
-    let leases = store
-        .load()
-        .with_context(|| format!("cannot read the lease database {}", path.display()))?;
+    let read = || format!("cannot read the lease database {}", path.display());
+    let leases = store.load().with_context(read)?;
+    let leases6 = store.load6().with_context(read)?;
     super::sqlite::spawn_checkpointer(path).context("lease checkpoint thread")?;
     Ok(Opened {
         store: Box::new(store),
         leases,
+        leases6,
     })
 }
 
@@ -93,6 +103,7 @@ pub fn open_sqlite(dhcp: &DhcpConfig) -> anyhow::Result<Opened> {
 #[derive(Default)]
 pub struct MemoryStore {
     pub rows: HashMap<Ipv4Addr, Lease>,
+    pub rows6: HashMap<Ipv6Addr, Lease6>,
 }
 
 impl LeaseStore for MemoryStore {
@@ -104,6 +115,10 @@ impl LeaseStore for MemoryStore {
         Ok(self.rows.values().cloned().collect())
     }
 
+    fn load6(&mut self) -> anyhow::Result<Vec<Lease6>> {
+        Ok(self.rows6.values().cloned().collect())
+    }
+
     fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<Applied> {
         for op in ops {
             match op {
@@ -112,6 +127,12 @@ impl LeaseStore for MemoryStore {
                 }
                 LeaseOp::Delete { ip, .. } => {
                     self.rows.remove(ip);
+                }
+                LeaseOp::Put6(l) => {
+                    self.rows6.insert(l.ip, l.clone());
+                }
+                LeaseOp::Delete6 { ip, .. } => {
+                    self.rows6.remove(ip);
                 }
             }
         }

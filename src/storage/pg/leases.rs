@@ -16,15 +16,16 @@
 //! the other servers' [`follow`] then sees it free.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::Row;
 
+use super::leases6::{holders6, load6, write6, Plan6};
 use super::{explain, Db};
 use crate::core::Mac;
-use crate::dhcp::leases::{Applied, Learned, Lease, LeaseOp, LeaseStore, State};
+use crate::dhcp::leases::{Applied, Learned, Lease, Lease6, LeaseOp, LeaseStore, State};
 
 /// How often a server reads what the others wrote.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
@@ -35,21 +36,33 @@ const FOLLOW_OVERLAP: i64 = 1000;
 /// Rows per follow query.
 const FOLLOW_PAGE: i64 = 20_000;
 
-const PUT: &str = "
-INSERT INTO leases AS l (ip, client, mac, expires, state, server)
-SELECT u.*, $6 FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[], $5::smallint[]) AS u
+/// The conditional write of a batch into `table` (`leases`, or `leases6`
+/// for DHCPv6), whose `ip` column has type `ip` (`bigint`, `bytea`).
+pub(super) fn put_sql(table: &str, ip: &str) -> String {
+    format!(
+        "
+INSERT INTO {table} AS l (ip, client, mac, expires, state, server)
+SELECT u.*, $6 FROM unnest($1::{ip}[], $2::bytea[], $3::text[], $4::bigint[], $5::smallint[]) AS u
 ON CONFLICT (ip) DO UPDATE SET client = excluded.client, mac = excluded.mac,
     expires = excluded.expires, state = excluded.state, server = excluded.server,
     seq = nextval('lease_seq')
 WHERE l.client = excluded.client OR l.expires <= $7
    OR (excluded.state = 2 AND l.mac = excluded.mac)
-RETURNING ip";
+RETURNING ip"
+    )
+}
 
-const FREE: &str = "
-UPDATE leases l SET client = ''::bytea, state = 3, expires = 0, server = $3,
+/// Frees a batch's moved-from addresses in `table`, if their client still
+/// holds them.
+pub(super) fn free_sql(table: &str, ip: &str) -> String {
+    format!(
+        "
+UPDATE {table} l SET client = ''::bytea, state = 3, expires = 0, server = $3,
     seq = nextval('lease_seq')
-FROM unnest($1::bigint[], $2::bytea[]) AS d(ip, client)
-WHERE l.ip = d.ip AND l.client = d.client";
+FROM unnest($1::{ip}[], $2::bytea[]) AS d(ip, client)
+WHERE l.ip = d.ip AND l.client = d.client"
+    )
+}
 
 const COLUMNS: &str = "ip, client, mac, expires, state, seq";
 
@@ -72,7 +85,7 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn state_code(s: State) -> i16 {
+pub(super) fn state_code(s: State) -> i16 {
     match s {
         State::Offered => 0,
         State::Bound => 1,
@@ -122,6 +135,8 @@ impl Plan {
                 LeaseOp::Delete { ip, client } => {
                     plan.frees.push((i64::from(u32::from(*ip)), client.clone()))
                 }
+                // IPv6 ops: `leases6.rs`.
+                LeaseOp::Put6(_) | LeaseOp::Delete6 { .. } => {}
             }
         }
         plan.frees.sort();
@@ -154,11 +169,23 @@ impl LeaseStore for PgLeases {
         Ok(out)
     }
 
+    fn load6(&mut self) -> anyhow::Result<Vec<Lease6>> {
+        let db = self.db.clone();
+        db.block_on(load6(&db))
+    }
+
     fn apply(&mut self, ops: &[LeaseOp]) -> anyhow::Result<Applied> {
         let plan = Plan::new(ops);
+        let plan6 = Plan6::new(ops);
         let db = self.db.clone();
-        let written = db.block_on(write(&db, ops, &plan))?;
+        let (written, written6) = db.block_on(write(&db, ops, &plan, &plan6))?;
         let mut applied = Applied::default();
+        let lost6 = plan6.refused(ops, &written6);
+        if !lost6.is_empty() {
+            applied.refused.extend(lost6.iter().map(|(i, _)| *i));
+            let ips = lost6.into_iter().map(|(_, ip)| ip).collect();
+            applied.holders6 = db.block_on(holders6(&db, ips))?;
+        }
         let mut lost = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let LeaseOp::Put(l) = op else { continue };
@@ -172,6 +199,7 @@ impl LeaseStore for PgLeases {
         if !lost.is_empty() {
             applied.holders = db.block_on(holders(&db, lost))?;
         }
+        applied.refused.sort_unstable();
         Ok(applied)
     }
 
@@ -194,8 +222,14 @@ impl LeaseStore for PgLeases {
     }
 }
 
-/// Frees, then conditional writes, in one transaction; the addresses written.
-async fn write(db: &Db, ops: &[LeaseOp], plan: &Plan) -> anyhow::Result<HashSet<Ipv4Addr>> {
+/// Frees, then conditional writes, IPv4 and IPv6 (`leases6.rs`), in one
+/// transaction; the addresses written.
+async fn write(
+    db: &Db,
+    ops: &[LeaseOp],
+    plan: &Plan,
+    plan6: &Plan6,
+) -> anyhow::Result<(HashSet<Ipv4Addr>, HashSet<Ipv6Addr>)> {
     let mut c = db.client().await?;
     let n = plan.puts.len();
     let (mut ips, mut clients, mut macs, mut expires, mut states) = (
@@ -217,14 +251,20 @@ async fn write(db: &Db, ops: &[LeaseOp], plan: &Plan) -> anyhow::Result<HashSet<
     let tx = c.transaction().await.map_err(explain)?;
     if !plan.frees.is_empty() {
         let (ips, clients): (Vec<i64>, Vec<Vec<u8>>) = plan.frees.iter().cloned().unzip();
-        let free = tx.prepare_cached(FREE).await.map_err(explain)?;
+        let free = tx
+            .prepare_cached(&free_sql("leases", "bigint"))
+            .await
+            .map_err(explain)?;
         tx.execute(&free, &[&ips, &clients, &db.server])
             .await
             .map_err(explain)?;
     }
     let mut written = HashSet::with_capacity(n);
     if n > 0 {
-        let put = tx.prepare_cached(PUT).await.map_err(explain)?;
+        let put = tx
+            .prepare_cached(&put_sql("leases", "bigint"))
+            .await
+            .map_err(explain)?;
         let rows = tx
             .query(
                 &put,
@@ -238,8 +278,9 @@ async fn write(db: &Db, ops: &[LeaseOp], plan: &Plan) -> anyhow::Result<HashSet<
             }
         }
     }
+    let written6 = write6(&tx, ops, plan6, &db.server, now()).await?;
     tx.commit().await.map_err(explain)?;
-    Ok(written)
+    Ok((written, written6))
 }
 
 /// What the database holds at `ips`.

@@ -15,9 +15,10 @@ use super::explain;
 const LOCK: i64 = 0x7078_6564;
 
 /// `(version, SQL)`, oldest first.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
 CREATE SEQUENCE lease_seq;
 -- One row per address: the primary key is what makes handing one address
 -- to two clients impossible. Writes are conditional (src/storage/pg/leases.rs).
@@ -80,7 +81,26 @@ CREATE TABLE machine_state (
     tokens text NOT NULL DEFAULT ''
 );
 ",
-)];
+    ),
+    (
+        2,
+        "
+-- DHCPv6 leases (src/dhcp/v6/): one row per address, written like leases
+-- (src/storage/pg/leases6.rs). `mac` is NULL for a client whose MAC nothing
+-- carried; `client` is the MAC-derived key or DUID + IAID.
+CREATE TABLE leases6 (
+    ip bytea PRIMARY KEY,
+    client bytea NOT NULL,
+    mac text,
+    expires bigint NOT NULL,
+    state smallint NOT NULL,
+    server text NOT NULL,
+    seq bigint NOT NULL DEFAULT nextval('lease_seq')
+);
+CREATE INDEX leases6_by_seq ON leases6 (seq);
+",
+    ),
+];
 
 /// Brings the schema up to date; returns the versions applied now.
 pub async fn apply(c: &mut Object, server: &str) -> anyhow::Result<Vec<i32>> {

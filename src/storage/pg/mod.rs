@@ -11,6 +11,7 @@
 mod events;
 mod import;
 mod leases;
+mod leases6;
 mod machines;
 mod migrations;
 
