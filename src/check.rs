@@ -68,6 +68,7 @@ const CHECKS: &[fn(&Config) -> Vec<Finding>] = &[
     loaders,
     grub_chain,
     ipv6_router,
+    ipv6_listeners,
 ];
 
 /// Runs every check.
@@ -161,14 +162,21 @@ fn rule_files(config: &Config) -> Vec<Finding> {
 /// the event database no boot is recorded. SQLite also creates `-wal` and
 /// `-journal` files beside it, so the directory must be writable too.
 fn databases(config: &Config) -> Vec<Finding> {
+    // A defaulted database beside one already reported shares its cause:
+    // saying it twice would count one fault as two errors.
+    let mut reported_dirs: Vec<&Path> = Vec::new();
     config
         .databases
         .iter()
         .filter_map(|db| {
             let why = unwritable(&db.path)?;
+            let dir = db.path.parent().unwrap_or(Path::new(""));
+            if db.at.is_none() && reported_dirs.contains(&dir) {
+                return None;
+            }
+            reported_dirs.push(dir);
             // Checked by hand before the service ever started: the unit's
             // StateDirectory=pxed creates it, for the service's user.
-            let dir = db.path.parent().unwrap_or(Path::new(""));
             if db.at.is_none() && dir == Path::new(PACKAGED_STATE_DIR) && !dir.exists() {
                 return Some(Finding::new(
                     Severity::Note,
@@ -178,6 +186,10 @@ fn databases(config: &Config) -> Vec<Finding> {
             }
             let (at, hint) = match &db.at {
                 Some(at) => (at.clone(), String::new()),
+                None if db.key.starts_with("[events]") => (
+                    whole_file(config),
+                    " (the default: beside [dhcp] lease_db)".to_string(),
+                ),
                 None => (
                     whole_file(config),
                     " (the default: beside machines.toml, or in $STATE_DIRECTORY under systemd's StateDirectory=)"
@@ -349,6 +361,33 @@ fn ipv6_router(config: &Config) -> Vec<Finding> {
         .map(|f| match f {
             crate::ra::probe::Finding::Warning(w) => Finding::new(Severity::Warning, None, w),
             crate::ra::probe::Finding::Note(n) => Finding::new(Severity::Note, None, n),
+        })
+        .collect()
+}
+
+/// With DHCPv6 on, the URLs it hands out name pxed's IPv6 address: the HTTP
+/// and TFTP listeners must take IPv6 (`[::]` serves both families).
+fn ipv6_listeners(config: &Config) -> Vec<Finding> {
+    if !config.dhcp.dhcpv6 {
+        return Vec::new();
+    }
+    let server = &config.server;
+    let listeners = [
+        ("http_listen", Some(server.http_listen)),
+        ("tftp_listen", server.tftp_listen),
+    ];
+    listeners
+        .into_iter()
+        .filter_map(|(key, addr)| {
+            let addr = addr.filter(std::net::SocketAddr::is_ipv4)?;
+            Some(Finding::new(
+                Severity::Warning,
+                Some(whole_file(config)),
+                format!(
+                    "DHCPv6 is on but [server] {key} = \"{addr}\" takes IPv4 only: machines on an IPv6-only network cannot fetch what DHCPv6 hands them; use \"[::]:{}\" (both families)",
+                    addr.port()
+                ),
+            ))
         })
         .collect()
 }

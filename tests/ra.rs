@@ -318,3 +318,52 @@ fn reload_keeps_the_responder_and_says_a_restart_is_needed() {
     let answer = squeeze(&host.solicit());
     assert!(answer.contains("Router lifetime : 0"), "{answer}");
 }
+
+/// IPv6 netboot (`managed`, `other`): the advertisement sets M and O and
+/// names the boot subnet on-link, not autonomous; a Linux host on the
+/// segment still gets no address and no default route from it. `pxed check`
+/// warns when DHCPv6 is on without an advertisement that sets M or O, and
+/// when the HTTP or TFTP listener takes IPv4 only.
+#[test]
+fn boot_mode_sets_m_and_o_and_names_the_boot_prefix_on_link() {
+    let what = "ra-boot";
+    if !available(what) {
+        return;
+    }
+    let lab = Lab::new(what, 0);
+    lab.ns.sh("ip addr add fd97:e2e::1/64 dev br0 nodad");
+    let host: Host = lab.add_host("h2");
+    let bridge = lab.bridge_link_local();
+    let dhcp6 = "[dhcp]\nmode = \"full\"\ninterfaces = [\"br0\"]\nlease_db = \"l.sqlite\"\n\
+                 [[dhcp.subnet]]\nnetwork = \"fd97:e2e::/64\"\npool = \"fd97:e2e::100-fd97:e2e::1ff\"\n";
+    let boot = format!("{dhcp6}{RESPONDER}managed = true\nother = true\n");
+    let dir = config(&boot);
+    let pxed = Pxed::start(&dir.config(), Some(lab.name()));
+    pxed.wait_log("ipv6 ra responder listening", Duration::from_secs(10));
+    let answer = squeeze(&host.solicit());
+    assert!(answer.contains(&format!("from {bridge}")), "{answer}");
+    for line in [
+        "Stateful address conf. : Yes",
+        "Stateful other conf. : Yes",
+        "Router lifetime : 0 (0x00000000) seconds",
+        "Prefix : fd97:e2e::/64",
+        "On-link : Yes",
+        "Autonomous address conf.: No",
+    ] {
+        assert!(answer.contains(line), "{line:?} not in:\n{answer}");
+    }
+    assert_eq!(host.default_routes().trim(), "", "a default route appeared");
+    assert_eq!(host.global_addrs().trim(), "", "an address appeared");
+    drop(pxed);
+
+    // pxed check: DHCPv6 on, the responder without M or O.
+    let plain = config(&format!("{dhcp6}{RESPONDER}"));
+    let (_, out) = check(&lab, &plain);
+    assert!(out.contains("sets neither `managed` nor `other`"), "{out}");
+    assert!(
+        out.contains("http_listen = \"10.97.0.1:8080\" takes IPv4 only"),
+        "{out}"
+    );
+    let (_, out) = check(&lab, &dir);
+    assert!(!out.contains("neither"), "{out}");
+}

@@ -8,7 +8,14 @@
 //! enabled = true           # default false
 //! interfaces = ["br0"]     # default: [dhcp] interfaces
 //! interval = 600           # unsolicited advertisements every 600 s; default 0 (none)
+//! managed = true           # M: addresses from DHCPv6 (IPv6 netboot); default false
+//! other = true             # O: the boot file URL from DHCPv6; default false
 //! ```
+//!
+//! With `managed` or `other` the advertisements also name, as on-link
+//! (L = 1, A = 0), every IPv6 `[[dhcp.subnet]]` that holds an address of the
+//! interface: iPXE needs M or O to run DHCPv6 at all, and the on-link prefix
+//! to reach pxed's address without a router.
 
 use std::time::Duration;
 
@@ -32,14 +39,26 @@ pub struct RaConfig {
     /// Unsolicited advertisements (to all nodes) this often; `None`: only
     /// answer solicitations.
     pub interval: Option<Duration>,
+    /// M and O flags (IPv6 netboot).
+    pub managed: bool,
+    pub other: bool,
 }
 
 impl RaConfig {
     /// What the responder does with this section: `None` when it is off
     /// (then interfaces and interval do not matter).
-    pub fn running(&self) -> Option<(&[String], Option<Duration>)> {
-        self.enabled
-            .then_some((self.interfaces.as_slice(), self.interval))
+    pub fn running(&self) -> Option<(&[String], Option<Duration>, bool, bool)> {
+        self.enabled.then_some((
+            self.interfaces.as_slice(),
+            self.interval,
+            self.managed,
+            self.other,
+        ))
+    }
+
+    /// Whether the advertisements tell hosts to use DHCPv6 (M or O).
+    pub fn sets_m_or_o(&self) -> bool {
+        self.enabled && (self.managed || self.other)
     }
 }
 
@@ -97,11 +116,14 @@ impl Loader<'_> {
                 Some(Duration::from_secs(u64::from(*i.get_ref())))
             }
         };
+        let flag = |f: &Option<Spanned<bool>>| f.as_ref().is_some_and(|f| *f.get_ref());
         RaConfig {
             enabled,
             decided: w.enabled.is_some(),
             interfaces,
             interval,
+            managed: flag(&w.managed),
+            other: flag(&w.other),
         }
     }
 }

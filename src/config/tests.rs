@@ -81,6 +81,18 @@ fn every_error_names_its_line() {
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nhostname = \"-bad\"\n{FULL}"), 10, "hostname \"-bad\""),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"10.0.0.5\"\n[[rule]]\nname = \"s\"\nmatch = {{ mac = \"52:54:00:00:00:02\" }}\nip = \"10.0.0.5\"\npriority = 1\n{FULL}"), 14, "reserved by another rule too"),
         (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nhostname = \"a\"\n[[rule]]\nname = \"s\"\nmatch = {{ mac = \"52:54:00:00:00:01\", arch = \"bios\" }}\nhostname = \"b\"\n{FULL}"), 14, "already has a reservation"),
+        // IPv6 subnets and reservations (config/dhcp6.rs, config/reserve.rs).
+        (format!("{BASE}[dhcp]\n[[dhcp.subnet]]\nnetwork = \"fd00::/130\"\n"), 8, "prefix 16-126"),
+        (format!("{BASE}[dhcp]\n[[dhcp.subnet]]\nnetwork = \"fd00::1/64\"\n"), 8, "did you mean fd00::/64"),
+        (format!("{BASE}[dhcp]\n[[dhcp.subnet]]\nnetwork = \"fd00::/64\"\nrouter = \"fd00::1\"\n"), 9, "has no `router`"),
+        (format!("{BASE}[dhcp]\n[[dhcp.subnet]]\nnetwork = \"fd00::/64\"\npool = \"fd00::-fd00::9\"\n"), 9, "all-zero address"),
+        (format!("{BASE}[dhcp]\n[[dhcp.subnet]]\nnetwork = \"fd00::/64\"\npool = \"fd01::1-fd01::9\"\n"), 9, "both inside fd00::/64"),
+        (format!("{BASE}[dhcp]\n[[dhcp.subnet]]\nnetwork = \"fd00::/64\"\ndns = [\"10.0.0.1\"]\n"), 9, "is not an IPv6 address"),
+        (format!("{BASE}[dhcp]\n[[dhcp.subnet]]\nnetwork = \"fd00::/48\"\n[[dhcp.subnet]]\nnetwork = \"fd00::/64\"\n"), 10, "overlaps"),
+        (format!("{FULL}dhcpv6 = true\n{BASE}"), 6, "unknown field `dhcpv6`"),
+        (format!("{BASE}[dhcp]\nmode = \"full\"\ndhcpv6 = true\n[[dhcp.subnet]]\nnetwork = \"10.0.0.0/24\"\npool = \"10.0.0.10-10.0.0.20\"\n"), 8, "needs an IPv6 [[dhcp.subnet]]"),
+        (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = \"fd09::5\"\n{FULL}"), 10, "not inside any IPv6 [[dhcp.subnet]]"),
+        (format!("{BASE}\n[[rule]]\nname = \"r\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = [\"10.0.0.5\", \"10.0.0.6\"]\n{FULL}"), 10, "at most one IPv4 and one IPv6"),
         // [events] and [ipv6_ra]
         (format!("{BASE}[events]\nkeep_days = 0\n"), 7, "keep_days must be at least 1"),
         (format!("{BASE}[events]\nmax_events = 10\n"), 7, "max_events must be at least 1000"),
@@ -151,6 +163,35 @@ fn rules_carry_their_dhcp_keys() {
         .loader_settings
         .iter()
         .any(|s| s.key == "rule \"db\" loader"));
+}
+
+/// One IPv4 and one IPv6 address reserved by one rule; DHCPv6 on by
+/// default in full mode with an IPv6 subnet.
+#[test]
+fn a_rule_reserves_one_address_of_each_family() {
+    let v6 = "[[dhcp.subnet]]\nnetwork = \"fd00::/64\"\npool = \"fd00::100-fd00::1ff\"\n";
+    let text = format!(
+        "{BASE}\n[[rule]]\nname = \"db\"\nmatch = {{ mac = \"52:54:00:00:00:01\" }}\nip = [\"10.0.0.5\", \"fd00::5\"]\n{FULL}{v6}"
+    );
+    let config = load(&text).unwrap_or_else(|e| panic!("{e}"));
+    let r = config
+        .policy
+        .reservation("52:54:00:00:00:01".parse().unwrap())
+        .expect("a reservation");
+    assert_eq!(
+        (r.ip, r.ip6),
+        (
+            Some("10.0.0.5".parse().unwrap()),
+            Some("fd00::5".parse().unwrap())
+        )
+    );
+    assert!(config
+        .policy
+        .reserved_ips6()
+        .contains(&"fd00::5".parse().unwrap()));
+    assert!(config.dhcp.dhcpv6);
+    assert_eq!(config.dhcp.subnets6.len(), 1);
+    assert_eq!(config.dhcp.subnets.len(), 1);
 }
 
 #[test]

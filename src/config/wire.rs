@@ -92,6 +92,8 @@ pub struct Ra {
     pub enabled: Option<Spanned<bool>>,
     pub interfaces: Option<Spanned<Vec<String>>>,
     pub interval: Option<Spanned<u32>>,
+    pub managed: Option<Spanned<bool>>,
+    pub other: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,6 +7,10 @@
 //! 0, M = 0 and O = 0 and no options that configure anything ends iPXE's wait
 //! at once and changes nothing for any other host (see [`packet`]).
 //!
+//! With `managed`/`other` (IPv6 netboot) the advertisements set M/O and name
+//! the boot subnets on-link ([`packet::Says`]): iPXE runs DHCPv6 only after
+//! such an advertisement.
+//!
 //! - [`packet`]: RS/RA on the wire, validation (no I/O);
 //! - [`schedule`]: delays, folding repeats, rate limits (no I/O);
 //! - [`socket`]: the raw ICMPv6 socket and interface facts;
@@ -28,8 +32,8 @@ use anyhow::Context as _;
 use tokio::io::Interest;
 use tokio::time::Instant;
 
-use crate::config::{Config, RaConfig};
-use packet::{ALL_NODES, ALL_ROUTERS, ROUTER_SOLICITATION};
+use crate::config::{Config, RaConfig, Subnet6};
+use packet::{Says, ALL_NODES, ALL_ROUTERS, ROUTER_SOLICITATION};
 use schedule::{Dest, Planned, Schedule, MAX_RA_DELAY};
 
 /// Datagrams read per wake-up before pending answers are looked at again.
@@ -77,15 +81,57 @@ pub fn start(config: &Config) -> anyhow::Result<Option<impl Future<Output = ()> 
     // says UDP, but only `readable`/`try_io` and the raw fd are used.
     let fd = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket))
         .context("[ipv6_ra] socket")?;
+    let boot = Boot {
+        managed: ra.managed,
+        other: ra.other,
+        subnets: config.dhcp.subnets6.clone(),
+    };
     tracing::info!(
         interfaces = %ra.interfaces.join(","),
         unsolicited_interval_s = ra.interval.map_or(0, |i| i.as_secs()),
-        "ipv6 ra responder listening (router lifetime 0, no prefixes; [ipv6_ra] is read at start only)"
+        managed = ra.managed,
+        other = ra.other,
+        "ipv6 ra responder listening (router lifetime 0; on-link prefixes only with managed or other; [ipv6_ra] is read at start only)"
     );
-    Ok(Some(serve(fd, watched, ra.interval)))
+    Ok(Some(serve(fd, watched, ra.interval, boot)))
 }
 
-async fn serve(fd: tokio::net::UdpSocket, watched: Vec<Watched>, interval: Option<Duration>) {
+/// What the advertisements say for IPv6 netboot (`[ipv6_ra] managed`,
+/// `other`), and the subnets whose prefixes they may name on-link; read at
+/// start, like the rest of `[ipv6_ra]`.
+struct Boot {
+    managed: bool,
+    other: bool,
+    subnets: Vec<Subnet6>,
+}
+
+impl Boot {
+    /// What an advertisement on `link` says: the flags and, with M or O, the
+    /// IPv6 subnets that hold one of its addresses.
+    fn says(&self, link: &socket::Link) -> Says {
+        let on_link = if self.managed || self.other {
+            self.subnets
+                .iter()
+                .filter(|s| link.global.iter().any(|a| s.contains(*a)))
+                .map(|s| (s.network, s.prefix))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Says {
+            managed: self.managed,
+            other: self.other,
+            on_link,
+        }
+    }
+}
+
+async fn serve(
+    fd: tokio::net::UdpSocket,
+    watched: Vec<Watched>,
+    interval: Option<Duration>,
+    boot: Boot,
+) {
     let mut schedule = Schedule::default();
     let mut buf = vec![0u8; 2048];
     let mut tick = interval.map(tokio::time::interval);
@@ -125,7 +171,7 @@ async fn serve(fd: tokio::net::UdpSocket, watched: Vec<Watched>, interval: Optio
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
-            () = due => send_due(fd.as_raw_fd(), &mut schedule, &watched),
+            () = due => send_due(fd.as_raw_fd(), &mut schedule, &watched, &boot),
             () = unsolicited => {
                 let now = Instant::now().into_std();
                 for w in &watched {
@@ -178,7 +224,7 @@ fn receive(buf: &[u8], arrival: socket::Arrival, watched: &[Watched], schedule: 
 /// Sends every advertisement that is due, from each interface's link-local
 /// address (re-read now: it may have appeared since the start, e.g. when the
 /// first port of a bridge came up).
-fn send_due(fd: std::os::fd::RawFd, schedule: &mut Schedule, watched: &[Watched]) {
+fn send_due(fd: std::os::fd::RawFd, schedule: &mut Schedule, watched: &[Watched], boot: &Boot) {
     let due = schedule.take_due(Instant::now().into_std());
     if due.is_empty() {
         return;
@@ -203,7 +249,7 @@ fn send_due(fd: std::os::fd::RawFd, schedule: &mut Schedule, watched: &[Watched]
             Dest::Unicast(a) => (a, "unicast"),
             Dest::AllNodes => (ALL_NODES, "multicast"),
         };
-        let bytes = packet::advertisement(link.mac);
+        let bytes = packet::advertisement(link.mac, &boot.says(link));
         match socket::send(fd, &bytes, s.ifindex, source, dest) {
             Ok(()) => {
                 metrics.request("ra", "advertisement", kind);

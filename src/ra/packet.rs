@@ -5,12 +5,16 @@
 //! `pxed check` probe. The ICMPv6 checksum is the kernel's job on a raw
 //! ICMPv6 socket: it fills it in on send and drops bad ones on receive.
 //!
-//! The advertisement pxed sends is fixed: cur hop limit 0, M = 0, O = 0,
-//! router lifetime 0, reachable time 0, retrans timer 0, and at most the
-//! source link-layer address option. No prefix, no RDNSS, no MTU: a host that
-//! processes it learns nothing (RFC 4861 §6.3.4: zero fields are
-//! "unspecified", lifetime 0 is "not a default router"), and iPXE ends its
-//! IPv6 autoconfiguration at once because M and O are off.
+//! The advertisement pxed sends: cur hop limit 0, router lifetime 0,
+//! reachable time 0, retrans timer 0, the source link-layer address option,
+//! and what [`Says`] adds. By default nothing: M = 0, O = 0, no prefix, no
+//! RDNSS, no MTU, so a host that processes it learns nothing (RFC 4861
+//! §6.3.4: zero fields are "unspecified", lifetime 0 is "not a default
+//! router"), and iPXE ends its IPv6 autoconfiguration at once because M and
+//! O are off. For IPv6 netboot (`[ipv6_ra] managed`/`other`) it sets M and/or
+//! O, so iPXE runs DHCPv6, and names the boot network's prefix on-link (L = 1,
+//! A = 0: no SLAAC address), so iPXE and the firmware know the server is on
+//! the link; still never a default router.
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -31,6 +35,23 @@ const SOLICITATION_LEN: usize = 8;
 const ADVERTISEMENT_LEN: usize = 16;
 const OPT_SOURCE_LL: u8 = 1;
 const OPT_PREFIX_INFORMATION: u8 = 3;
+/// Prefix information: on-link (RFC 4861 §4.6.2).
+const PREFIX_ON_LINK: u8 = 0x80;
+/// How long a host keeps an advertised prefix on-link (radvd's default
+/// valid lifetime), and its preferred lifetime (unused without A = 1).
+const PREFIX_VALID: u32 = 86_400;
+const PREFIX_PREFERRED: u32 = 14_400;
+
+/// What an advertisement says besides the fixed fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Says {
+    /// M: addresses from DHCPv6.
+    pub managed: bool,
+    /// O: other configuration (the boot file URL) from DHCPv6.
+    pub other: bool,
+    /// Prefixes on this link (L = 1, A = 0).
+    pub on_link: Vec<(Ipv6Addr, u8)>,
+}
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -88,14 +109,22 @@ pub fn parse_solicitation(
 /// link-layer address option when the interface has a MAC (RFC 4861 §4.2:
 /// "SHOULD be included"; iPXE and Linux then need no neighbour solicitation
 /// to answer us).
-pub fn advertisement(mac: Option<Mac>) -> Vec<u8> {
+pub fn advertisement(mac: Option<Mac>, says: &Says) -> Vec<u8> {
     let mut out = vec![0u8; ADVERTISEMENT_LEN];
     out[0] = ROUTER_ADVERTISEMENT;
-    // Code, checksum (the kernel's), cur hop limit, M/O flags, router
-    // lifetime, reachable time, retrans timer: all zero.
+    // Code, checksum (the kernel's), cur hop limit, router lifetime,
+    // reachable time, retrans timer: all zero.
+    out[5] = if says.managed { 0x80 } else { 0 } | if says.other { 0x40 } else { 0 };
     if let Some(Mac(bytes)) = mac {
         out.extend_from_slice(&[OPT_SOURCE_LL, 1]);
         out.extend_from_slice(&bytes);
+    }
+    for (prefix, len) in &says.on_link {
+        out.extend_from_slice(&[OPT_PREFIX_INFORMATION, 4, *len, PREFIX_ON_LINK]);
+        out.extend_from_slice(&PREFIX_VALID.to_be_bytes());
+        out.extend_from_slice(&PREFIX_PREFERRED.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&prefix.octets());
     }
     out
 }
@@ -283,14 +312,14 @@ mod tests {
             Err(Malformed::UnspecifiedWithLinkLayer)
         );
         assert_eq!(
-            parse_solicitation(&advertisement(None), LL, 255),
+            parse_solicitation(&advertisement(None, &Says::default()), LL, 255),
             Err(Malformed::Type(134, 133))
         );
     }
 
     #[test]
     fn the_advertisement_changes_nothing_for_any_host() {
-        let bytes = advertisement(Some(MAC));
+        let bytes = advertisement(Some(MAC), &Says::default());
         assert_eq!(bytes.len(), 24);
         let ra = parse_advertisement(&bytes, LL, 255).unwrap();
         assert_eq!(
@@ -307,7 +336,7 @@ mod tests {
                 mac: Some(MAC),
             }
         );
-        assert_eq!(advertisement(None).len(), 16);
+        assert_eq!(advertisement(None, &Says::default()).len(), 16);
         assert_eq!(
             parse_advertisement(&bytes, "2001:db8::1".parse().unwrap(), 255),
             Err(Malformed::NotLinkLocal("2001:db8::1".parse().unwrap()))
@@ -331,6 +360,27 @@ mod tests {
         );
     }
 
+    /// IPv6 netboot: M and O set, the boot prefix on-link (not autonomous),
+    /// still not a default router.
+    #[test]
+    fn a_boot_network_advertisement() {
+        let says = Says {
+            managed: true,
+            other: true,
+            on_link: vec![("fd97:e2e::".parse().unwrap(), 64)],
+        };
+        let ra = advertisement(Some(MAC), &says);
+        let parsed = parse_advertisement(&ra, LL, 255).unwrap();
+        assert!(parsed.managed && parsed.other);
+        assert_eq!((parsed.router_lifetime, parsed.prefixes), (0, 1));
+        let prefix = &ra[24..56];
+        assert_eq!(&prefix[..4], &[3, 4, 64, 0x80], "on-link, not autonomous");
+        assert_eq!(
+            &prefix[16..],
+            &"fd97:e2e::".parse::<Ipv6Addr>().unwrap().octets()
+        );
+    }
+
     #[test]
     fn the_probe_solicitation_is_well_formed() {
         let rs = solicitation(Some(MAC));
@@ -341,7 +391,7 @@ mod tests {
     #[test]
     fn never_panics_on_any_prefix_or_byte_flip() {
         let rs = ipxe_rs();
-        let ra = advertisement(Some(MAC));
+        let ra = advertisement(Some(MAC), &Says::default());
         for base in [&rs, &ra] {
             for len in 0..=base.len() {
                 let _ = parse_solicitation(&base[..len], LL, 255);

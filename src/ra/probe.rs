@@ -44,13 +44,17 @@ pub enum Finding {
 }
 
 /// The IPv6-router findings for `config` (soliciting on its boot interfaces
-/// when that is needed).
+/// when that is needed): the ~15 s iPXE stall without any advertisement, and
+/// for IPv6 netboot (DHCPv6 on) an advertisement with M or O, without which
+/// iPXE never asks DHCPv6 ("Nothing to boot", BRIEF "IPv6 netboot").
 pub fn check(config: &Config) -> Vec<Finding> {
     let ra = &config.ipv6_ra;
     if ra.enabled {
         let mut out = vec![Finding::Note(format!(
-            "[ipv6_ra] answers router solicitations on {} ([ipv6_ra] is read at start: restart pxed to apply a change)",
-            ra.interfaces.join(", ")
+            "[ipv6_ra] answers router solicitations on {} (M={} O={}; [ipv6_ra] is read at start: restart pxed to apply a change)",
+            ra.interfaces.join(", "),
+            u8::from(ra.managed),
+            u8::from(ra.other),
         ))];
         let links = socket::links();
         for name in &ra.interfaces {
@@ -60,21 +64,63 @@ pub fn check(config: &Config) -> Vec<Finding> {
                 )));
             }
         }
+        if config.dhcp.dhcpv6 && !ra.sets_m_or_o() {
+            out.push(Finding::Warning(NO_M_OR_O.into()));
+        }
         return out;
     }
-    // `enabled = false` written out is the operator's decision.
-    if ra.decided || config.dhcp.mode == DhcpMode::Off {
+    let v6_boot = config.dhcp.dhcpv6;
+    // `enabled = false` written out is the operator's decision (about the
+    // stall; IPv6 netboot still needs someone's M or O).
+    if (ra.decided && !v6_boot) || config.dhcp.mode == DhcpMode::Off {
         return Vec::new();
     }
     if config.dhcp.interfaces.is_empty() {
-        return vec![Finding::Note(
+        let mut out = vec![Finding::Note(
             "not checked for an IPv6 router: [dhcp] listens on every interface, so pxed cannot tell the boot networks; name them in [dhcp] interfaces, or decide with [ipv6_ra] enabled = true/false".into(),
         )];
+        if v6_boot {
+            out.push(Finding::Warning(format!(
+                "{NO_M_OR_O} (or make sure a router on the boot networks advertises M or O)"
+            )));
+        }
+        return out;
     }
+    probe_all(&config.dhcp.interfaces)
+        .into_iter()
+        .filter_map(|(name, result)| finding(&name, result, v6_boot, ra.decided))
+        .collect()
+}
+
+/// DHCPv6 is on and nothing will set M or O.
+const NO_M_OR_O: &str = "IPv6 netboot: DHCPv6 is on but [ipv6_ra] sets neither `managed` nor `other`: iPXE asks DHCPv6 only after a router advertisement with M or O (\"Nothing to boot\" otherwise). Set [ipv6_ra] enabled = true and managed = true (docs/dhcp.md, IPv6)";
+
+/// What one interface's probe means for the operator.
+fn finding(name: &str, result: Probe, v6_boot: bool, decided: bool) -> Option<Finding> {
+    match result {
+        Probe::Router(a) if v6_boot && !(a.managed || a.other) => Some(Finding::Warning(format!(
+            "IPv6 netboot on {name}: {a} sets neither M nor O, so iPXE never asks DHCPv6 (\"Nothing to boot\"): set M (or O) on that router, or [ipv6_ra] enabled = true and managed = true"
+        ))),
+        Probe::Router(_) => None,
+        Probe::Silent if v6_boot => Some(Finding::Warning(format!(
+            "IPv6 netboot on {name}: no router answered a router solicitation within {} s: iPXE asks DHCPv6 only after an advertisement with M or O. Set [ipv6_ra] enabled = true and managed = true",
+            WAIT.as_secs()
+        ))),
+        Probe::Silent if decided => None,
+        Probe::Silent => Some(Finding::Warning(format!(
+            "no IPv6 router answered a router solicitation on {name} within {} s and [ipv6_ra] is off: iPXE waits ~15 s at every \"Configuring (net0 …)\" for IPv6 autoconfiguration (twice when chainloading undionly.kpxe). Set [ipv6_ra] enabled = true (advertisements that configure nothing; docs/deployment.md, \"Boot stalls at Configuring\"), or enabled = false to keep it off and silence this",
+            WAIT.as_secs()
+        ))),
+        Probe::Unavailable(why) => Some(Finding::Note(format!(
+            "not checked for an IPv6 router on {name}: {why}"
+        ))),
+    }
+}
+
+/// Probes every interface named, at once.
+fn probe_all(names: &[String]) -> Vec<(String, Probe)> {
     let links = socket::links();
-    let targets: Vec<(String, Option<Link>)> = config
-        .dhcp
-        .interfaces
+    let targets: Vec<(String, Option<Link>)> = names
         .iter()
         .map(|name| {
             (
@@ -83,7 +129,7 @@ pub fn check(config: &Config) -> Vec<Finding> {
             )
         })
         .collect();
-    let results: Vec<(String, Probe)> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = targets
             .iter()
             .map(|(name, link)| {
@@ -103,20 +149,7 @@ pub fn check(config: &Config) -> Vec<Finding> {
                     .unwrap_or_else(|_| (String::new(), Probe::Unavailable("probe failed".into())))
             })
             .collect()
-    });
-    results
-        .into_iter()
-        .filter_map(|(name, result)| match result {
-            Probe::Router(_) => None,
-            Probe::Silent => Some(Finding::Warning(format!(
-                "no IPv6 router answered a router solicitation on {name} within {} s and [ipv6_ra] is off: iPXE waits ~15 s at every \"Configuring (net0 …)\" for IPv6 autoconfiguration (twice when chainloading undionly.kpxe). Set [ipv6_ra] enabled = true (advertisements that configure nothing; docs/deployment.md, \"Boot stalls at Configuring\"), or enabled = false to keep it off and silence this",
-                WAIT.as_secs()
-            ))),
-            Probe::Unavailable(why) => Some(Finding::Note(format!(
-                "not checked for an IPv6 router on {name}: {why}"
-            ))),
-        })
-        .collect()
+    })
 }
 
 /// Solicits on `link` and waits up to `wait` for a valid advertisement

@@ -137,6 +137,8 @@ pub struct Link {
     /// The address advertisements must come from (RFC 4861 §4.2). `None`
     /// until the kernel has one (an interface without carrier has none).
     pub link_local: Option<Ipv6Addr>,
+    /// Its other IPv6 addresses (global, unique local).
+    pub global: Vec<Ipv6Addr>,
     pub mac: Option<Mac>,
     /// Whether it has an IPv4 address (the probe's "boot interfaces" when
     /// DHCP listens everywhere).
@@ -173,8 +175,10 @@ pub fn links() -> Vec<Link> {
             continue;
         };
         if let Some(v6) = addr.as_sockaddr_in6() {
-            if link.link_local.is_none() && is_link_local(v6.ip()) {
-                link.link_local = Some(v6.ip());
+            if is_link_local(v6.ip()) {
+                link.link_local = link.link_local.or(Some(v6.ip()));
+            } else if !v6.ip().is_loopback() {
+                link.global.push(v6.ip());
             }
         } else if addr.as_sockaddr_in().is_some() {
             link.has_ipv4 = true;
