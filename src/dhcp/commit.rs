@@ -270,7 +270,7 @@ impl Out {
             self.send6(reply6);
         }
         // The batch's DHCPv4 replies with one `sendmmsg` (`batch.rs`).
-        let failed = self.to.sender.send_all(&acks);
+        let failed = super::batch::send_all(self.to.sender.fd(), &acks);
         self.stats
             .send_errors
             .fetch_add(failed as u64, Ordering::Relaxed);

@@ -340,25 +340,9 @@ async fn serve(
                 continue;
             }
         }
-        // A short read emptied the socket: tell tokio so (by WouldBlock),
-        // which saves the call that would only return EAGAIN; the next
-        // datagram wakes the loop again (edge-triggered, and tokio's
-        // readiness tick keeps an arrival meanwhile from being lost).
-        let mut n = 0;
-        let read = s.socket.try_io(Interest::READABLE, || {
-            n = inbox.read(fd)?;
-            if n < READ_BATCH {
-                return Err(std::io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        match read {
-            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                tracing::debug!(error = %e, "receive error");
-                continue;
-            }
-            _ => {}
-        }
+        let Some(n) = read_batch(&s, &mut inbox) else {
+            continue;
+        };
         for i in 0..n {
             let (arrival, datagram) = inbox.get(i);
             let config = shared.load();
@@ -389,6 +373,29 @@ async fn serve(
         batch::send_all(fd, &replies);
         replies.clear();
         submit(&committer, &mut jobs);
+    }
+}
+
+/// Reads what is waiting into `inbox` (one `recvmmsg`); `None` after a
+/// receive error. A short read emptied the socket: tokio is told so (by
+/// `WouldBlock`), which saves the call that would only return EAGAIN; the
+/// next datagram wakes the loop again (edge-triggered, and tokio's readiness
+/// tick keeps an arrival meanwhile from being lost).
+fn read_batch(s: &Socket, inbox: &mut batch::Inbox) -> Option<usize> {
+    let mut n = 0;
+    let read = s.socket.try_io(Interest::READABLE, || {
+        n = inbox.read(s.socket.as_raw_fd())?;
+        if n < READ_BATCH {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match read {
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+            tracing::debug!(error = %e, "receive error");
+            None
+        }
+        _ => Some(n),
     }
 }
 
