@@ -162,14 +162,21 @@ fn rule_files(config: &Config) -> Vec<Finding> {
 /// the event database no boot is recorded. SQLite also creates `-wal` and
 /// `-journal` files beside it, so the directory must be writable too.
 fn databases(config: &Config) -> Vec<Finding> {
+    // A defaulted database beside one already reported shares its cause:
+    // saying it twice would count one fault as two errors.
+    let mut reported_dirs: Vec<&Path> = Vec::new();
     config
         .databases
         .iter()
         .filter_map(|db| {
             let why = unwritable(&db.path)?;
+            let dir = db.path.parent().unwrap_or(Path::new(""));
+            if db.at.is_none() && reported_dirs.contains(&dir) {
+                return None;
+            }
+            reported_dirs.push(dir);
             // Checked by hand before the service ever started: the unit's
             // StateDirectory=pxed creates it, for the service's user.
-            let dir = db.path.parent().unwrap_or(Path::new(""));
             if db.at.is_none() && dir == Path::new(PACKAGED_STATE_DIR) && !dir.exists() {
                 return Some(Finding::new(
                     Severity::Note,
@@ -179,6 +186,10 @@ fn databases(config: &Config) -> Vec<Finding> {
             }
             let (at, hint) = match &db.at {
                 Some(at) => (at.clone(), String::new()),
+                None if db.key.starts_with("[events]") => (
+                    whole_file(config),
+                    " (the default: beside [dhcp] lease_db)".to_string(),
+                ),
                 None => (
                     whole_file(config),
                     " (the default: beside machines.toml, or in $STATE_DIRECTORY under systemd's StateDirectory=)"

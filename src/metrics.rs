@@ -336,9 +336,10 @@ impl Metrics {
         self.config_last_reload_ok.set(i64::from(ok));
     }
 
-    /// The text exposition, with the gauges that describe `config` brought up
-    /// to date first.
-    pub fn encode(&self, config: &Config) -> String {
+    /// The exposition, OpenMetrics or else Prometheus text 0.0.4 (see
+    /// [`text_0_0_4`]), with the gauges that describe `config` brought up to
+    /// date first.
+    pub fn encode(&self, config: &Config, openmetrics: bool) -> String {
         let loaded_at = config
             .loaded_at
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -357,8 +358,51 @@ impl Metrics {
         {
             out.clear();
         }
-        out
+        if openmetrics {
+            out
+        } else {
+            text_0_0_4(&out)
+        }
     }
+}
+
+/// Prometheus text format 0.0.4 from the OpenMetrics text prometheus-client
+/// writes. They differ where 0.0.4 parsers (Prometheus' expfmt, `promtool
+/// check metrics`, collectors that send no OpenMetrics `Accept`) care: there
+/// a counter's `# HELP` and `# TYPE` name its sample, `x_total`, not the
+/// family `x` (else the samples are untyped, without help), and there is no
+/// `# UNIT` or `# EOF`. Samples are the same in both.
+pub fn text_0_0_4(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 8 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                if !tail.is_empty() {
+                    out.push(' ');
+                    out.push_str(tail);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The standard `process_*` metrics (CPU, memory, descriptors, threads,

@@ -120,11 +120,13 @@ fn metrics_follow_the_prometheus_conventions() {
         head.contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    let (head, _) = raw("Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n");
+    let (head, om) = raw("Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n");
     assert!(
         head.contains("content-type: application/openmetrics-text"),
         "{head}"
     );
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    text_format_0_0_4(&text);
 
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("Prometheus text format");
@@ -133,8 +135,9 @@ fn metrics_follow_the_prometheus_conventions() {
             && n.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
+    // OpenMetrics: a TYPE names the family, the samples add suffixes.
     let mut types = std::collections::HashMap::new();
-    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+    for line in om.lines().filter(|l| l.starts_with("# TYPE ")) {
         let f: Vec<&str> = line.split_whitespace().collect();
         let (name, kind) = (f[2], f[3]);
         assert!(name_ok(name), "{line}");
@@ -217,6 +220,39 @@ fn metrics_follow_the_prometheus_conventions() {
         "{text}"
     );
     assert!(text.contains("pxed_tftp_transfers 0") || !types.contains_key("pxed_tftp_transfers"));
+}
+
+/// Prometheus text format 0.0.4 as its own parsers read it (expfmt,
+/// `promtool check metrics`): every sample's name is the name of a `# TYPE`
+/// line before it, or for a histogram that name plus `_bucket`, `_sum` or
+/// `_count`; so a counter's TYPE names `x_total`. Else the samples are
+/// untyped and without help. No OpenMetrics-only `# EOF` or `# UNIT`.
+fn text_format_0_0_4(text: &str) {
+    let mut types: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for line in text.lines() {
+        assert!(line != "# EOF" && !line.starts_with("# UNIT"), "{line}");
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(types.insert(name, kind).is_none(), "second TYPE: {line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{line}");
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let name = line.split(['{', ' ']).next().unwrap();
+        let typed = types.contains_key(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|s| {
+                name.strip_suffix(s)
+                    .is_some_and(|f| matches!(types.get(f), Some(&"histogram" | &"summary")))
+            });
+        assert!(
+            typed,
+            "{name} has no TYPE line of its own name before it:\n{text}"
+        );
+    }
 }
 
 #[test]

@@ -367,6 +367,13 @@ fn bad_input_gets_4xx_and_changes_nothing() {
         Some(br#"{"boot":"local"}"#.to_vec()),
     );
     assert_eq!(text_body.status, 415, "{text_body:?}");
+    let not_json = api.raw(
+        "PUT",
+        &path,
+        &[("Content-Type", "application/jsonl")],
+        Some(br#"{"boot":"local"}"#.to_vec()),
+    );
+    assert_eq!(not_json.status, 415, "{not_json:?}");
     let after = api.ok(&format!("/api/v1/machines/{MAC}"));
     assert_eq!(
         after["override"], before.json["override"],
@@ -377,6 +384,14 @@ fn bad_input_gets_4xx_and_changes_nothing() {
     // Only the one good write was recorded.
     let events = events_until(&dir, Some(MAC), "override set");
     assert_eq!(events.matches(" api ").count(), 1, "{events}");
+    // Media types are case-insensitive, with parameters (RFC 9110 §8.3.1).
+    let upper = api.raw(
+        "PUT",
+        &path,
+        &[("Content-Type", "APPLICATION/JSON; charset=UTF-8")],
+        Some(br#"{"boot":"local"}"#.to_vec()),
+    );
+    assert_eq!(upper.status, 200, "{upper:?}");
 }
 
 #[test]

@@ -115,6 +115,24 @@ fn cli_round_trip() {
         !bad.status.success() && err.contains("422") && err.contains("no rule named \"nope\""),
         "{err}"
     );
+    // Any notation machines.toml accepts names the same machine; anything
+    // else is refused as not a MAC, before the API is asked.
+    for notation in [
+        "52-54-00-12-34-56",
+        "01-52-54-00-12-34-56",
+        "5254.0012.3456",
+    ] {
+        let shown = stdout(&pxed_cli(&dir, &url, &["machine", notation], &[]));
+        assert!(shown.contains(MAC), "{notation}: {shown}");
+    }
+    for typo in ["zz", "52:54:00:12:34", "52%3A54%3A00%3A12%3A34%3A56"] {
+        let bad = pxed_cli(&dir, &url, &["machine", typo], &[]);
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            !bad.status.success() && err.contains("not a MAC address"),
+            "{typo}: {err}"
+        );
+    }
     let wrong = pxed_cli(
         &dir,
         &url,

@@ -1,5 +1,6 @@
 //! `pxed serve` start-up: a port it cannot bind is one clear line naming the
-//! port and the remedy, and the process exits non-zero.
+//! port and the remedy, and the process exits non-zero; with a JSON log that
+//! line is JSON too.
 
 mod common;
 
@@ -46,6 +47,45 @@ fn port_in_use_is_one_clear_line() {
         line.contains("in use") || line.contains("another process"),
         "{line}"
     );
+}
+
+/// `--log-format json` (and `PXED_LOG_FORMAT=json`): a start that fails
+/// still writes only JSON lines, the last one the error, at level ERROR.
+#[test]
+fn a_failed_start_is_logged_as_json() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let in_use = ConfigDir::new(
+        &format!("http_listen = \"127.0.0.1:{port}\"\ntftp_listen = \"\""),
+        "[[rule]]\nname = \"d\"\nkernel = \"k\"\n",
+    );
+    let broken = ConfigDir::new("", "[[rule]\nname = \"d\"\n");
+    let missing = in_use.config().with_file_name("no-such.toml");
+    let cases = [
+        (in_use.config(), true, "already in use"),
+        (broken.config(), false, "unclosed array table"),
+        (missing, true, "no such file"),
+    ];
+    for (config, by_flag, reason) in cases {
+        let mut cmd = Command::new(common::pxed_bin());
+        cmd.arg("serve");
+        if by_flag {
+            cmd.args(["--log-format", "json"]);
+        } else {
+            cmd.env("PXED_LOG_FORMAT", "json");
+        }
+        let out = cmd.arg("--config").arg(&config).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", config.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let last = lines.last().unwrap_or_else(|| panic!("no log line"));
+        assert_eq!(last["level"], "ERROR", "{last}");
+        let message = last["message"].as_str().unwrap_or_default();
+        assert!(message.contains(reason), "{reason:?} not in {last}");
+    }
 }
 
 #[test]

@@ -167,12 +167,10 @@ pub fn list(args: &ApiArgs) -> anyhow::Result<Outcome> {
 
 /// `pxed machine <mac> [action]`.
 pub fn machine(mac: &str, action: Option<&Action>, args: &ApiArgs) -> anyhow::Result<Outcome> {
+    // Any notation machines.toml accepts, parsed here as the API would: a
+    // typo is refused as what it is, not sent on as another path.
+    let mac: pxed::core::identity::Mac = mac.parse()?;
     let client = Client::new(args)?;
-    // Any notation: the API parses it; only path characters go in the URL.
-    let mac: String = mac
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'))
-        .collect();
     let path = format!("/api/v1/machines/{mac}");
     let once = |rule: &str, once| serde_json::json!({ "rule": rule, "once": once });
     let m = match action {

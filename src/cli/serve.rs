@@ -16,7 +16,6 @@ pub enum LogFormat {
 }
 
 pub fn run(config: &Path, format: LogFormat) -> anyhow::Result<Outcome> {
-    super::config_exists(config)?;
     // Log lines are formatted on the request's thread but written by a
     // background thread in batches: one write(2) per line on stderr
     // cost a third of the render endpoint's throughput (bench/http.sh).
@@ -46,7 +45,18 @@ pub fn run(config: &Path, format: LogFormat) -> anyhow::Result<Outcome> {
             .init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(pxed::server::run(config.to_path_buf()))?;
-    Ok(Outcome::Ok)
+    let served = super::config_exists(config).and_then(|()| {
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(pxed::server::run(config.to_path_buf()))
+    });
+    match served {
+        // A collector parses every line of a JSON log: the reason pxed could
+        // not start (no config, a broken one, a port in use) is one more
+        // JSON line, not main's plain `pxed: …`.
+        Err(e) if format == LogFormat::Json => {
+            tracing::error!("{e:#}");
+            Ok(Outcome::Failed)
+        }
+        served => served.map(|()| Outcome::Ok),
+    }
 }

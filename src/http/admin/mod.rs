@@ -208,8 +208,9 @@ fn preview_of(config: &Config, id: &Identity) -> Markup {
 }
 
 /// The exposition in OpenMetrics when the scraper asks for it (Prometheus
-/// does), else as `text/plain; version=0.0.4`, which a browser shows instead
-/// of downloading and every Prometheus-format parser reads.
+/// does), else in Prometheus text 0.0.4, as `text/plain; version=0.0.4`,
+/// which a browser shows instead of downloading and every Prometheus-format
+/// parser reads.
 async fn metrics(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
     let config = state.config.load_full();
     let openmetrics = headers
@@ -224,7 +225,7 @@ async fn metrics(State(state): State<AdminState>, headers: axum::http::HeaderMap
     };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        crate::metrics::get().encode(&config),
+        crate::metrics::get().encode(&config, openmetrics),
     )
         .into_response()
 }

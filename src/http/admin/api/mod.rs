@@ -185,9 +185,13 @@ pub async fn json_body<T: DeserializeOwned>(
     body: Body,
 ) -> Result<T, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let json = ct
-            .to_str()
-            .is_ok_and(|v| v.trim_start().starts_with("application/json"));
+        // Media types are case-insensitive (RFC 9110 §8.3.1), parameters
+        // such as charset may follow; `application/jsonl` is not JSON.
+        let json = ct.to_str().is_ok_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
         if !json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
