@@ -30,6 +30,8 @@
 mod common;
 #[path = "e2e/grub.rs"]
 mod grub;
+#[path = "e2e/ipv6.rs"]
+mod ipv6;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -175,6 +177,17 @@ initrd = "arm64/initrd.gz"
 menu_timeout = 0
 args = "LAB_ARGS console=ttyAMA0 pxed.rule=grub-arm64"
 
+# IPv6-only boot network (tests/e2e/ipv6.rs): OVMF's PXEv6 and HTTPv6 Boot.
+[[rule]]
+name = "uefi-pxe6"
+match = { mac = "52:54:00:e2:e0:60" }
+args = "LAB_ARGS pxed.rule=uefi-pxe6"
+
+[[rule]]
+name = "uefi-http6"
+match = { mac = "52:54:00:e2:e0:61" }
+args = "LAB_ARGS pxed.rule=uefi-http6"
+
 # What an operator reinstalls machines with, through an override only: no
 # machine has this (locally administered) MAC.
 [[rule]]
@@ -211,6 +224,17 @@ fn setup_with(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp) -> Option<Setup> 
 
 /// [`setup_with`] and more `[server]` lines.
 fn setup_full(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp, server: &str) -> Option<Setup> {
+    setup_lab(name, taps, Lab::new, dhcp, server)
+}
+
+/// [`setup_full`] on the lab `new` builds (IPv4, or IPv6-only).
+fn setup_lab(
+    name: &str,
+    taps: usize,
+    new: fn(&str, usize) -> Lab,
+    dhcp: fn(&Lab) -> Dhcp,
+    server: &str,
+) -> Option<Setup> {
     if !lab::available(name) {
         return None;
     }
@@ -218,20 +242,20 @@ fn setup_full(name: &str, taps: usize, dhcp: fn(&Lab) -> Dhcp, server: &str) -> 
     let accel = lab::accel(&payload);
     // Every tap is a guest: wait for CPU room before building anything.
     let slots = lab::reserve_guests(taps);
-    let lab = Lab::new(name, taps);
+    let lab = new(name, taps);
     let dhcp = dhcp(&lab);
+    let host = lab.server_host();
     let server = format!(
-        "http_listen = \"{}:{}\"\ntftp_listen = \"{}:69\"\n\
+        "http_listen = \"{host}:{}\"\ntftp_listen = \"{host}:69\"\n\
          search_paths = [{:?}, \"/usr/lib/ipxe\", \"/usr/lib/PXELINUX\", \"/usr/lib/syslinux/modules/bios\"]\n{server}",
-        lab::SERVER_IP,
         lab::HTTP_PORT,
-        lab::SERVER_IP,
         payload.dir.display().to_string(),
     );
     let rules = RULES.replace("LAB_ARGS", LAB_ARGS);
     // pxed's IPv6 RA responder on the DHCP interface (br0): without an
     // advertisement iPXE waits ~15 s at every "Configuring" (docs/decisions.md).
-    let rest = format!("{}\n{IPV6_RA}\n{rules}", dhcp.machines_toml);
+    let ra = dhcp.ra.as_deref().unwrap_or(IPV6_RA);
+    let rest = format!("{}\n{ra}\n{rules}", dhcp.machines_toml);
     let config = ConfigDir::new(&server, &rest);
     // The machine API (tokens written into the config directory first).
     config.write_config(
@@ -651,7 +675,18 @@ fn ovmf_4m(what: &str) -> Option<(PathBuf, PathBuf)> {
 /// through pxed's script. Returns pxed's log; `None` when skipped.
 fn boot_ovmf(what: &str, firmware: Firmware, mac: &str, rule: &str) -> Option<String> {
     let started = Instant::now();
-    let s = setup(what, 1)?;
+    boot_ovmf_on(setup(what, 1)?, started, what, firmware, mac, rule)
+}
+
+/// [`boot_ovmf`] in a lab already set up (`s`, started at `started`).
+fn boot_ovmf_on(
+    s: Setup,
+    started: Instant,
+    what: &str,
+    firmware: Firmware,
+    mac: &str,
+    rule: &str,
+) -> Option<String> {
     let files = ovmf_4m(what)?;
     let machine = Machine {
         firmware,

@@ -143,44 +143,81 @@ struct Out {
     stats: Arc<CommitStats>,
 }
 
+/// How long the lease thread gathers jobs after a commit before the next
+/// one, while jobs keep coming. It sleeps rather than waits on the queue: a
+/// sender wakes a waiting receiver (a futex wake and a context switch per
+/// read batch, and a commit of a few ACKs each), a sleeping one it does
+/// not. At 4,000 DORA/s that was a commit per ACK and a third of pxed's CPU
+/// (docs/decisions.md, "Lease commits gathered"); now at most ~1,000
+/// commits a second, each ACK waiting at most this long more. When idle,
+/// the thread waits on the queue, so the first ACK after a pause leaves at
+/// once. The receive loop keeps reading meanwhile: it only queues.
+const GATHER: Duration = Duration::from_millis(1);
+
 fn run(mut store: Box<dyn LeaseStore>, rx: Receiver<Vec<Job>>, out: Out) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut ops: Vec<LeaseOp> = Vec::with_capacity(MAX_BATCH);
-    // Where each job's ops end in `ops`.
-    let mut ends: Vec<usize> = Vec::with_capacity(MAX_BATCH);
-    let mut outage = Outage::default();
-    while let Ok(mut first) = rx.recv() {
-        batch.append(&mut first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(mut more) => batch.append(&mut more),
-                Err(_) => break,
+    let mut c = Commits {
+        batch: Vec::with_capacity(MAX_BATCH),
+        ops: Vec::with_capacity(MAX_BATCH),
+        ends: Vec::with_capacity(MAX_BATCH),
+        outage: Outage::default(),
+    };
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(mut jobs) = next.take() {
+            c.batch.append(&mut jobs);
+            while c.batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(mut more) => c.batch.append(&mut more),
+                    Err(_) => break,
+                }
             }
+            let full = c.batch.len() >= MAX_BATCH;
+            c.commit(&mut *store, &out);
+            if !full {
+                std::thread::sleep(GATHER);
+            }
+            next = rx.try_recv().ok();
         }
-        ops.clear();
-        ends.clear();
-        for j in &mut batch {
-            ops.append(&mut j.ops);
-            ends.push(ops.len());
+    }
+}
+
+/// The lease thread's buffers, kept across batches.
+struct Commits {
+    batch: Vec<Job>,
+    ops: Vec<LeaseOp>,
+    /// Where each job's ops end in `ops`.
+    ends: Vec<usize>,
+    outage: Outage,
+}
+
+impl Commits {
+    /// Applies the batch's ops in one transaction, then sends its replies
+    /// (or, if the commit failed, none: the clients retry).
+    fn commit(&mut self, store: &mut dyn LeaseStore, out: &Out) {
+        self.ops.clear();
+        self.ends.clear();
+        for j in &mut self.batch {
+            self.ops.append(&mut j.ops);
+            self.ends.push(self.ops.len());
         }
-        let result = if ops.is_empty() {
+        let result = if self.ops.is_empty() {
             Ok(Applied::default())
         } else {
-            store.apply(&ops)
+            store.apply(&self.ops)
         };
         match result {
             Ok(applied) => {
-                if !ops.is_empty() {
-                    outage.succeeded();
+                if !self.ops.is_empty() {
+                    self.outage.succeeded();
                 }
                 out.stats.commits.fetch_add(1, Ordering::Relaxed);
-                out.committed(&mut batch, &ends, applied);
+                out.committed(&mut self.batch, &self.ends, applied);
             }
             Err(e) => {
                 out.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let acks = batch.iter().filter(|j| j.reply.is_some()).count();
-                outage.failed(acks, &e);
-                for j in batch.drain(..) {
+                let acks = self.batch.iter().filter(|j| j.reply.is_some()).count();
+                self.outage.failed(acks, &e);
+                for j in self.batch.drain(..) {
                     if let Some(e) = j.event {
                         let detail = format!("{}: lease not stored, no reply sent", e.detail);
                         events::record(e.outcome("failed", detail));
@@ -196,6 +233,7 @@ impl Out {
     /// a job whose lease the store refused (`applied.refused` is ascending).
     fn committed(&self, batch: &mut Vec<Job>, ends: &[usize], applied: Applied) {
         let mut refused = applied.refused.iter().peekable();
+        let mut acks = Vec::with_capacity(batch.len());
         for (j, end) in batch.drain(..).zip(ends) {
             let mut lost = false;
             while refused.next_if(|i| **i < *end).is_some() {
@@ -228,8 +266,14 @@ impl Out {
             if let Some(e) = event {
                 events::record(e);
             }
-            self.send(reply, reply6);
+            acks.extend(reply);
+            self.send6(reply6);
         }
+        // The batch's DHCPv4 replies with one `sendmmsg` (`batch.rs`).
+        let failed = super::batch::send_all(self.to.sender.fd(), &acks);
+        self.stats
+            .send_errors
+            .fetch_add(failed as u64, Ordering::Relaxed);
         if !applied.holders.is_empty() {
             let _ = self.to.learned.try_send(applied.holders);
         }
@@ -238,13 +282,7 @@ impl Out {
         }
     }
 
-    fn send(&self, reply: Option<Outgoing>, reply6: Option<Outgoing6>) {
-        if let Some(r) = reply {
-            if let Err(e) = self.to.sender.send(&r) {
-                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(dest = %r.dest, error = %e, "cannot send reply");
-            }
-        }
+    fn send6(&self, reply6: Option<Outgoing6>) {
         if let (Some(r), Some((sender, _))) = (reply6, &self.to.v6) {
             if let Err(e) = sender.send6(&r) {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);

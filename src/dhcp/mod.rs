@@ -20,6 +20,7 @@
 //! line before the daemon reports itself ready; the receive loop never
 //! returns on a bad packet.
 
+pub mod batch;
 pub mod commit;
 pub mod exchange;
 pub mod guard;
@@ -295,12 +296,13 @@ pub(crate) fn now() -> u64 {
 }
 
 /// Datagrams read per wake-up before their ACKs go to the committer together.
-pub(crate) const READ_BATCH: usize = 64;
+pub(crate) const READ_BATCH: usize = batch::BATCH;
 
 /// The receive loop of one socket: read what is waiting (up to
-/// [`READ_BATCH`]), answer each ([`respond`](respond::respond), then
-/// [`report::dispatch`]), and hand the ACKs that need a commit to the
-/// committer in one go (one wake-up of the commit thread per batch).
+/// [`READ_BATCH`], one `recvmmsg`), answer each ([`respond`](respond::respond),
+/// then [`report::dispatch`]), send the replies that need no commit together
+/// (`sendmmsg`), and hand the ACKs that need a commit to the committer in
+/// one go.
 async fn serve(
     s: Socket,
     shared: Shared,
@@ -313,7 +315,8 @@ async fn serve(
     let mut interfaces = Interfaces::read();
     // The table size is read at start; the rates follow reloads.
     let mut guard = Guard::new(shared.load().dhcp.limits.rate_table_size);
-    let mut buf = vec![0u8; 4096];
+    let mut inbox = batch::Inbox::default();
+    let mut replies = Vec::with_capacity(READ_BATCH);
     let mut jobs = Vec::new();
     let mut publish = tokio::time::interval(POOL_GAUGES_EVERY);
     let owns_pool = committer.is_some();
@@ -337,18 +340,11 @@ async fn serve(
                 continue;
             }
         }
-        for _ in 0..READ_BATCH {
-            let arrival = match s
-                .socket
-                .try_io(Interest::READABLE, || server::recv(fd, &mut buf))
-            {
-                Ok(a) => a,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "receive error");
-                    break;
-                }
-            };
+        let Some(n) = read_batch(&s, &mut inbox) else {
+            continue;
+        };
+        for i in 0..n {
+            let (arrival, datagram) = inbox.get(i);
             let config = shared.load();
             let answer = if arrival.truncated {
                 Answer {
@@ -359,8 +355,8 @@ async fn serve(
             } else {
                 interfaces.refresh(arrival.ifindex);
                 let rx = Received {
-                    datagram: &buf[..arrival.len.min(buf.len())],
-                    arrival: &arrival,
+                    datagram,
+                    arrival,
                     iface: interfaces.get(arrival.ifindex),
                     port: s.port,
                 };
@@ -370,11 +366,36 @@ async fn serve(
                 };
                 respond(&config, &mut leases, &mut guard, rx, clock)
             };
-            if let Some(job) = report::dispatch(answer, arrival.src, &stats, &s.sender) {
+            if let Some(job) = report::dispatch(answer, arrival.src, &stats, &mut replies) {
                 jobs.push(job);
             }
         }
+        batch::send_all(fd, &replies);
+        replies.clear();
         submit(&committer, &mut jobs);
+    }
+}
+
+/// Reads what is waiting into `inbox` (one `recvmmsg`); `None` after a
+/// receive error. A short read emptied the socket: tokio is told so (by
+/// `WouldBlock`), which saves the call that would only return EAGAIN; the
+/// next datagram wakes the loop again (edge-triggered, and tokio's readiness
+/// tick keeps an arrival meanwhile from being lost).
+fn read_batch(s: &Socket, inbox: &mut batch::Inbox) -> Option<usize> {
+    let mut n = 0;
+    let read = s.socket.try_io(Interest::READABLE, || {
+        n = inbox.read(s.socket.as_raw_fd())?;
+        if n < READ_BATCH {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match read {
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+            tracing::debug!(error = %e, "receive error");
+            None
+        }
+        _ => Some(n),
     }
 }
 

@@ -14,7 +14,7 @@ use super::commit::Job;
 use super::outcome::{kind_label, Outcome, Reply};
 use super::packet::Request;
 use super::respond::Answer;
-use super::server::Sender;
+use super::server::Outgoing;
 use crate::core::decide::{Decision, Handout};
 use crate::events::{self, Event, Stage};
 
@@ -30,9 +30,15 @@ pub struct Stats {
 }
 
 /// Counts, logs and records `answer` (to `src`, the datagram's sender) and
-/// sends its reply, or returns the job to commit when the reply (or the
-/// lease change alone) must wait for the lease store.
-pub fn dispatch(answer: Answer, src: SocketAddrV4, stats: &Stats, sender: &Sender) -> Option<Job> {
+/// adds its reply to `replies` (sent with the rest of the read batch), or
+/// returns the job to commit when the reply (or the lease change alone)
+/// must wait for the lease store.
+pub fn dispatch(
+    answer: Answer,
+    src: SocketAddrV4,
+    stats: &Stats,
+    replies: &mut Vec<Outgoing>,
+) -> Option<Job> {
     stats.received.fetch_add(1, Ordering::Relaxed);
     count(&answer, src, stats);
     let Answer {
@@ -63,9 +69,7 @@ pub fn dispatch(answer: Answer, src: SocketAddrV4, stats: &Stats, sender: &Sende
             if let Some(e) = event {
                 events::record(e);
             }
-            if let Err(e) = sender.send(&reply.out) {
-                tracing::debug!(dest = %reply.out.dest, error = %e, "cannot send reply");
-            }
+            replies.push(reply.out);
             None
         }
         Outcome::Reply(reply) => Some(Job {

@@ -9,15 +9,14 @@
 //! no `unsafe` here (see docs/decisions.md).
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::libc;
 use nix::sys::socket::{
-    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockaddrIn, SockaddrIn6,
+    sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags, SockaddrIn, SockaddrIn6,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -47,35 +46,6 @@ pub struct Arrival {
     /// kernel picked on the receiving interface.
     pub local: Ipv4Addr,
     pub truncated: bool,
-}
-
-/// One `recvmsg` with `IP_PKTINFO` (non-blocking: `WouldBlock` when empty).
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Arrival> {
-    let buf_len = buf.len();
-    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
-        .map_err(io::Error::from)?;
-    let mut arrival = Arrival {
-        len: msg.bytes,
-        src: msg
-            .address
-            .map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |a| {
-                SocketAddrV4::new(a.ip(), a.port())
-            }),
-        ifindex: 0,
-        local: Ipv4Addr::UNSPECIFIED,
-        truncated: msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.bytes > buf_len,
-    };
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
-                arrival.ifindex = u32::try_from(info.ipi_ifindex).unwrap_or(0);
-                arrival.local = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
-            }
-        }
-    }
-    Ok(arrival)
 }
 
 /// A datagram to send, and how.
@@ -162,6 +132,11 @@ impl Sender {
 
     pub fn send(&self, out: &Outgoing) -> io::Result<()> {
         send(self.socket.as_raw_fd(), out)
+    }
+
+    /// The socket, for [`super::batch::send_all`].
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
     }
 
     /// For a DHCPv6 socket.

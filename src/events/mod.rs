@@ -30,7 +30,7 @@ use anyhow::Context as _;
 
 use crate::config::EventsConfig;
 use crate::core::{Arch, Mac};
-pub(crate) use batch::{write as batch_write, Sink};
+pub(crate) use batch::{write as batch_write, MachineUpdate, Sink};
 pub use log::{EventLog, SqliteLog};
 pub use store::{ReadError, Reader};
 pub use stored::{Machine, Query, StoredEvent};

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (at);
+-- No index on `at`: no query looks rows up by it (`--since` and retention
+-- read `last_at`, over the id order), and every insert paid for it.
+DROP INDEX IF EXISTS events_by_time;
 CREATE TABLE IF NOT EXISTS machines (
     mac TEXT PRIMARY KEY,
     first_at INTEGER NOT NULL,
@@ -155,17 +157,18 @@ struct SqliteSink<'a> {
     server: &'a str,
 }
 
-/// A machine's summary row updated with one of its steps: the rule is the
-/// one a script or menu step chose (DHCP only knows MAC and arch); the
-/// rest keeps the last known value.
+/// A machine's summary row updated with its steps of a batch
+/// ([`super::batch::MachineUpdate`]): the rule is the one a script or menu
+/// step chose (DHCP only knows MAC and arch); the rest keeps the last known
+/// value.
 const UPSERT_MACHINE: &str =
     "INSERT INTO machines (mac, first_at, last_at, stage, outcome, ip, rule, arch, product,
                        serial, manufacturer, uuid)
- VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?11, ?12)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, ?8), ?9, ?10, ?11, ?12, ?13)
  ON CONFLICT (mac) DO UPDATE SET
     last_at = excluded.last_at, stage = excluded.stage, outcome = excluded.outcome,
     ip = coalesce(excluded.ip, ip),
-    rule = CASE WHEN ?9 THEN coalesce(excluded.rule, rule) ELSE coalesce(rule, excluded.rule) END,
+    rule = coalesce(?7, rule, ?8),
     arch = coalesce(excluded.arch, arch),
     product = coalesce(excluded.product, product),
     serial = coalesce(excluded.serial, serial),
@@ -193,23 +196,22 @@ impl super::batch::Sink for SqliteSink<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    fn machine(&mut self, mac: &str, at: i64, e: &Event) -> anyhow::Result<()> {
+    fn machine(&mut self, mac: &str, m: &super::batch::MachineUpdate) -> anyhow::Result<()> {
         let mut stmt = self.tx.prepare_cached(UPSERT_MACHINE)?;
-        let smbios = e.smbios.as_deref();
-        let field = |f: fn(&super::Smbios) -> &Option<String>| smbios.and_then(|s| f(s).clone());
         stmt.execute(params![
             mac,
-            at,
-            e.stage.name(),
-            e.outcome,
-            e.ip.map(|ip| ip.to_string()),
-            e.rule,
-            e.arch.map(|a| a.name()),
-            e.product,
-            e.stage.decides_rule(),
-            field(|s| &s.serial),
-            field(|s| &s.manufacturer),
-            field(|s| &s.uuid),
+            m.first_at,
+            m.last_at,
+            m.stage,
+            m.outcome,
+            m.ip,
+            m.rule,
+            m.rule_fallback,
+            m.arch,
+            m.product,
+            m.serial,
+            m.manufacturer,
+            m.uuid,
         ])?;
         Ok(())
     }

@@ -16,6 +16,8 @@ use super::{have_tool, pxed_bin, repo, skip, Daemon, Netns};
 
 /// pxed's address on the lab bridge.
 pub const SERVER_IP: &str = "10.97.0.1";
+/// pxed's address on the IPv6-only lab's bridge ([`Lab::ipv6_only`]).
+pub const SERVER_IP6: &str = "fd97:e2e::1";
 /// pxed's HTTP port in the lab.
 pub const HTTP_PORT: u16 = 8080;
 /// The line the payload's `/init` prints, followed by `cmdline=<…>`.
@@ -218,18 +220,48 @@ pub struct Lab {
     pub ns: Netns,
     pub taps: usize,
     prefix: String,
+    /// No IPv4 on the bridge: [`SERVER_IP6`] only ([`Lab::ipv6_only`]).
+    pub v6_only: bool,
 }
 
 impl Lab {
     pub fn new(prefix: &str, taps: usize) -> Lab {
+        Lab::build(
+            prefix,
+            taps,
+            &format!("ip addr add {SERVER_IP}/16 dev br0"),
+            false,
+        )
+    }
+
+    /// The lab with no IPv4 on the boot network: br0 has [`SERVER_IP6`]/64
+    /// and its link-local address only (IPv6 netboot, tests/e2e/ipv6.rs).
+    pub fn ipv6_only(prefix: &str, taps: usize) -> Lab {
+        Lab::build(
+            prefix,
+            taps,
+            &format!("ip addr add {SERVER_IP6}/64 dev br0 nodad"),
+            true,
+        )
+    }
+
+    /// Where guests reach pxed, as a URL host: `10.97.0.1` or `[fd97:e2e::1]`.
+    pub fn server_host(&self) -> String {
+        if self.v6_only {
+            format!("[{SERVER_IP6}]")
+        } else {
+            SERVER_IP.to_string()
+        }
+    }
+
+    fn build(prefix: &str, taps: usize, address: &str, v6_only: bool) -> Lab {
         let ns = Netns::new(prefix);
         // No duplicate address detection in this private namespace: br0's
         // link-local address is usable as soon as a port has carrier.
         ns.sh("echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && \
              echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad");
         ns.sh(&format!(
-            "ip link add br0 type bridge forward_delay 0 && \
-             ip addr add {SERVER_IP}/16 dev br0 && ip link set br0 up"
+            "ip link add br0 type bridge forward_delay 0 && {address} && ip link set br0 up"
         ));
         for i in 0..taps {
             ns.sh(&format!(
@@ -240,6 +272,7 @@ impl Lab {
             ns,
             taps,
             prefix: prefix.to_string(),
+            v6_only,
         }
     }
 
@@ -377,6 +410,9 @@ pub fn ipv6_router(lab: &Lab) -> Daemon {
 pub struct Dhcp {
     /// Appended to `machines.toml` before pxed starts (pxed's own `[dhcp]`).
     pub machines_toml: String,
+    /// pxed's `[ipv6_ra]` section; `None`: the responder with nothing set
+    /// (what an IPv4 boot network needs).
+    pub ra: Option<String>,
     /// A DHCP server other than pxed, when one is used.
     pub server: Option<Daemon>,
     /// The namespace that server runs in when it is not pxed's (dropped after it).
@@ -394,6 +430,22 @@ pub fn dhcp_full(_lab: &Lab) -> Dhcp {
                         [[dhcp.subnet]]\nnetwork = \"10.97.0.0/16\"\n\
                         pool = \"10.97.1.10-10.97.1.250\"\nrouter = \"10.97.0.1\"\n"
             .to_string(),
+        ra: None,
+        server: None,
+        peer: None,
+    }
+}
+
+/// IPv6 netboot on the IPv6-only lab: pxed's DHCPv6 (full mode) on
+/// fd97:e2e::/64, and advertisements with M and O and the prefix on-link,
+/// which iPXE needs before it asks DHCPv6 (BRIEF "IPv6 netboot").
+pub fn dhcp_full6(_lab: &Lab) -> Dhcp {
+    Dhcp {
+        machines_toml: "[dhcp]\nmode = \"full\"\ninterfaces = [\"br0\"]\n\
+                        [[dhcp.subnet]]\nnetwork = \"fd97:e2e::/64\"\n\
+                        pool = \"fd97:e2e::100-fd97:e2e::1ff\"\n"
+            .to_string(),
+        ra: Some("[ipv6_ra]\nenabled = true\nmanaged = true\nother = true\n".to_string()),
         server: None,
         peer: None,
     }
@@ -414,6 +466,7 @@ pub fn dhcp_proxy(lab: &Lab) -> Dhcp {
     let server = dnsmasq(&peer.name, "eth0", &[]);
     Dhcp {
         machines_toml: "[dhcp]\nmode = \"proxy\"\ninterfaces = [\"br0\"]\n".to_string(),
+        ra: None,
         server: Some(server),
         peer: Some(peer),
     }
@@ -693,6 +746,15 @@ pub enum Firmware {
     /// [`Firmware::UefiPxe`] with PXEv4 and PXEv6 turned off (fw_cfg), so
     /// OVMF goes straight to UEFI HTTP Boot over IPv4.
     UefiHttp,
+    /// [`Firmware::UefiPxe`] with PXEv4 off (it costs ~60 s on an IPv6-only
+    /// network): OVMF's PXEv6 (BRIEF "IPv6 netboot").
+    UefiPxe6,
+    /// OVMF's HTTP Boot over IPv6: PXEv4 and PXEv6 off. HTTPv4 is still
+    /// tried first and waits for DHCPv4 (~50 s, TCG): with it off too
+    /// (`IPv4Support=no`) pxed saw only a Solicit without vendor class or
+    /// architecture and the firmware failed at once with "Could not
+    /// retrieve NBP file size" (measured once, OVMF 2022.11).
+    UefiHttp6,
     /// [`Firmware::UefiPxe`] with Secure Boot on and the Microsoft keys
     /// enrolled: `OVMF_CODE_4M.ms.fd` and a copy of `OVMF_VARS_4M.ms.fd`,
     /// q35 with SMM and the secure pflash (BRIEF "Secure Boot netboot").
@@ -710,6 +772,8 @@ impl Firmware {
             self,
             Firmware::UefiPxe
                 | Firmware::UefiHttp
+                | Firmware::UefiPxe6
+                | Firmware::UefiHttp6
                 | Firmware::UefiSecureBoot
                 | Firmware::Arm64SecureBoot
         )
@@ -886,11 +950,15 @@ fn firmware_args(
                     "if=pflash,format=raw,unit=1,file={}",
                     copy.path().display()
                 ));
-            if machine.firmware == Firmware::UefiHttp {
-                for v in ["IPv4PXESupport", "IPv6PXESupport"] {
-                    cmd.arg("-fw_cfg")
-                        .arg(format!("name=opt/org.tianocore/{v},string=no"));
-                }
+            let off: &[&str] = match machine.firmware {
+                Firmware::UefiHttp => &["IPv4PXESupport", "IPv6PXESupport"],
+                Firmware::UefiPxe6 => &["IPv4PXESupport"],
+                Firmware::UefiHttp6 => &["IPv4PXESupport", "IPv6PXESupport"],
+                _ => &[],
+            };
+            for v in off {
+                cmd.arg("-fw_cfg")
+                    .arg(format!("name=opt/org.tianocore/{v},string=no"));
             }
             // `romfile=` empty: no iPXE ROM, the firmware's own network stack.
             ("virtio-net-pci,romfile=".to_string(), Some(copy))

@@ -15,18 +15,19 @@ use super::{explain, Db};
 use crate::core::Mac;
 use crate::events::store::{from_millis, millis};
 use crate::events::{
-    Event, EventLog, EventStore, Machine, Memory, Query, Retention, Sink, StoredEvent,
+    Event, EventLog, EventStore, Machine, MachineUpdate, Memory, Query, Retention, Sink,
+    StoredEvent,
 };
 
 /// See the SQLite writer's `UPSERT_MACHINE` (src/events/store.rs).
 const UPSERT_MACHINE: &str = "
 INSERT INTO machines AS m (mac, first_at, last_at, stage, outcome, ip, rule, arch, product,
                            serial, manufacturer, uuid, server)
-VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, $13)
+VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, $8), $9, $10, $11, $12, $13, $14)
 ON CONFLICT (mac) DO UPDATE SET
     last_at = excluded.last_at, stage = excluded.stage, outcome = excluded.outcome,
     ip = coalesce(excluded.ip, m.ip),
-    rule = CASE WHEN $9 THEN coalesce(excluded.rule, m.rule) ELSE coalesce(m.rule, excluded.rule) END,
+    rule = coalesce($7, m.rule, $8),
     arch = coalesce(excluded.arch, m.arch),
     product = coalesce(excluded.product, m.product),
     serial = coalesce(excluded.serial, m.serial),
@@ -60,20 +61,6 @@ impl PgEventWriter {
     }
 }
 
-/// One machine summary update: `UPSERT_MACHINE`'s parameters.
-type MachineRow = (
-    String,
-    i64,
-    &'static str,
-    &'static str,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    bool,
-    [Option<String>; 3],
-);
-
 /// The batch's rows, gathered for a few statements.
 #[derive(Default)]
 struct PgSink {
@@ -82,7 +69,7 @@ struct PgSink {
     new: [Vec<Option<String>>; 8],
     new_ids: Vec<i64>,
     new_at: Vec<i64>,
-    machines: Vec<MachineRow>,
+    machines: Vec<(String, MachineUpdate)>,
     folds: (Vec<i64>, Vec<i32>, Vec<i64>),
     touches: (Vec<String>, Vec<i64>),
 }
@@ -111,26 +98,8 @@ impl Sink for PgSink {
         Ok(id)
     }
 
-    fn machine(&mut self, mac: &str, at: i64, e: &Event) -> anyhow::Result<()> {
-        let smbios = e.smbios.as_deref();
-        let field =
-            |f: fn(&crate::events::Smbios) -> &Option<String>| smbios.and_then(|s| f(s).clone());
-        self.machines.push((
-            mac.to_string(),
-            at,
-            e.stage.name(),
-            e.outcome,
-            e.ip.map(|ip| ip.to_string()),
-            e.rule.clone(),
-            e.arch.map(|a| a.name()),
-            e.product.clone(),
-            e.stage.decides_rule(),
-            [
-                field(|s| &s.serial),
-                field(|s| &s.manufacturer),
-                field(|s| &s.uuid),
-            ],
-        ));
+    fn machine(&mut self, mac: &str, m: &MachineUpdate) -> anyhow::Result<()> {
+        self.machines.push((mac.to_string(), m.clone()));
         Ok(())
     }
 
@@ -173,9 +142,21 @@ impl PgSink {
         }
         // One statement per machine, pipelined: sent together, answered together.
         let upsert = tx.prepare_cached(UPSERT_MACHINE).await.map_err(explain)?;
-        try_join_all(self.machines.iter().map(|m| {
-            let params: [&(dyn ToSql + Sync); 13] = [
-                &m.0, &m.1, &m.2, &m.3, &m.4, &m.5, &m.6, &m.7, &m.8, &m.9[0], &m.9[1], &m.9[2],
+        try_join_all(self.machines.iter().map(|(mac, m)| {
+            let params: [&(dyn ToSql + Sync); 14] = [
+                mac,
+                &m.first_at,
+                &m.last_at,
+                &m.stage,
+                &m.outcome,
+                &m.ip,
+                &m.rule,
+                &m.rule_fallback,
+                &m.arch,
+                &m.product,
+                &m.serial,
+                &m.manufacturer,
+                &m.uuid,
                 &db.server,
             ];
             let (tx, upsert) = (&tx, &upsert);

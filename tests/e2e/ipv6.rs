@@ -1,0 +1,80 @@
+//! IPv6 netboot end to end, on a boot network with no IPv4 at all
+//! (`Lab::ipv6_only`: br0 has fd97:e2e::1/64 and its link-local address):
+//! pxed alone gives the machine everything, with its DHCPv6 (full mode),
+//! its router advertisements (M and O set, the prefix on-link), its TFTP and
+//! its HTTP. OVMF's own PXEv6 (PXEv4 off: it costs ~60 s there) fetches
+//! `snponly.efi` over TFTP, iPXE asks DHCPv6 again and fetches `boot.ipxe`,
+//! the machine's script and its kernel over HTTP; OVMF's HTTPv6 Boot fetches
+//! `snponly.efi` over HTTP instead (BRIEF "IPv6 netboot").
+
+use std::time::Instant;
+
+use super::common::lab::{self, Firmware, Lab};
+use super::{boot_ovmf_on, setup_lab};
+
+const PXE6_MAC: &str = "52:54:00:e2:e0:60";
+const HTTP6_MAC: &str = "52:54:00:e2:e0:61";
+
+/// Boots one OVMF guest on the IPv6-only lab; pxed's log, or `None` (skipped).
+fn boot_v6(what: &str, firmware: Firmware, mac: &str, rule: &str) -> Option<String> {
+    let started = Instant::now();
+    let s = setup_lab(what, 1, Lab::ipv6_only, lab::dhcp_full6, "")?;
+    boot_ovmf_on(s, started, what, firmware, mac, rule)
+}
+
+/// The log lines of `mac`'s DHCPv6 replies.
+fn dhcp6_replies<'a>(log: &'a str, mac: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| l.contains("dhcp6 reply") && l.contains(&format!("mac={mac}")))
+        .collect()
+}
+
+/// OVMF's PXEv6: the firmware is handed `tftp://[fd97:e2e::1]/snponly.efi`
+/// in the Advertise, fetches it over TFTP; iPXE (user class) gets the HTTP
+/// script; both known by the MAC in their link-local address.
+#[test]
+fn uefi_pxe_over_ipv6_boots_the_machine_rule() {
+    let Some(log) = boot_v6("e2e-pxe6", Firmware::UefiPxe6, PXE6_MAC, "uefi-pxe6") else {
+        return;
+    };
+    let replies = dhcp6_replies(&log, PXE6_MAC);
+    assert!(
+        replies
+            .iter()
+            .any(|l| l.contains("outcome=\"advertise\"") && l.contains("snponly.efi")),
+        "the firmware's Advertise did not name snponly.efi:\n{log}"
+    );
+    assert!(
+        replies
+            .iter()
+            .any(|l| l.contains("http://[fd97:e2e::1]:8080/boot.ipxe")),
+        "iPXE was not handed the script URL over DHCPv6:\n{log}"
+    );
+    let size = std::fs::metadata("/usr/lib/ipxe/snponly.efi").map_or(0, |m| m.len());
+    assert!(
+        log.lines().any(|l| l.contains("tftp transfer")
+            && l.contains("snponly.efi")
+            && l.contains(&format!("bytes={size} "))
+            && l.contains("fd97:e2e::")),
+        "snponly.efi was not sent over TFTP on IPv6:\n{log}"
+    );
+}
+
+/// OVMF's HTTP Boot over IPv6: option 16 `HTTPClient` and the URL of
+/// `snponly.efi` in the Advertise; the firmware fetches it over HTTP.
+#[test]
+fn uefi_http_boot_over_ipv6_boots_the_machine_rule() {
+    let Some(log) = boot_v6("e2e-http6", Firmware::UefiHttp6, HTTP6_MAC, "uefi-http6") else {
+        return;
+    };
+    let replies = dhcp6_replies(&log, HTTP6_MAC);
+    assert!(
+        replies.iter().any(|l| l.contains("outcome=\"advertise\"")
+            && l.contains("http://[fd97:e2e::1]:8080/assets/snponly.efi")),
+        "the firmware was not handed the loader's URL:\n{log}"
+    );
+    assert!(
+        log.contains("file=/usr/lib/ipxe/snponly.efi"),
+        "snponly.efi was not served over HTTP:\n{log}"
+    );
+}
