@@ -7,11 +7,16 @@
 #
 #   bench/callgrind.sh            # release build of examples/callgrind.rs
 #   N1=50 N2=250 bench/callgrind.sh
+#   PROFILE=dev bench/callgrind.sh   # the dev build (what CI's guard counts: bench/guard.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
-cargo build -q --release --example callgrind
-bin=${CARGO_TARGET_DIR:-target}/release/examples/callgrind
+case ${PROFILE:-release} in
+    release) cargo build -q --release --example callgrind; dir=release ;;
+    dev) cargo build -q --example callgrind; dir=debug ;;
+    *) echo "PROFILE is release or dev" >&2; exit 1 ;;
+esac
+bin=${CARGO_TARGET_DIR:-target}/$dir/examples/callgrind
 n1=${N1:-20}
 n2=${N2:-220}
 out=$(mktemp -d)

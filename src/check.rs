@@ -69,6 +69,7 @@ const CHECKS: &[fn(&Config) -> Vec<Finding>] = &[
     grub_chain,
     ipv6_router,
     ipv6_listeners,
+    database,
 ];
 
 /// Runs every check.
@@ -390,4 +391,58 @@ fn ipv6_listeners(config: &Config) -> Vec<Finding> {
             ))
         })
         .collect()
+}
+
+/// Whether the shared database answers, and how the link is secured. An
+/// unreachable database is a warning, not an error: pxed starts without it
+/// and reconnects by itself (docs/ha.md), and the unit runs this check
+/// before every start. Certificate files that cannot be used are an error:
+/// no connection could ever be made.
+fn database(config: &Config) -> Vec<Finding> {
+    use crate::config::TlsMode;
+    let Some(db) = &config.database else {
+        return Vec::new();
+    };
+    let url = &db.url;
+    if let Err(e) = crate::storage::pg::tls::connector(&db.tls) {
+        return vec![Finding::new(
+            Severity::Error,
+            None,
+            format!("[database] url {url}: {e:#}"),
+        )];
+    }
+    let probe = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let server = crate::storage::pg::Db::new(db, &config.server.name)?;
+                server.probe().await
+            })
+        });
+    let (severity, what) = match probe {
+        Ok(false) => (Severity::Note, "reachable, not encrypted".to_string()),
+        Ok(true) => (
+            Severity::Note,
+            match db.tls.mode {
+                TlsMode::VerifyFull => "reachable over TLS, certificate and host name verified",
+                TlsMode::VerifyCa => "reachable over TLS, certificate chain verified",
+                _ => "reachable over TLS, server not authenticated (sslmode=verify-full authenticates it)",
+            }
+            .to_string(),
+        ),
+        Err(e) => {
+            return vec![Finding::new(
+                Severity::Warning,
+                None,
+                format!("[database] {e:#}; pxed starts anyway and retries"),
+            )]
+        }
+    };
+    vec![Finding::new(
+        severity,
+        None,
+        format!("[database] url {url}: {what}"),
+    )]
 }

@@ -146,6 +146,83 @@ fn events_as_json_since_and_followed() {
     assert_eq!(v["mac"], "52:54:00:00:00:02", "{next}");
 }
 
+/// On PostgreSQL several servers insert events at once, and a row's id is
+/// drawn before its transaction commits: `--follow` must print a row that
+/// appears after a higher id was already printed. Here one psql session
+/// holds an insert open while another commits a later one.
+#[test]
+fn events_follow_on_postgres_prints_rows_committed_out_of_id_order() {
+    let what = "events --follow on PostgreSQL";
+    if !common::pg::available(what) {
+        return;
+    }
+    let pg = common::pg::Postgres::start();
+    let dir = ConfigDir::new(
+        "http_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"",
+        &format!("{}{RULES}", pg.section("pxed")),
+    );
+    // The schema, as the daemon would create it at start.
+    let (code, _, err) = pxed(&["events"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let insert = |mac: &str| {
+        format!("INSERT INTO events (at, last_at, mac, stage, outcome, detail) VALUES (1, 1, '{mac}', 'script', 'ok', 'test');")
+    };
+    let mut follow = Command::new(common::pxed_bin())
+        .args(["events", "--json", "--follow", "--config"])
+        .arg(dir.config())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Some(Ok(line)) = lines.next() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if tx
+                .send(v["mac"].as_str().unwrap_or("").to_string())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    // Give --follow time to take its starting point.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut held = pg.session("pxed");
+    let mut held_in = held.stdin.take().unwrap();
+    let mut held_out = BufReader::new(held.stdout.take().unwrap()).lines();
+    writeln!(
+        held_in,
+        "BEGIN;\n{}\nSELECT 'drawn';",
+        insert("52:54:00:00:0a:01")
+    )
+    .unwrap();
+    assert_eq!(held_out.next().unwrap().unwrap(), "drawn");
+    pg.psql("pxed", &insert("52:54:00:00:0a:02"));
+    let seen = rx.recv_timeout(Duration::from_secs(5));
+    writeln!(held_in, "COMMIT;\nSELECT 'committed';").unwrap();
+    assert_eq!(held_out.next().unwrap().unwrap(), "committed");
+    let late = rx.recv_timeout(Duration::from_secs(5));
+    drop(held_in);
+    let _ = held.wait();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        seen.as_deref(),
+        Ok("52:54:00:00:0a:02"),
+        "the later id, committed first"
+    );
+    assert_eq!(
+        late.as_deref(),
+        Ok("52:54:00:00:0a:01"),
+        "the earlier id, committed after it was passed"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(600)).is_err(),
+        "nothing printed twice"
+    );
+}
+
 /// A lease file as pxed left it before boot events moved to a file of
 /// their own (issue 21): the event and machine-state tables of the release
 /// before beside the leases, one machine seen, with a local-disk override.

@@ -8,6 +8,9 @@
 //! password_file = "/etc/pxed/db-password"   # else PGPASSWORD; never in this file
 //! ```
 //!
+//! TLS takes libpq's URL parameters (`sslmode`, `sslrootcert`, `sslcert`,
+//! `sslkey`) with libpq's meanings; see `tls.rs` and docs/ha.md.
+//!
 //! Restart-only: the pool and the schema are set up once at start.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +20,8 @@ use toml::Spanned;
 
 use super::{wire, Loader};
 
+pub use super::database_tls::{TlsMode, TlsSettings};
+
 /// The validated `[database]` section (PostgreSQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
@@ -24,6 +29,11 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Read at start; `None`: `PGPASSWORD`, or no password (trust, peer).
     pub password_file: Option<PathBuf>,
+    /// The URL without the TLS parameters the driver does not know, and
+    /// with `sslmode` in its words (`disable`, `prefer`, `require`).
+    pub driver_url: String,
+    /// How the connection is encrypted and the server authenticated.
+    pub tls: TlsSettings,
 }
 
 impl DatabaseConfig {
@@ -31,7 +41,7 @@ impl DatabaseConfig {
     /// `password_file` or `PGPASSWORD`, and `PGUSER` (else `pxed`) when the
     /// URL names no user.
     pub fn connect_config(&self) -> anyhow::Result<tokio_postgres::Config> {
-        let mut c = tokio_postgres::Config::from_str(&self.url)?;
+        let mut c = tokio_postgres::Config::from_str(&self.driver_url)?;
         if c.get_user().is_none() {
             c.user(std::env::var("PGUSER").as_deref().unwrap_or("pxed"));
         }
@@ -41,6 +51,13 @@ impl DatabaseConfig {
             c.password(text.trim_end_matches(['\n', '\r']));
         } else if let Ok(p) = std::env::var("PGPASSWORD") {
             c.password(p);
+        }
+        // libpq never uses TLS over a unix socket, whatever sslmode says.
+        if c.get_hosts()
+            .iter()
+            .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)))
+        {
+            c.ssl_mode(tokio_postgres::config::SslMode::Disable);
         }
         if c.get_connect_timeout().is_none() {
             c.connect_timeout(std::time::Duration::from_secs(5));
@@ -70,7 +87,14 @@ impl Loader<'_> {
             self.error(url, format!("url {text:?}: only postgres://user@host/db is supported (without [database], SQLite files are used)"));
             return None;
         }
-        match tokio_postgres::Config::from_str(text) {
+        let (driver_url, tls) = match TlsSettings::from_url(text, base_dir) {
+            Ok(split) => split,
+            Err(e) => {
+                self.error(url, format!("url {text:?}: {e}"));
+                return None;
+            }
+        };
+        match tokio_postgres::Config::from_str(&driver_url) {
             Err(e) => {
                 self.error(url, format!("url {text:?}: {e}"));
                 return None;
@@ -91,6 +115,8 @@ impl Loader<'_> {
         Some(DatabaseConfig {
             url: text.clone(),
             password_file: w.password_file.as_ref().map(|p| base_dir.join(p.get_ref())),
+            driver_url,
+            tls,
         })
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod api;
 mod database;
+mod database_tls;
 mod dhcp;
 mod dhcp6;
 mod events;
@@ -25,7 +26,7 @@ mod server;
 mod templates;
 mod wire;
 
-pub use database::DatabaseConfig;
+pub use database::{DatabaseConfig, TlsMode, TlsSettings};
 pub use dhcp::{DhcpConfig, DhcpLimits, DhcpMode, Subnet};
 pub use dhcp6::Subnet6;
 pub use events::EventsConfig;

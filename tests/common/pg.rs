@@ -3,7 +3,8 @@
 //! user and listening on a unix socket only. A socket is a file, so pxed in
 //! any network namespace of the test reaches it, and nothing listens on a
 //! network port. Stopped (`pg_ctl stop`, i.e. its own postmaster's PID) and
-//! removed when dropped.
+//! removed when dropped. [`Postgres::start_tls`] also listens on a
+//! loopback TCP port with TLS, for the tests of pxed's TLS settings.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,27 +39,90 @@ const PORT: u16 = 5432;
 pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    port: u16,
+    /// `listen_addresses`: empty (the socket only) or `127.0.0.1`.
+    listen: &'static str,
+}
+
+/// What a TLS-serving cluster is given: its certificate and key, and the
+/// CA its clients' certificates must chain to (PEM files).
+pub struct ServerTls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: &'a Path,
+    /// pg_hba.conf lines after `local all all trust`.
+    pub hba: &'a str,
 }
 
 impl Postgres {
     /// A new cluster, started; user `pxed` (trust), database `pxed`.
     pub fn start() -> Postgres {
+        let pg = Postgres::init(PORT, "");
+        pg.start_server();
+        pg.psql("postgres", "CREATE DATABASE pxed");
+        pg
+    }
+
+    /// A new cluster that also serves TLS on 127.0.0.1:`port`.
+    pub fn start_tls(port: u16, tls: &ServerTls) -> Postgres {
+        let pg = Postgres::init(port, "127.0.0.1");
+        let data = pg.data();
+        for (from, to) in [
+            (tls.cert, "server.crt"),
+            (tls.key, "server.key"),
+            (tls.client_ca, "ca.crt"),
+        ] {
+            std::fs::copy(from, data.join(to)).unwrap();
+            pg.run_on(&["chown", "postgres:postgres"], &data.join(to));
+            pg.run_on(&["chmod", "0600"], &data.join(to));
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write as _;
+        writeln!(conf, "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'").unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("local all all trust\n{}\n", tls.hba),
+        )
+        .unwrap();
+        pg.start_server();
+        pg.psql("postgres", "CREATE DATABASE pxed");
+        pg
+    }
+
+    fn init(port: u16, listen: &'static str) -> Postgres {
         let bin = bin_dir().expect("PostgreSQL server binaries");
         let dir = tempfile::Builder::new()
             .prefix("pxed-pg-")
             .tempdir()
             .unwrap();
         chown_postgres(dir.path());
-        let pg = Postgres { dir, bin };
+        let pg = Postgres {
+            dir,
+            bin,
+            port,
+            listen,
+        };
         pg.as_postgres("initdb", |c| {
             c.arg("-D")
                 .arg(pg.data())
                 .args(["-U", "pxed", "--auth=trust", "-E", "UTF8", "--no-sync"])
                 .arg("--no-instructions");
         });
-        pg.start_server();
-        pg.psql("postgres", "CREATE DATABASE pxed");
         pg
+    }
+
+    /// Runs a plain command (`chown`, `chmod`) on `path`, as root.
+    fn run_on(&self, cmd: &[&str], path: &Path) {
+        let ok = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{cmd:?} {}", path.display());
     }
 
     fn data(&self) -> PathBuf {
@@ -73,7 +137,7 @@ impl Postgres {
     /// `postgres://pxed@%2Ftmp%2F…:5432/<db>`: the URL pxed is given.
     pub fn url(&self, db: &str) -> String {
         let host = self.socket_dir().display().to_string().replace('/', "%2F");
-        format!("postgres://pxed@{host}:{PORT}/{db}")
+        format!("postgres://pxed@{host}:{}/{db}", self.port)
     }
 
     /// A `[database]` section for `db`.
@@ -98,8 +162,10 @@ impl Postgres {
     /// Starts the server (again) and waits until it accepts connections.
     pub fn start_server(&self) {
         let opts = format!(
-            "-k {} -c listen_addresses= -p {PORT} -c max_connections=200",
-            self.socket_dir().display()
+            "-k {} -c listen_addresses={} -p {} -c max_connections=200",
+            self.socket_dir().display(),
+            self.listen,
+            self.port
         );
         let log = self.dir.path().join("server.log");
         self.as_postgres("pg_ctl", |c| {
@@ -126,7 +192,7 @@ impl Postgres {
         let out = Command::new(self.bin.join("psql"))
             .arg("-h")
             .arg(self.socket_dir())
-            .args(["-p", &PORT.to_string(), "-U", "pxed", "-d", db])
+            .args(["-p", &self.port.to_string(), "-U", "pxed", "-d", db])
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .stdin(Stdio::null())
             .output()
@@ -137,6 +203,21 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// An interactive `psql` on `db`, fed through its stdin (to hold a
+    /// transaction open while something else happens); its output is
+    /// unaligned, tuples only.
+    pub fn session(&self, db: &str) -> std::process::Child {
+        Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-U", "pxed", "-d", db])
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     /// A fresh database for one test.

@@ -14,11 +14,14 @@ mod leases;
 mod leases6;
 mod machines;
 mod migrations;
+mod names;
+pub mod tls;
 
 pub use events::{PgEventReader, PgEventWriter};
 pub use import::{import_sqlite, Imported};
 pub use leases::PgLeases;
 pub use machines::PgMachines;
+pub use names::hold as hold_name;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +59,7 @@ impl Db {
         let pg = config.connect_config()?;
         let manager = Manager::from_config(
             pg,
-            tokio_postgres::NoTls,
+            tls::connector(&config.tls)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -86,11 +89,7 @@ impl Db {
     /// first time it succeeds (every server does at start; they take turns
     /// under an advisory lock).
     pub async fn client(&self) -> anyhow::Result<Object> {
-        let mut c = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.url))?;
+        let mut c = self.pool.get().await.map_err(|e| self.unreachable(e))?;
         if !self.migrated.load(Ordering::Acquire) {
             migrations::apply(&mut c, &self.server).await?;
             self.migrated.store(true, Ordering::Release);
@@ -101,6 +100,34 @@ impl Db {
     /// Connects and migrates now: `Ok` once the database is usable.
     pub async fn ready(&self) -> anyhow::Result<()> {
         self.call(async { self.client().await.map(drop) }).await
+    }
+
+    /// Connects without touching the schema (`pxed check`): whether the
+    /// session is encrypted, in the server's own view (`pg_stat_ssl`).
+    pub async fn probe(&self) -> anyhow::Result<bool> {
+        self.call(async {
+            let c = self.pool.get().await.map_err(|e| self.unreachable(e))?;
+            let row = c
+                .query_one(
+                    "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                    &[],
+                )
+                .await
+                .map_err(explain)?;
+            Ok(row.get(0))
+        })
+        .await
+    }
+
+    /// Why no connection could be had, in the database's or the TLS
+    /// layer's own words (the pool's and the driver's Display stop at "db
+    /// error" or "error performing TLS handshake").
+    fn unreachable(&self, e: deadpool_postgres::PoolError) -> anyhow::Error {
+        let why = match e {
+            deadpool_postgres::PoolError::Backend(e) => explain(e),
+            other => anyhow::Error::new(other),
+        };
+        anyhow::anyhow!("cannot reach {}: {why:#}", self.url)
     }
 
     /// Runs `f` with [`CALL_TIMEOUT`].
