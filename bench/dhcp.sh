@@ -13,6 +13,13 @@
 #              then needs "dhcp-socket-type": "raw" to see broadcasts). Only
 #              pxed, kea and dnsmasq: the PostgreSQL pair listens on two
 #              addresses, each behind its own relay.
+#   v6         DHCPv6: perfdhcp -6 multicasts Solicit and Request to
+#              ff02::1:2 from its link-local address, as a client on the link
+#              does (a DUID-LLT per simulated client); pxed (full mode, an
+#              IA_NA pool in fd80::/64, leases in its SQLite file as for
+#              IPv4) against kea-dhcp6 (memfile). Only pxed and kea. Each
+#              exchange is Solicit-Advertise + Request-Reply where the v4
+#              modes have DORA.
 # Each offered rate (250 → 32,000 DORA/s) gets a fresh server with an empty
 # lease file, for STEP seconds. A rate passes when fewer than 1% of
 # DISCOVER-OFFER and of REQUEST-ACK exchanges are dropped (a failed rate is
@@ -35,12 +42,12 @@
 #
 # Usage (root): bench/dhcp.sh [pxed-binary]      (default target/release/pxed)
 # Environment: STEP=5 (seconds per rate), RATES="500 1000 ... 32000",
-#              MODES="relay broadcast", SERVERS="pxed kea dnsmasq pxed-pg pxed-pg2 kea-pg",
+#              MODES="relay broadcast v6", SERVERS="pxed kea dnsmasq pxed-pg pxed-pg2 kea-pg",
 #              PXED_FSYNC=false|true (lease_fsync; false is the shipped default),
 #              PXED_LOG (default: unset, i.e. info, as shipped),
 #              KEEP=1 (keep the work directory), KEA_MT=true|false (Kea multi-threading,
 #              default true: its better figure here), NICE=-10.
-# Needs: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base, iproute2, util-linux (taskset),
+# Needs: kea-admin (perfdhcp), kea-dhcp4-server, kea-dhcp6-server, dnsmasq-base, iproute2, util-linux (taskset),
 #        postgresql (the PostgreSQL rows).
 set -euo pipefail
 
@@ -50,7 +57,7 @@ pxed=${1:-$here/target/release/pxed}
 step=${STEP:-5}
 rates=${RATES:-"250 500 1000 2000 3000 4000 6000 8000 10000 12000 16000 20000 24000 32000"}
 servers=${SERVERS:-"pxed kea dnsmasq pxed-pg pxed-pg2 kea-pg"}
-modes=${MODES:-"relay broadcast"}
+modes=${MODES:-"relay broadcast v6"}
 fsync=${PXED_FSYNC:-false}
 # The machine is shared (other people compile on it): servers and perfdhcp run
 # at a higher priority than background builds, all servers alike. NICE=0 turns
@@ -83,6 +90,23 @@ veth_pair "$srv" "$cli" 10.80.0.1/12 10.80.0.2/12
 # The second pxed and the second relay of `pxed-pg2`.
 ip -n "$srv" addr add 10.80.0.3/12 dev vs
 ip -n "$cli" addr add 10.80.0.4/12 dev vc
+# The v6 mode: the server's global address (pxed joins ff02::1:2 on `vs`), and
+# link-local addresses usable before perfdhcp starts (no DAD wait). perfdhcp
+# sends every simulated client from vc's one link-local address: pxed takes a
+# MAC from an EUI-64 link-local address before the DUID (BRIEF "IPv6
+# netboot"), so an EUI-64 one would make a million clients one MAC (rate
+# limited); a random one leaves each client its DUID-LLT's MAC.
+ip -n "$srv" addr add fd80::1/64 dev vs nodad
+for ns in "$srv" "$cli"; do
+    ip netns exec "$ns" sh -c 'for f in /proc/sys/net/ipv6/conf/*/accept_dad; do echo 0 > "$f"; done'
+done
+ip -n "$cli" link set vc down
+ip -n "$cli" link set vc addrgenmode random
+ip -n "$cli" link set vc up
+for _ in $(seq 50); do
+    [ -z "$(ip -n "$cli" -6 addr show dev vc tentative)" ] && break
+    sleep 0.1
+done
 
 pool_first=10.80.1.0
 pool_last=10.95.255.254
@@ -107,6 +131,29 @@ lease_time = 3600
 kernel = "vmlinuz"
 [[rule]]
 name = "default"
+EOF
+
+# The v6 mode's pxed: DHCPv6 alone (no IPv4 subnet), a pool of 2^48.
+mkdir -p "$work/pxed6"
+cp -r "$here/boot-templates" "$work/pxed6/"
+sed -e '/^\[\[dhcp.subnet\]\]/,/^lease_time/d' -e 's,^mode = "full",mode = "full"\ninterfaces = ["vs"],' \
+    -e 's,^\[defaults\],[[dhcp.subnet]]\nnetwork = "fd80::/64"\npool = "fd80::1:0:0-fd80::ffff:ffff:ffff"\nlease_time = 3600\n[defaults],' \
+    "$work/pxed/machines.toml" >"$work/pxed6/machines.toml"
+
+cat >"$work/kea6.json" <<EOF
+{ "Dhcp6": {
+    "interfaces-config": { "interfaces": [ "vs" ] },
+    "server-id": { "type": "LL", "persist": false },
+    "lease-database": { "type": "memfile", "persist": true,
+                        "name": "$work/kea-leases6.csv", "lfc-interval": 0 },
+    "valid-lifetime": 3600, "preferred-lifetime": 3000,
+    "multi-threading": { "enable-multi-threading": ${KEA_MT:-true},
+                         "thread-pool-size": ${KEA_THREADS:-2}, "packet-queue-size": 256 },
+    "subnet6": [ { "id": 1, "subnet": "fd80::/64", "interface": "vs",
+                   "pools": [ { "pool": "fd80::1:0:0 - fd80::ffff:ffff:ffff" } ] } ],
+    "loggers": [ { "name": "kea-dhcp6", "severity": "WARN",
+                   "output_options": [ { "output": "stderr" } ] } ]
+} }
 EOF
 
 cat >"$work/kea.json" <<EOF
@@ -172,14 +219,25 @@ pg_ticks() {
 
 # --- servers -----------------------------------------------------------------
 start_server() { # name mode → sets server_pid (and server2_pid for pxed-pg2)
-    rm -f "$work"/*.leases "$work"/kea-leases.csv* "$work"/pxed/pxed-*.sqlite*
+    rm -f "$work"/*.leases "$work"/kea-leases*.csv* "$work"/pxed/pxed-*.sqlite* "$work"/pxed6/pxed-*.sqlite*
+    local port=67
     # pxed logs at its shipped level (info) unless PXED_LOG says otherwise.
-    case $1 in
-    pxed)
+    case $2:$1 in
+    v6:pxed)
+        port=547
+        ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed6/machines.toml" \
+            2>>"$work/pxed6.log" &
+        ;;
+    v6:kea)
+        port=547
+        KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work \
+            ip netns exec "$srv" $prio taskset -c 0 kea-dhcp6 -c "$work/kea6.json" 2>>"$work/kea6.log" >/dev/null &
+        ;;
+    *:pxed)
         ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed/machines.toml" \
             2>>"$work/pxed.log" &
         ;;
-    pxed-pg|pxed-pg2)
+    *:pxed-pg | *:pxed-pg2)
         pg_start && pg_fresh bench
         if [ "$1" = pxed-pg2 ]; then
             ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed-pg2/machines.toml" \
@@ -189,19 +247,19 @@ start_server() { # name mode → sets server_pid (and server2_pid for pxed-pg2)
         ip netns exec "$srv" $prio taskset -c 0 "$pxed" serve --config "$work/pxed-pg1/machines.toml" \
             2>>"$work/pxed-pg.log" &
         ;;
-    kea-pg)
+    *:kea-pg)
         pg_start && pg_fresh kea
         kea-admin db-init pgsql -u pxed -n kea -h "$pg_sock" >>"$work/kea-pg.log" 2>&1
         KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work \
             ip netns exec "$srv" $prio taskset -c 0 kea-dhcp4 -c "$work/kea-pg.json" 2>>"$work/kea-pg.log" >/dev/null &
         ;;
-    kea)
+    *:kea)
         local conf=kea.json
         [ "$2" = broadcast ] && conf=kea-raw.json
         KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work \
             ip netns exec "$srv" $prio taskset -c 0 kea-dhcp4 -c "$work/$conf" 2>>"$work/kea.log" >/dev/null &
         ;;
-    dnsmasq)
+    *:dnsmasq)
         ip netns exec "$srv" $prio taskset -c 0 dnsmasq --no-daemon --conf-file=/dev/null --port=0 \
             --interface=vs --bind-interfaces --dhcp-authoritative --user=root \
             --dhcp-range=$pool_first,$pool_last,255.240.0.0,1h --dhcp-lease-max=1000000 \
@@ -212,7 +270,7 @@ start_server() { # name mode → sets server_pid (and server2_pid for pxed-pg2)
     server_pid=$!
     # `ip netns exec` and `taskset` exec the server: $! is the server's PID.
     # pxed on PostgreSQL binds at once but answers once its leases are read.
-    if wait_udp "$srv" 67; then
+    if wait_udp "$srv" "$port"; then
         case $1 in pxed-pg*) sleep 2 ;; esac
         return 0
     fi
@@ -232,6 +290,11 @@ stop_server() {
 # perfdhcp at RATE towards the server(s) of $1 for $step s in MODE, output in
 # OUT (two halves, OUT.1 and OUT.2, for the pair).
 load() { # server rate out mode
+    if [ "$4" = v6 ]; then
+        timeout $((step + 15)) ip netns exec "$cli" $prio taskset -c 1 \
+            perfdhcp -6 -l vc -r "$2" -p "$step" -R 1000000 -W 1000000 >"$3.1" 2>&1 || true
+        return
+    fi
     if [ "$1" != pxed-pg2 ]; then
         local target=10.80.0.1 bflag=
         [ "$4" = broadcast ] && { target=; bflag=-B; }
@@ -269,8 +332,8 @@ children_cpu() { times >"$work/times"; awk 'NR == 2 { for (i = 1; i <= 2; i++) {
 # perfdhcp's summary → "sent1 recv1 sent2 recv2 avg_ms max_ms"
 parse() {
     awk '
-        /Statistics for: DISCOVER-OFFER/ { ex = 1 }
-        /Statistics for: REQUEST-ACK/    { ex = 2 }
+        /Statistics for: (DISCOVER-OFFER|SOLICIT-ADVERTISE)/ { ex = 1 }
+        /Statistics for: (REQUEST-ACK|REQUEST-REPLY)/        { ex = 2 }
         /^sent packets:/     { sent[ex] = $3 }
         /^received packets:/ { recv[ex] = $3 }
         /^avg delay:/        { avg[ex] = $3 }
@@ -349,7 +412,11 @@ for mode in $modes; do
     # cost 1%, so a failed rate gets a second try).
     active=""
     for s in $available; do
-        case $mode:$s in broadcast:*-pg*) ;; *) active="$active $s" ;; esac
+        case $mode:$s in
+        broadcast:*-pg* | v6:*-pg* | v6:dnsmasq) ;;
+        v6:kea) command -v kea-dhcp6 >/dev/null && active="$active $s" ;;
+        *) active="$active $s" ;;
+        esac
     done
     for rate in $rates; do
         [ -n "${active// /}" ] || break

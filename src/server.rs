@@ -189,7 +189,11 @@ fn warn_if_admin_exposed(addr: SocketAddr) {
 /// TFTP do not wait for it, DHCP retries its leases, events and machine
 /// state connect when it answers.
 async fn connect_database(backend: &crate::storage::Backend) {
-    if let Err(e) = backend.ready().await {
+    let ready = backend.ready().await;
+    if let crate::storage::Backend::Postgres(db) = backend {
+        crate::storage::pg::hold_name(db.clone());
+    }
+    if let Err(e) = ready {
         tracing::error!(
             "{e:#}; starting without the database: HTTP and TFTP serve, DHCP waits for it, machine state and events retry"
         );

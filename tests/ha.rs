@@ -310,3 +310,44 @@ fn now() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+/// Two servers under one `[server] name` would not follow each other's
+/// leases: the second says so, in one line naming the name; a third with a
+/// name of its own says nothing of the kind.
+#[test]
+fn a_second_server_with_the_same_name_is_named_in_the_log() {
+    let what = "two servers, one name";
+    if !pg::available(what) {
+        return;
+    }
+    let pg = Postgres::start();
+    let config = |name: &str| {
+        ConfigDir::new(
+            &format!("name = \"{name}\"\nhttp_listen = \"127.0.0.1:0\"\ntftp_listen = \"\""),
+            &format!(
+                "{}\n[[rule]]\nname = \"default\"\nkernel = \"k\"\n",
+                pg.section("pxed")
+            ),
+        )
+    };
+    let (first_dir, twin_dir, other_dir) = (config("pxe-a"), config("pxe-a"), config("pxe-b"));
+    let first = Pxed::start(&first_dir.config(), None);
+    first.wait_log("pxed started", Duration::from_secs(10));
+    let twin = Pxed::start(&twin_dir.config(), None);
+    let said = twin.wait_log(
+        "another pxed on this database is running as [server] name \"pxe-a\"",
+        Duration::from_secs(10),
+    );
+    assert!(said.contains("give each server its own name"), "{said}");
+    let other = Pxed::start(&other_dir.config(), None);
+    other.wait_log("pxed started", Duration::from_secs(10));
+    // It has tried to take its name by the time it logged its start plus a
+    // moment; the holder never complains about itself.
+    std::thread::sleep(Duration::from_secs(1));
+    for (who, log) in [("first", first.log()), ("other", other.log())] {
+        assert!(
+            !log.contains("another pxed on this database"),
+            "{who}:\n{log}"
+        );
+    }
+}

@@ -14,12 +14,14 @@ mod leases;
 mod leases6;
 mod machines;
 mod migrations;
+mod names;
 pub mod tls;
 
 pub use events::{PgEventReader, PgEventWriter};
 pub use import::{import_sqlite, Imported};
 pub use leases::PgLeases;
 pub use machines::PgMachines;
+pub use names::hold as hold_name;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
