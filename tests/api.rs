@@ -272,6 +272,70 @@ fn overrides_labels_and_the_installer_callback() {
     }
 }
 
+/// A classic pxelinux machine fetches its config over TFTP: a one-shot
+/// override reaches it with this boot's callback URL on the kernel line,
+/// pointing at the address it reached TFTP at and the HTTP port, and the
+/// callback ends the override as over HTTP.
+#[test]
+fn a_one_shot_override_reaches_pxelinux_over_tftp_with_its_callback() {
+    if !common::have_tool("curl", "pxelinux config over TFTP") {
+        return;
+    }
+    let dir = ConfigDir::new(SERVER, RULES);
+    // A fixed HTTP port, as in production: the URL is built from it.
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!(
+        "http_listen = \"127.0.0.1:{http_port}\"\ntftp_listen = \"127.0.0.1:0\"\n{}",
+        tokens_file(&dir)
+    );
+    dir.write_config(&server, RULES);
+    let pxed = Pxed::start(&dir.config(), None);
+    let api = Api::new(pxed.addr("admin"), Some(TOKEN));
+    let tftp = pxed.addr("tftp");
+    let config = || {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail"])
+            .arg(format!("tftp://{tftp}/pxelinux.cfg/01-52-54-00-12-34-56"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let set = api.call(
+        "PUT",
+        &format!("/api/v1/machines/{MAC}/override"),
+        Some(r#"{"rule":"install","once":true}"#),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    let menu = config();
+    assert!(menu.contains("pxed.rule=install"), "{menu}");
+    let prefix = format!(
+        "pxed.callback=http://{}/callback/52-54-00-12-34-56/",
+        pxed.http()
+    );
+    let callback = menu
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {prefix}<token> in:\n{menu}"));
+    assert_eq!(callback.len(), 32, "{callback}");
+    let path = format!("/callback/52-54-00-12-34-56/{callback}");
+    let (head, body) = common::http::get(pxed.http(), &path);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}{body}");
+    let after = config();
+    assert!(
+        after.contains("pxed.rule=default") && !after.contains("pxed.callback="),
+        "the rules decide again:\n{after}"
+    );
+}
+
 #[test]
 fn bad_input_gets_4xx_and_changes_nothing() {
     let (dir, pxed, api) = start();

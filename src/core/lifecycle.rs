@@ -187,6 +187,32 @@ impl Policy {
         rule_hint: Option<&str>,
         ovr: Option<&Active>,
     ) -> Option<Rendered> {
+        self.menu_linking(id, base, base, rule_hint, ovr)
+    }
+
+    /// The pxelinux config a classic pxelinux client fetches over TFTP:
+    /// kernel and initrd paths for TFTP, and, when pxed knows where that
+    /// machine reaches its HTTP server (`http`), the callback and installer
+    /// config URLs over HTTP (the installer, not pxelinux, calls them).
+    pub fn menu_over_tftp(
+        &self,
+        id: &Identity,
+        http: Option<&Base>,
+        ovr: Option<&Active>,
+    ) -> Option<Rendered> {
+        self.menu_linking(id, &Base::Tftp, http.unwrap_or(&Base::Tftp), None, ovr)
+    }
+
+    /// `menu_for` with the base its files come from (`base`) apart from
+    /// the base its callback and config URLs point at (`links`).
+    fn menu_linking(
+        &self,
+        id: &Identity,
+        base: &Base,
+        links: &Base,
+        rule_hint: Option<&str>,
+        ovr: Option<&Active>,
+    ) -> Option<Rendered> {
         let choice = match rule_hint.and_then(|name| self.rule(name)) {
             Some(r) => Choice {
                 rule: Some(r),
@@ -195,7 +221,7 @@ impl Policy {
             None => self.choose(id, ovr.map(|o| &o.boot)),
         };
         let rule = choice.rule?;
-        let install = install(&choice, id, base, ovr);
+        let install = install(&choice, id, links, ovr);
         Some(self.render_rule(rule, &rule.boot.menu_template, id, base, &install))
     }
 

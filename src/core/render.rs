@@ -239,12 +239,16 @@ impl Templates {
         self.hb.has_template(name)
     }
 
-    fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+    /// Renders `name` with `ctx`, which handlebars takes as it is: its
+    /// `render(&T)` would first copy the whole tree (`to_value`), a tenth of
+    /// a new machine's render (bench/callgrind.sh, docs/decisions.md).
+    fn render(&self, name: &str, ctx: Value) -> Result<String, TemplateError> {
         // handlebars renders into an 8 KiB buffer; scripts are ~0.5 KiB and
         // the answer cache keeps 8,192 of them: without the shrink that was
         // 67 MB of the 10,000-machine storm's 88 MB heap peak (heaptrack,
         // docs/decisions.md). One small copy per render, none per cached hit.
-        self.hb.render(name, ctx).map(|mut text| {
+        let ctx = handlebars::Context::from(ctx);
+        self.hb.render_with_context(name, &ctx).map(|mut text| {
             text.shrink_to_fit();
             text
         }).map_err(|e| {
@@ -441,7 +445,7 @@ impl Policy {
         let ctx = context(&Identity::default(), None, base, None, &Install::default());
         let text = self
             .templates
-            .render(BOOTSTRAP, &ctx)
+            .render(BOOTSTRAP, ctx)
             .unwrap_or_else(|_| builtin_retry(base));
         Rendered { text, rule: None }
     }
@@ -457,7 +461,7 @@ impl Policy {
         let ctx = context(id, None, base, Some(&message), &Install::default());
         let text = self
             .templates
-            .render(RETRY, &ctx)
+            .render(RETRY, ctx)
             .unwrap_or_else(|_| builtin_retry(base));
         Rendered { text, rule: None }
     }
@@ -526,10 +530,10 @@ impl Policy {
     pub fn check_fixed_templates(&self, base: &Base) -> Result<(), TemplateError> {
         let (id, none) = (Identity::default(), Install::default());
         self.templates
-            .render(BOOTSTRAP, &context(&id, None, base, None, &none))?;
+            .render(BOOTSTRAP, context(&id, None, base, None, &none))?;
         self.templates.render(
             RETRY,
-            &context(&id, None, base, Some("sample message"), &none),
+            context(&id, None, base, Some("sample message"), &none),
         )?;
         Ok(())
     }
@@ -545,7 +549,7 @@ impl Policy {
         install: &Install,
     ) -> Result<String, TemplateError> {
         self.templates
-            .render(template, &context(id, Some(rule), base, None, install))
+            .render(template, context(id, Some(rule), base, None, install))
     }
 }
 

@@ -72,7 +72,7 @@ fn text(s: String) -> Content {
 /// Where the machine reaches pxed's HTTP server: `public_url`, else the
 /// HTTP port on the address it reached TFTP at (on a wildcard listener, the
 /// address the kernel routes replies to it from).
-fn http_base(config: &Config, asker: Asker) -> Option<Base> {
+pub(super) fn http_base(config: &Config, asker: Asker) -> Option<Base> {
     if let Some(base) = &config.server.public_url {
         return Some(base.clone());
     }

@@ -29,7 +29,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::assets::{self, AssetError};
 use crate::config::{Config, Shared};
-use crate::core::{Active, Base, Identity, Mac};
+use crate::core::{Active, Identity, Mac};
 use crate::events::{Event, Stage};
 use content::{Cache, Content};
 use packet::{Accepted, ErrorCode, Packet, Request};
@@ -325,13 +325,20 @@ async fn open(
         let Some(mac) = Mac::from_pxelinux_name(cfg) else {
             return Err(Refusal::NotFound("not a per-machine pxelinux config name"));
         };
-        // The machine's override chooses the rule; no callback URL: a TFTP
-        // client has no HTTP base to reach it at (docs/api.md).
-        let active = crate::machines::lookup(mac).map(|a| Active { token: None, ..a });
-        return match config.policy.menu_for(
+        // The machine's override chooses the rule; a one-shot override gets
+        // this boot's callback URL when pxed knows the machine's way to its
+        // HTTP server (the installer calls it, docs/api.md).
+        let http = asker.and_then(|a| grub::http_base(config, a));
+        let active = match &http {
+            Some(_) => crate::machines::for_boot(mac).await.unwrap_or_else(|why| {
+                tracing::warn!(%mac, "pxelinux config without a callback URL: {why}");
+                crate::machines::lookup(mac).map(|a| Active { token: None, ..a })
+            }),
+            None => crate::machines::lookup(mac).map(|a| Active { token: None, ..a }),
+        };
+        return match config.policy.menu_over_tftp(
             &Identity::with_mac(mac),
-            &Base::Tftp,
-            None,
+            http.as_ref(),
             active.as_ref(),
         ) {
             Some(rendered) => Ok(Content::Memory(Arc::from(rendered.text.into_bytes()))),
