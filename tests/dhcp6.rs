@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::Duration;
 
 use common::dhcp6::*;
@@ -69,6 +69,9 @@ fn firmware_then_ipxe_boot_over_dhcpv6_tftp_and_http() {
             adv.opts().get(dhcproto::v6::OptionCode::Preference),
             Some(DhcpOption::Preference(255))
         ));
+        // No vendor class PXEClient in full mode: EDK2 would then ask for
+        // the boot file on port 4011, which only proxy mode serves.
+        assert!(adv.opts().get(OptionCode::VendorClass).is_none(), "{adv:?}");
         let [(ip, 600)] = addresses(&adv)[..] else {
             panic!("one address for 600 s: {adv:?}")
         };
@@ -381,6 +384,47 @@ fn malformed_input_is_counted_and_dropped() {
 
 /// Proxy mode (`dhcpv6 = true`): boot clients get an Advertise with the
 /// boot file and Preference 255 but no address; others get nothing.
+/// EDK2's next step after a proxy offer, from the address the other server
+/// gave it (fd77::77 here): its Request, IA removed and the proxy's Server
+/// Identifier put in, unicast to port 4011 of the address in option 59, from
+/// port 4011. The Reply must come back from that address and port with the
+/// boot file URL, or the firmware does not read it.
+fn binl_request(adv: &Message) {
+    let server_id = adv
+        .opts()
+        .get(OptionCode::ServerId)
+        .cloned()
+        .expect("a Server Identifier");
+    let mut req = Client::Firmware.message(MessageType::Request, 7, &[], vec![server_id]);
+    req.opts_mut().remove(OptionCode::IANA);
+    let s = socket(4011);
+    s.send_to(
+        &req.to_vec().unwrap(),
+        SocketAddrV6::new(SERVER6, 4011, 0, 0),
+    )
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + WAIT;
+    let (n, from) = loop {
+        match s.recv_from(&mut buf) {
+            Ok(got) => break got,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "no Reply on port 4011: {e}"
+            ),
+        }
+    };
+    assert_eq!(from, SocketAddrV6::new(SERVER6, 4011, 0, 0).into());
+    let reply = Message::from_bytes(&buf[..n]).unwrap();
+    assert_eq!(reply.msg_type(), MessageType::Reply);
+    assert_eq!(reply.xid(), req.xid());
+    assert_eq!(
+        boot_url(&reply).as_deref(),
+        Some("tftp://[fd77::1]/snponly.efi")
+    );
+    assert!(addresses(&reply).is_empty());
+}
+
 #[test]
 fn proxy_mode_answers_boot_clients_without_addresses() {
     if !privileged("dhcp6 proxy") {
@@ -392,6 +436,8 @@ fn proxy_mode_answers_boot_clients_without_addresses() {
         "",
     );
     let _pxed = start(&lab, &dir);
+    // The address another server would have given the firmware.
+    lab.cli.sh("ip addr add fd77::77/64 dev vc nodad");
     lab.client(|| {
         let s = socket(546);
         let adv = ask(
@@ -404,6 +450,15 @@ fn proxy_mode_answers_boot_clients_without_addresses() {
             Some("tftp://[fd77::1]/snponly.efi")
         );
         assert!(addresses(&adv).is_empty());
+        // Vendor class PXEClient (enterprise 343): what makes EDK2 take an
+        // offer without an address as a proxy offer.
+        match adv.opts().get(OptionCode::VendorClass) {
+            Some(DhcpOption::VendorClass(v)) => {
+                assert_eq!((v.num, &v.data[..]), (343, &[b"PXEClient".to_vec()][..]));
+            }
+            other => panic!("no vendor class in the proxy Advertise: {other:?}"),
+        }
+        binl_request(&adv);
         let mut os = Message::new(MessageType::Solicit);
         os.opts_mut()
             .insert(DhcpOption::ClientId(vec![0, 3, 0, 1, 1, 2, 3, 4, 5, 6]));

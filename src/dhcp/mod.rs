@@ -113,8 +113,18 @@ pub fn start(
         sender,
     };
     let v6 = v6::bind(dhcp, &interfaces)?;
+    let binl6 = match &v6 {
+        Some(s) => v6::bind_binl(dhcp, s)?,
+        None => None,
+    };
     let shared = shared.clone();
-    Ok(Some(run(Sockets { main, proxy, v6 }, store, shared, open)))
+    let sockets = Sockets {
+        main,
+        proxy,
+        v6,
+        binl6,
+    };
+    Ok(Some(run(sockets, store, shared, open)))
 }
 
 /// The lease store and the tables read from it (IPv4, DHCPv6).
@@ -125,6 +135,8 @@ struct Sockets {
     main: Socket,
     proxy: Option<Socket>,
     v6: Option<v6::Socket6>,
+    /// DHCPv6 proxy mode's port 4011 ([`v6::bind_binl`]).
+    binl6: Option<v6::Socket6>,
 }
 
 /// A bound DHCP socket and what answers on it.
@@ -142,7 +154,12 @@ async fn run(
     shared: Shared,
     open: OpenStore,
 ) {
-    let Sockets { main, proxy, v6 } = sockets;
+    let Sockets {
+        main,
+        proxy,
+        v6,
+        binl6,
+    } = sockets;
     let stats = Arc::new(Stats::default());
     let (mut leases, mut leases6) = (Leases::default(), Leases6::default());
     let mut committer = None;
@@ -184,6 +201,10 @@ async fn run(
             stats.clone(),
             None,
         ));
+    }
+    if let Some(s) = binl6 {
+        // Proxy mode: no leases, no commits.
+        tasks.spawn(v6::serve(s, shared.clone(), Leases6::default(), None, None));
     }
     if let Some(s) = v6 {
         let learn6 = committer.is_some().then_some(learn6);

@@ -428,5 +428,8 @@ fn proxy(cx: &Cx) -> Outcome6 {
             "proxy mode answers boot clients only (no boot file for this client)".into(),
         );
     }
+    if let Some(Handout::Tftp(_)) = cx.decision.and_then(|d| d.handout.as_ref()) {
+        w.pxe_client();
+    }
     cx.finish(w, Vec::new(), Vec::new())
 }

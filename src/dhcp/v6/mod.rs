@@ -48,8 +48,9 @@ use super::leases::{Lease6, Leases6};
 use super::report::Stats;
 use super::server::{Interfaces, Sender};
 use super::{next_learned, now, submit, Clock, READ_BATCH};
-use crate::config::{DhcpConfig, Shared};
+use crate::config::{DhcpConfig, DhcpMode, Shared};
 use crate::core::Mac;
+use server::BINL_PORT;
 
 /// The bound DHCPv6 socket, its sending handle and our DUID.
 pub struct Socket6 {
@@ -94,6 +95,28 @@ pub fn bind(dhcp: &DhcpConfig, interfaces: &Interfaces) -> anyhow::Result<Option
         socket,
         sender,
         duid,
+    }))
+}
+
+/// Proxy mode's second socket: UDP 4011 on `[dhcp] listen6`'s address, where
+/// UEFI PXE sends its Request for the boot file after a proxy offer (EDK2's
+/// IPv6 form of PXE's BINL exchange), and answered from, as it expects.
+/// Same DUID as `main`. `None` outside proxy mode.
+pub fn bind_binl(dhcp: &DhcpConfig, main: &Socket6) -> anyhow::Result<Option<Socket6>> {
+    if dhcp.mode != DhcpMode::Proxy {
+        return Ok(None);
+    }
+    let mut addr = dhcp.listen6;
+    addr.set_port(BINL_PORT);
+    let socket = server::bind(addr)
+        .map_err(|e| crate::listen::bind_error("DHCPv6 proxy (port 4011)", addr, e))?;
+    let sender = Arc::new(Sender::new(&socket).context("DHCPv6 socket")?);
+    let socket = tokio::net::UdpSocket::from_std(socket).context("DHCPv6 socket")?;
+    tracing::info!(addr = %addr, "dhcp6 proxy listening");
+    Ok(Some(Socket6 {
+        socket,
+        sender,
+        duid: main.duid.clone(),
     }))
 }
 

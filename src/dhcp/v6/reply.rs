@@ -97,6 +97,16 @@ impl Writer {
         self.option(code::VENDOR_CLASS, &v)
     }
 
+    /// Option 16 `PXEClient` in a proxy-mode reply: EDK2 counts an offer
+    /// without an address as a proxy offer only with it, and then asks the
+    /// proxy for the boot file on port 4011 (docs/decisions.md, "DHCPv6
+    /// proxy mode"). Never in full mode: it would send the firmware there too.
+    pub fn pxe_client(&mut self) -> &mut Writer {
+        let mut v = VENDOR_INTEL.to_be_bytes().to_vec();
+        put_item(&mut v, b"PXEClient");
+        self.option(code::VENDOR_CLASS, &v)
+    }
+
     pub fn dns(&mut self, servers: &[Ipv6Addr]) -> &mut Writer {
         let v: Vec<u8> = servers.iter().flat_map(|a| a.octets()).collect();
         self.option(code::DNS_SERVERS, &v)

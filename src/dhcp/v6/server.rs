@@ -18,6 +18,8 @@ pub const ALL_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 /// Where replies to clients go (§7.2); relays listen on the server port.
 pub const CLIENT_PORT: u16 = 546;
 pub const SERVER_PORT: u16 = 547;
+/// Where UEFI PXE asks a proxy for its boot file (and expects the answer from).
+pub const BINL_PORT: u16 = 4011;
 
 /// A bound, non-blocking UDP socket for DHCPv6. No `SO_REUSEADDR`: another
 /// DHCPv6 server holding the port must make pxed fail, not split clients.
