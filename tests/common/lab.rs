@@ -451,18 +451,45 @@ pub fn dhcp_full6(_lab: &Lab) -> Dhcp {
     }
 }
 
+/// Another host on the lab bridge: a namespace of its own whose `eth0` (a
+/// veth into br0) has `address` (`ip addr add` arguments).
+fn other_host(lab: &Lab, address: &str) -> Netns {
+    let peer = Netns::new(&format!("{}-dhcp", lab.prefix()));
+    lab.ns.sh(&format!(
+        "ip link add vdhcp type veth peer name eth0 netns {} && ip link set vdhcp master br0 up",
+        peer.name
+    ));
+    peer.sh(&format!("ip addr add {address} && ip link set eth0 up"));
+    peer
+}
+
+/// IPv6 proxy mode on the IPv6-only lab: dnsmasq, as another host
+/// (fd97:e2e::2 on a veth into br0), hands out IA_NA addresses and sends the
+/// router advertisements (M and O, the prefix on-link); pxed in proxy mode
+/// with `dhcpv6 = true` adds the boot file URL, its own advertisements off.
+pub fn dhcp_proxy6(lab: &Lab) -> Dhcp {
+    let peer = other_host(lab, "fd97:e2e::2/64 dev eth0 nodad");
+    let range = [
+        "--dhcp-range=fd97:e2e::1000,fd97:e2e::1fff,64,10m".to_string(),
+        "--enable-ra".to_string(),
+    ];
+    let server = dnsmasq(&peer.name, "eth0", &range);
+    Dhcp {
+        machines_toml: "[dhcp]\nmode = \"proxy\"\ndhcpv6 = true\ninterfaces = [\"br0\"]\n"
+            .to_string(),
+        ra: Some("[ipv6_ra]\nenabled = false\n".to_string()),
+        server: Some(server),
+        peer: Some(peer),
+    }
+}
+
 /// ProxyDHCP: dnsmasq hands out addresses only (no boot file, no next
 /// server), pxed in proxy mode (`[dhcp] mode = "proxy"`, keys of branch `dhcp`)
 /// answers with the boot information. Both need UDP port 67, so dnsmasq runs
 /// as another host: its own namespace, 10.97.0.2 on a veth into the lab bridge.
 /// Needs pxed's DHCP server.
 pub fn dhcp_proxy(lab: &Lab) -> Dhcp {
-    let peer = Netns::new(&format!("{}-dhcp", lab.prefix()));
-    lab.ns.sh(&format!(
-        "ip link add vdhcp type veth peer name eth0 netns {} && ip link set vdhcp master br0 up",
-        peer.name
-    ));
-    peer.sh("ip addr add 10.97.0.2/16 dev eth0 && ip link set eth0 up");
+    let peer = other_host(lab, "10.97.0.2/16 dev eth0");
     let server = dnsmasq(&peer.name, "eth0", &[]);
     Dhcp {
         machines_toml: "[dhcp]\nmode = \"proxy\"\ninterfaces = [\"br0\"]\n".to_string(),
