@@ -388,6 +388,12 @@ pub fn proxy(place: &Place, req: &Request, decision: &Decision) -> Outcome {
             "proxy mode answers PXE clients only (no PXEClient/HTTPClient vendor class)".into(),
         );
     }
+    if place.server.is_unspecified() || place.server.is_broadcast() {
+        // An interface with no IPv4 address (an IPv6-only boot network):
+        // there is no address to point the client at; an OFFER naming
+        // 0.0.0.0 only costs it time.
+        return Outcome::Ignored("no IPv4 address on this interface to name the server by".into());
+    }
     let kind = match (place.port, req.kind) {
         (Port::Dhcp, MessageType::Discover) => MessageType::Offer,
         (Port::Proxy, MessageType::Request | MessageType::Inform) => MessageType::Ack,

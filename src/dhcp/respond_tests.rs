@@ -517,6 +517,29 @@ fn proxy_mode_table() {
     }
 }
 
+/// Proxy mode on an interface without IPv4 (an IPv6-only boot network,
+/// tests/e2e/ipv6.rs): iPXE's DHCPv4 Discover gets no OFFER naming 0.0.0.0.
+#[test]
+fn proxy_mode_without_an_ipv4_address_stays_quiet() {
+    let config = proxy_config();
+    let v6_only = crate::dhcp::server::Iface {
+        addrs: Vec::new(),
+        ..br0()
+    };
+    let bytes = Pkt {
+        user_class: Some(b"iPXE"),
+        ..pkt(MessageType::Discover, NEW)
+    }
+    .bytes();
+    let arrival = crate::fuzzing::broadcast_arrival(&bytes);
+    let rx = crate::fuzzing::received(&bytes, &arrival, &v6_only, Port::Dhcp);
+    let got = answer(&config, &mut Leases::default(), rx).outcome;
+    assert!(
+        matches!(&got, Outcome::Ignored(why) if why.contains("no IPv4 address")),
+        "{got:?}"
+    );
+}
+
 /// Packets stopped before the exchange: malformed, over a rate, and the
 /// per-MAC and pool limits.
 #[test]
