@@ -79,6 +79,34 @@ fn uefi_http_boot_over_ipv6_boots_the_machine_rule() {
     );
 }
 
+/// Boots `firmware` (MAC `mac`) in the IPv6 proxy lab ([`lab::dhcp_proxy6`])
+/// until pxed's log shows `fetched`; returns the log (`None`: skipped).
+fn loader_through_proxy(
+    what: &str,
+    firmware: Firmware,
+    mac: &str,
+    fetched: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let s = setup_lab(what, 1, Lab::ipv6_only, lab::dhcp_proxy6, "")?;
+    let files = ovmf_4m(what)?;
+    let machine = Machine {
+        firmware,
+        ..Machine::bios(what, mac, Some("UEFI Box"))
+    };
+    let _guest = Guest::boot(&s.lab, 0, &machine, s.accel, Some((&files.0, &files.1)));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut log = s.pxed.log();
+    while !fetched(&log) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        log = s.pxed.log();
+    }
+    assert!(
+        fetched(&log),
+        "{what}: the loader was not fetched through the proxy:\n{log}"
+    );
+    Some(log)
+}
+
 /// DHCPv6 proxy mode beside another DHCPv6 server (docs/decisions.md,
 /// "DHCPv6 proxy mode"): dnsmasq hands out the address and the
 /// advertisements, pxed (proxy mode) an Advertise with the boot file URL,
@@ -89,18 +117,6 @@ fn uefi_http_boot_over_ipv6_boots_the_machine_rule() {
 /// it never gets its script from a proxy; not waited for here.
 #[test]
 fn uefi_pxe_over_ipv6_gets_its_loader_through_a_dhcpv6_proxy() {
-    let what = "e2e-pxe6p";
-    let Some(s) = setup_lab(what, 1, Lab::ipv6_only, lab::dhcp_proxy6, "") else {
-        return;
-    };
-    let Some(files) = ovmf_4m(what) else {
-        return;
-    };
-    let machine = Machine {
-        firmware: Firmware::UefiPxe6,
-        ..Machine::bios(what, PXE6_MAC, Some("UEFI Box"))
-    };
-    let _guest = Guest::boot(&s.lab, 0, &machine, s.accel, Some((&files.0, &files.1)));
     let size = std::fs::metadata("/usr/lib/ipxe/snponly.efi").map_or(0, |m| m.len());
     let fetched = |log: &str| {
         log.lines().any(|l| {
@@ -110,16 +126,9 @@ fn uefi_pxe_over_ipv6_gets_its_loader_through_a_dhcpv6_proxy() {
                 && l.contains("outcome=\"ok\"")
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut log = s.pxed.log();
-    while !fetched(&log) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        log = s.pxed.log();
-    }
-    assert!(
-        fetched(&log),
-        "snponly.efi was not fetched through the proxy:\n{log}"
-    );
+    let Some(log) = loader_through_proxy("e2e-pxe6p", Firmware::UefiPxe6, PXE6_MAC, fetched) else {
+        return;
+    };
     let replies = dhcp6_replies(&log, PXE6_MAC);
     assert!(
         replies.iter().any(|l| l.contains("outcome=\"advertise\"")
@@ -132,5 +141,26 @@ fn uefi_pxe_over_ipv6_gets_its_loader_through_a_dhcpv6_proxy() {
             && l.contains("snponly.efi")
             && l.contains("]:4011 ")),
         "the firmware's Request on port 4011 was not answered:\n{log}"
+    );
+}
+
+/// OVMF's HTTPv6 Boot in the same proxy lab: pxed's Advertise (the loader's
+/// URL, vendor class `HTTPClient`, no address) beside dnsmasq's; the
+/// firmware takes dnsmasq's address and fetches `snponly.efi` from pxed
+/// over HTTP (no port 4011 for HTTP Boot).
+#[test]
+fn uefi_http_boot_over_ipv6_gets_its_loader_through_a_dhcpv6_proxy() {
+    let fetched = |log: &str| log.contains("file=/usr/lib/ipxe/snponly.efi");
+    let Some(log) = loader_through_proxy("e2e-http6p", Firmware::UefiHttp6, HTTP6_MAC, fetched)
+    else {
+        return;
+    };
+    assert!(
+        dhcp6_replies(&log, HTTP6_MAC)
+            .iter()
+            .any(|l| l.contains("outcome=\"advertise\"")
+                && l.contains("addrs=[]")
+                && l.contains("http://[fd97:e2e::1]:8080/assets/snponly.efi")),
+        "no proxy Advertise naming the loader's URL:\n{log}"
     );
 }
