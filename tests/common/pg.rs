@@ -72,9 +72,12 @@ impl Postgres {
             (tls.key, "server.key"),
             (tls.client_ca, "ca.crt"),
         ] {
-            std::fs::copy(from, data.join(to)).unwrap();
-            pg.run_on(&["chown", "postgres:postgres"], &data.join(to));
-            pg.run_on(&["chmod", "0600"], &data.join(to));
+            let file = data.join(to);
+            std::fs::copy(from, &file).unwrap();
+            // PostgreSQL refuses a key others may read.
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            chown_postgres(&file);
         }
         let mut conf = std::fs::OpenOptions::new()
             .append(true)
@@ -112,17 +115,6 @@ impl Postgres {
                 .arg("--no-instructions");
         });
         pg
-    }
-
-    /// Runs a plain command (`chown`, `chmod`) on `path`, as root.
-    fn run_on(&self, cmd: &[&str], path: &Path) {
-        let ok = Command::new(cmd[0])
-            .args(&cmd[1..])
-            .arg(path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "{cmd:?} {}", path.display());
     }
 
     fn data(&self) -> PathBuf {
