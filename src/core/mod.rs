@@ -3,6 +3,7 @@
 //! TFTP, DHCP) calls these functions over one immutable [`Policy`] snapshot.
 
 mod base;
+mod context;
 pub mod decide;
 pub mod grub;
 pub mod identity;

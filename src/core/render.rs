@@ -11,10 +11,11 @@ use std::sync::Arc;
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
 };
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 pub use super::base::Base;
-use super::identity::{query_escape, Arch, Identity, IdentityError};
+use super::context::{Needs, Parts};
+use super::identity::{Arch, Identity, IdentityError};
 use super::{Boot, BootKind, Location, Policy, Rule};
 
 /// The templates every config must provide (the shipped `boot-templates/` has
@@ -35,10 +36,6 @@ pub const REQUIRED: &[&str] = &[
     LOCAL_BIOS,
     LOCAL_EFI,
 ];
-
-/// Characters of the product that travel in option 209 for the menu title
-/// (menu.c32 shows 56 columns of it, MAC included).
-const MENU_PRODUCT_CHARS: usize = 32;
 
 /// Seconds a machine waits before retrying when it could not be given a script.
 pub const RETRY_SECONDS: u32 = 10;
@@ -125,6 +122,8 @@ pub struct Templates {
     hb: Handlebars<'static>,
     /// Template name → the file it came from, so render errors name the file.
     paths: std::collections::HashMap<String, String>,
+    /// Template name → the context keys it can reach (see `core::context`).
+    needs: HashMap<String, Needs>,
 }
 
 /// A template problem, placed in the template file.
@@ -229,7 +228,12 @@ impl Templates {
             }
         }
         if errors.is_empty() {
-            Ok(Templates { hb, paths })
+            let needs = hb
+                .get_templates()
+                .iter()
+                .map(|(name, t)| (name.clone(), Needs::of(t)))
+                .collect();
+            Ok(Templates { hb, paths, needs })
         } else {
             Err(errors)
         }
@@ -239,10 +243,16 @@ impl Templates {
         self.hb.has_template(name)
     }
 
-    /// Renders `name` with `ctx`, which handlebars takes as it is: its
-    /// `render(&T)` would first copy the whole tree (`to_value`), a tenth of
-    /// a new machine's render (bench/callgrind.sh, docs/decisions.md).
-    fn render(&self, name: &str, ctx: Value) -> Result<String, TemplateError> {
+    /// Renders `name` with the context of `parts`, built only as far as the
+    /// template reaches and handed to handlebars as it is: its `render(&T)`
+    /// would first copy the whole tree (`to_value`), a tenth of a new
+    /// machine's render (bench/callgrind.sh, docs/decisions.md).
+    fn render(&self, name: &str, parts: &Parts) -> Result<String, TemplateError> {
+        self.render_as(name, parts, self.needs.get(name).unwrap_or(&Needs::ALL))
+    }
+
+    fn render_as(&self, name: &str, parts: &Parts, needs: &Needs) -> Result<String, TemplateError> {
+        let ctx: Value = parts.context(needs);
         // handlebars renders into an 8 KiB buffer; scripts are ~0.5 KiB and
         // the answer cache keeps 8,192 of them: without the shrink that was
         // 67 MB of the 10,000-machine storm's 88 MB heap peak (heaptrack,
@@ -302,126 +312,6 @@ impl Boot {
     }
 }
 
-fn machine_json(id: &Identity) -> Value {
-    let firmware = match id.arch {
-        Some(a) if a.is_efi() => "efi",
-        _ => "bios",
-    };
-    json!({
-        "mac": id.mac.map(|m| m.to_string()),
-        "mac_hyphen": id.mac.map(|m| m.hyphenated()),
-        "mac_hex": id.mac.map(|m| m.hex()),
-        "product": id.product.as_ref().map(|s| s.safe()),
-        "serial": id.serial.as_ref().map(|s| s.safe()),
-        "manufacturer": id.manufacturer.as_ref().map(|s| s.safe()),
-        "uuid": id.uuid.as_ref().map(|u| u.to_string()),
-        "arch": id.arch.map(|a| a.name()),
-        "firmware": firmware,
-    })
-}
-
-fn server_json(base: &Base) -> Value {
-    json!({
-        "base_url": base.url(),
-        "assets_url": base.asset(""),
-        "pxelinux_prefix": format!("{}/pxelinux/", base.url()),
-    })
-}
-
-/// The template's `boot` object for a rule.
-fn boot_json(b: &Boot, base: &Base, install: &Install) -> Value {
-    let initrd_name = b
-        .initrd
-        .as_deref()
-        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
-    json!({
-        "kind": b.kind.name(),
-        "kernel": b.kernel,
-        "initrd": b.initrd,
-        "kernel_url": b.kernel.as_deref().map(|k| base.asset(k)),
-        "initrd_url": b.initrd.as_deref().map(|i| base.asset(i)),
-        "kernel_path": b.kernel.as_deref().and_then(tftp_path),
-        "initrd_path": b.initrd.as_deref().and_then(tftp_path),
-        "initrd_name": initrd_name,
-        "args": b.args,
-        "cmdline": b.cmdline_with(install),
-        "menu_timeout": b.menu_timeout,
-        "menu_timeout_ds": b.menu_timeout.saturating_mul(10),
-    })
-}
-
-/// The template context for a machine and its rule. Every key is always
-/// present (null when unknown) so strict mode only catches real typos.
-fn context(
-    id: &Identity,
-    rule: Option<&Rule<Boot>>,
-    base: &Base,
-    message: Option<&str>,
-    install: &Install,
-) -> Value {
-    let (rule_json, boot_json, console_json, vars) = match rule {
-        Some(r) => (
-            json!({ "name": r.name, "priority": r.priority }),
-            boot_json(&r.boot, base, install),
-            r.boot.console.map_or(Value::Null, |c| {
-                json!({
-                    "index": c.index,
-                    "tty": c.tty(),
-                    "baud": c.baud,
-                    "kernel_arg": c.kernel_arg(),
-                    "firmware_redirect": c.firmware_redirect,
-                })
-            }),
-            Value::Object(r.boot.vars.clone()),
-        ),
-        None => (
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Object(Map::new()),
-        ),
-    };
-    // Option 209 names the menu by MAC, the matched rule and the start of the
-    // product (for the menu title) only: lpxelinux loses option 210 when 209
-    // grows past ~240 bytes, which a full identity query with real SMBIOS
-    // strings does (tests/e2e.rs, pxelinux_menu_survives_a_long_smbios_identity).
-    let file = id
-        .mac
-        .map_or_else(|| "01-".to_string(), |m| m.pxelinux_name());
-    let mut menu_name = format!("pxelinux.cfg/{file}");
-    if let Some(r) = rule {
-        menu_name.push_str(&format!("?rule={}", query_escape(&r.name)));
-        if let Some(p) = &id.product {
-            let shown: String = p.raw().chars().take(MENU_PRODUCT_CHARS).collect();
-            menu_name.push_str(&format!("&product={}", query_escape(&shown)));
-        }
-    }
-    json!({
-        "machine": machine_json(id),
-        "rule": rule_json,
-        "boot": boot_json,
-        "console": console_json,
-        "grub": super::grub::context(id.arch, rule.and_then(|r| r.boot.console)),
-        "server": server_json(base),
-        "pxelinux": {
-            "config": menu_name,
-        },
-        "vars": vars,
-        "message": message,
-        "retry_seconds": RETRY_SECONDS,
-        "install": {
-            "callback_url": install.callback_url,
-            "config_url": install.config_url,
-        },
-    })
-}
-
-/// An asset's absolute path on the TFTP server (`/debian/vmlinuz`), as GRUB
-/// fetches it; `None` for a URL.
-fn tftp_path(path: &str) -> Option<String> {
-    (!path.contains("://")).then(|| format!("/{}", path.trim_start_matches('/')))
-}
-
 /// `text` with control characters (a newline would start a new script
 /// command) turned into spaces.
 fn one_line(text: &str) -> String {
@@ -442,10 +332,10 @@ fn builtin_retry(base: &Base) -> String {
 impl Policy {
     /// The static bootstrap served at `/boot.ipxe`.
     pub fn bootstrap(&self, base: &Base) -> Rendered {
-        let ctx = context(&Identity::default(), None, base, None, &Install::default());
+        let (id, install) = (Identity::default(), Install::default());
         let text = self
             .templates
-            .render(BOOTSTRAP, ctx)
+            .render(BOOTSTRAP, &Parts::fixed(&id, base, None, &install))
             .unwrap_or_else(|_| builtin_retry(base));
         Rendered { text, rule: None }
     }
@@ -458,10 +348,10 @@ impl Policy {
     /// add one") and cut it at a client string's length.
     pub fn retry(&self, id: &Identity, base: &Base, message: &str) -> Rendered {
         let message = one_line(message);
-        let ctx = context(id, None, base, Some(&message), &Install::default());
+        let install = Install::default();
         let text = self
             .templates
-            .render(RETRY, ctx)
+            .render(RETRY, &Parts::fixed(id, base, Some(&message), &install))
             .unwrap_or_else(|_| builtin_retry(base));
         Rendered { text, rule: None }
     }
@@ -530,10 +420,10 @@ impl Policy {
     pub fn check_fixed_templates(&self, base: &Base) -> Result<(), TemplateError> {
         let (id, none) = (Identity::default(), Install::default());
         self.templates
-            .render(BOOTSTRAP, context(&id, None, base, None, &none))?;
+            .render(BOOTSTRAP, &Parts::fixed(&id, base, None, &none))?;
         self.templates.render(
             RETRY,
-            context(&id, None, base, Some("sample message"), &none),
+            &Parts::fixed(&id, base, Some("sample message"), &none),
         )?;
         Ok(())
     }
@@ -548,8 +438,14 @@ impl Policy {
         base: &Base,
         install: &Install,
     ) -> Result<String, TemplateError> {
-        self.templates
-            .render(template, context(id, Some(rule), base, None, install))
+        let parts = Parts {
+            id,
+            rule: Some(rule),
+            base,
+            message: None,
+            install,
+        };
+        self.templates.render(template, &parts)
     }
 }
 
@@ -582,5 +478,76 @@ mod tests {
             text.capacity(),
             text.len()
         );
+    }
+
+    /// Every template renders what it rendered with the whole context: the
+    /// shipped ones for every rule and firmware, and templates the key walk
+    /// must give up on (blocks that change the context, `this`, partials, a
+    /// misspelt key, which must still fail the same way).
+    #[test]
+    fn a_context_of_the_reachable_keys_renders_as_the_whole_one() {
+        let shipped =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fixture/machines.toml");
+        let config = crate::config::load(&shipped).unwrap();
+        let policy = &config.policy;
+        let base = Base::Http("http://10.0.0.1:8080".into());
+        let query =
+            "product=Express5800%2Fi120Ra-e1&serial=SN-42-x&manufacturer=NEC&mac=52:54:00:12:34:56";
+        let mut id = Identity::from_query(query).unwrap();
+        let install = Install {
+            callback_url: Some("http://cb/".into()),
+            config_url: Some("http://cfg/".into()),
+        };
+        let odd = [
+            "{{#each machine}}{{@key}}={{this}} {{/each}}",
+            "{{#with boot}}{{kernel_url}} {{../server.base_url}}{{/with}}",
+            "{{json this}} {{this.rule.name}}",
+            "{{json boot}} {{json machine.mac}} {{#if console}}{{json console}}{{/if}}",
+            "{{lookup machine \"mac\"}}",
+            "{{#if (eq rule.name \"db1\")}}{{machine.mac_hex}}{{else if console}}{{console.tty}}{{/if}}",
+            "{{> linux.ipxe}}",
+            "{{machine.mca}}",
+            "{{machne.mac}}",
+            "{{@root.machine.mac}}",
+            "{{[machine].mac}} {{machine.[mac]}}",
+            "{{vars.role}} {{grub.serial}} {{pxelinux.config}} {{install.config_url}}",
+        ];
+        let names: Vec<String> = (0..odd.len()).map(|i| format!("odd{i}")).collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("boot-templates");
+        let files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(e.path()).unwrap())
+            })
+            .collect();
+        let sources = files
+            .iter()
+            .map(|(n, s)| (n.as_str(), n.as_str(), s.as_str()));
+        let odd_sources = names
+            .iter()
+            .zip(odd)
+            .map(|(n, s)| (n.as_str(), n.as_str(), s));
+        let templates = Templates::compile(sources.chain(odd_sources)).unwrap();
+        let mut rendered = 0;
+        for arch in [None, Some(Arch::EfiX64), Some(Arch::EfiArm64)] {
+            id.arch = arch;
+            for rule in policy.rules.iter().map(Some).chain([None]) {
+                for name in templates.needs.keys() {
+                    let parts = Parts {
+                        id: &id,
+                        rule,
+                        base: &base,
+                        message: Some("m"),
+                        install: &install,
+                    };
+                    let whole = templates.render_as(name, &parts, &Needs::ALL);
+                    assert_eq!(templates.render(name, &parts), whole, "{name}");
+                    rendered += usize::from(whole.is_ok());
+                }
+            }
+        }
+        assert!(rendered > 300, "{rendered} renders compared");
     }
 }
