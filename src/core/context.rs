@@ -14,8 +14,19 @@ use serde_json::{Map, Value};
 
 use super::base::Base;
 use super::identity::{query_escape, Identity};
-use super::render::{Install, RETRY_SECONDS};
 use super::{Boot, Rule};
+
+/// Seconds a machine waits before retrying when it could not be given a script.
+pub const RETRY_SECONDS: u32 = 10;
+
+/// The per-machine URLs one render carries (see `core::lifecycle`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Install {
+    /// `<base>/callback/<mac>/<token>` when a one-shot override is booting.
+    pub callback_url: Option<String>,
+    /// `<base>/config/<mac>/<rule>/` when the rule has installer configs.
+    pub config_url: Option<String>,
+}
 
 /// The context's top-level keys (docs/configuration.md).
 const TOP: &[&str] = &[

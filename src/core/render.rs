@@ -14,6 +14,7 @@ use handlebars::{
 use serde_json::Value;
 
 pub use super::base::Base;
+pub use super::context::{Install, RETRY_SECONDS};
 use super::context::{Needs, Parts};
 use super::identity::{Arch, Identity, IdentityError};
 use super::{Boot, BootKind, Location, Policy, Rule};
@@ -36,18 +37,6 @@ pub const REQUIRED: &[&str] = &[
     LOCAL_BIOS,
     LOCAL_EFI,
 ];
-
-/// Seconds a machine waits before retrying when it could not be given a script.
-pub const RETRY_SECONDS: u32 = 10;
-
-/// The per-machine URLs one render carries (see `core::lifecycle`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Install {
-    /// `<base>/callback/<mac>/<token>` when a one-shot override is booting.
-    pub callback_url: Option<String>,
-    /// `<base>/config/<mac>/<rule>/` when the rule has installer configs.
-    pub config_url: Option<String>,
-}
 
 /// A rendered script or config, and the rule that produced it (none for the
 /// bootstrap and retry scripts).
