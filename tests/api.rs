@@ -297,17 +297,9 @@ fn a_one_shot_override_reaches_pxelinux_over_tftp_with_its_callback() {
     let api = Api::new(pxed.addr("admin"), Some(TOKEN));
     let tftp = pxed.addr("tftp");
     let config = || {
-        let out = Command::new("curl")
-            .args(["-sS", "--fail"])
-            .arg(format!("tftp://{tftp}/pxelinux.cfg/01-52-54-00-12-34-56"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::sh(&format!(
+            "curl -sS --fail tftp://{tftp}/pxelinux.cfg/01-52-54-00-12-34-56"
+        ))
     };
     let set = api.call(
         "PUT",
