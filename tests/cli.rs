@@ -94,6 +94,23 @@ fn events_json(dir: &ConfigDir, extra: &[&str], n: usize) -> Vec<serde_json::Val
     }
 }
 
+/// `pxed events --json --follow` running, and its output lines.
+fn follow_json(
+    dir: &ConfigDir,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut follow = Command::new(common::pxed_bin())
+        .args(["events", "--json", "--follow", "--config"])
+        .arg(dir.config())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    (follow, lines)
+}
+
 #[test]
 fn events_as_json_since_and_followed() {
     let dir = ConfigDir::new("http_listen = \"127.0.0.1:0\"\ntftp_listen = \"\"", RULES);
@@ -118,13 +135,7 @@ fn events_as_json_since_and_followed() {
     assert!(events_json(&dir, &["--since", "2999-01-01T00:00:00Z"], 0).is_empty());
 
     // --follow prints what is recorded after it started, as it comes.
-    let mut follow = Command::new(common::pxed_bin())
-        .args(["events", "--json", "--follow", "--config"])
-        .arg(dir.config())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let (mut follow, mut lines) = follow_json(&dir);
     let first = lines.next().unwrap().unwrap();
     assert!(first.contains("52:54:00:00:00:01"), "{first}");
     get(
@@ -167,13 +178,7 @@ fn events_follow_on_postgres_prints_rows_committed_out_of_id_order() {
     let insert = |mac: &str| {
         format!("INSERT INTO events (at, last_at, mac, stage, outcome, detail) VALUES (1, 1, '{mac}', 'script', 'ok', 'test');")
     };
-    let mut follow = Command::new(common::pxed_bin())
-        .args(["events", "--json", "--follow", "--config"])
-        .arg(dir.config())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let (mut follow, mut lines) = follow_json(&dir);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         while let Some(Ok(line)) = lines.next() {
